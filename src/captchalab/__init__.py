@@ -1,0 +1,52 @@
+"""captchalab: train, evaluate, diagnose and serve solvers for text image CAPTCHAs.
+
+The Python API mirrors the CLI. Importing this package does not import TensorFlow:
+training functions load it when called, solving never does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from captchalab.charset import Charset
+from captchalab.data.synthetic import generate
+from captchalab.decoding import Prediction
+from captchalab.errors import CaptchaLabError
+from captchalab.evaluate import evaluate
+from captchalab.inference.predictor import Predictor, load
+
+__version__ = "0.1.0"
+
+
+def train(data: str | Path, **kwargs: Any) -> Path:
+    """Train a model on DATA; returns the run folder. See ``captchalab train --help``."""
+    from captchalab.train import train as _train
+
+    return _train(data, **kwargs)
+
+
+def export(run: str | Path, format: str = "onnx", out: str | Path | None = None) -> Path:
+    """Export RUN to a standalone ONNX file."""
+    from captchalab.export import export as _export
+
+    return _export(run, format, out)
+
+
+def solve(image: Any, model: str | Path | None = None) -> Prediction:
+    """Read one image with RUN (default: the bundled model)."""
+    return load(model).solve(image)
+
+
+__all__ = [
+    "CaptchaLabError",
+    "Charset",
+    "Prediction",
+    "Predictor",
+    "evaluate",
+    "export",
+    "generate",
+    "load",
+    "solve",
+    "train",
+]

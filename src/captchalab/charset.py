@@ -1,0 +1,103 @@
+"""The one place that knows about character indices.
+
+Index 0 is reserved: it is the CTC blank for sequence models and the "no character here"
+padding class for models with one head per position. Symbols start at index 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+from captchalab.errors import CharsetError
+
+BLANK = 0
+
+
+def expand_ranges(spec: str) -> str:
+    """Expand ``"0-9A-Z"`` into ``"0123456789AB...Z"``; a ``-`` at either end is literal."""
+    symbols: list[str] = []
+    i = 0
+    while i < len(spec):
+        if i + 2 < len(spec) and spec[i + 1] == "-":
+            start, end = ord(spec[i]), ord(spec[i + 2])
+            if end < start:
+                raise CharsetError(f"charset range '{spec[i:i + 3]}' runs backwards; write it low-high")
+            symbols.extend(chr(c) for c in range(start, end + 1))
+            i += 3
+        else:
+            symbols.append(spec[i])
+            i += 1
+    return "".join(dict.fromkeys(symbols))
+
+
+@dataclass(frozen=True)
+class Charset:
+    """An ordered set of symbols plus the case policy."""
+
+    symbols: str
+    case_insensitive: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.symbols:
+            raise CharsetError("the charset is empty; give one such as --charset '0-9A-Z'")
+        if any(ch.isspace() for ch in self.symbols):
+            raise CharsetError("the charset contains whitespace; labels cannot use it")
+        if len(set(self.symbols)) != len(self.symbols):
+            raise CharsetError(f"the charset '{self.symbols}' repeats a symbol")
+
+    @classmethod
+    def parse(cls, spec: str, case_insensitive: bool = False) -> Charset:
+        symbols = expand_ranges(spec)
+        if case_insensitive:
+            symbols = "".join(dict.fromkeys(symbols.upper()))
+        return cls(symbols, case_insensitive)
+
+    @classmethod
+    def from_labels(cls, labels: Iterable[str], case_insensitive: bool = False) -> Charset:
+        text = "".join(labels)
+        if case_insensitive:
+            text = text.upper()
+        return cls("".join(sorted(set(text))), case_insensitive)
+
+    @property
+    def num_classes(self) -> int:
+        """Symbols plus the blank."""
+        return len(self.symbols) + 1
+
+    def normalize(self, text: str) -> str:
+        return text.upper() if self.case_insensitive else text
+
+    def unknown(self, text: str) -> str:
+        """The characters of ``text`` that this charset cannot encode, in order of appearance."""
+        known = set(self.symbols)
+        return "".join(dict.fromkeys(ch for ch in self.normalize(text) if ch not in known))
+
+    def encode(self, text: str) -> list[int]:
+        index = self._index
+        try:
+            return [index[ch] for ch in self.normalize(text)]
+        except KeyError as missing:
+            raise CharsetError(
+                f"label '{text}' has character {missing} outside the charset '{self.symbols}'"
+            ) from None
+
+    def decode(self, indices: Sequence[int] | Iterable[int]) -> str:
+        """Indices to text; the blank and out-of-range indices are dropped."""
+        n = len(self.symbols)
+        return "".join(self.symbols[i - 1] for i in indices if 0 < i <= n)
+
+    @cached_property
+    def _index(self) -> dict[str, int]:
+        return {ch: i + 1 for i, ch in enumerate(self.symbols)}
+
+    def to_dict(self) -> dict[str, object]:
+        return {"symbols": self.symbols, "case_insensitive": self.case_insensitive}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Charset:
+        symbols, folded = data.get("symbols"), data.get("case_insensitive", False)
+        if not isinstance(symbols, str) or not isinstance(folded, bool):
+            raise CharsetError("charset in config.json must be {'symbols': str, 'case_insensitive': bool}")
+        return cls(symbols, folded)

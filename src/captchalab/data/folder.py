@@ -1,0 +1,215 @@
+"""Datasets on disk: a folder (labels.csv or labels in file names) or a split CSV file.
+
+Every problem is collected first and reported together in one message, so a user fixes
+the whole dataset in one pass instead of one error per run.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from captchalab.charset import Charset
+from captchalab.data import images
+from captchalab.errors import DataError, ImageError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"}
+MAX_PROBLEMS_SHOWN = 10
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Validated images (uint8, n x h x w) with their labels and source files."""
+
+    files: tuple[Path, ...]
+    labels: tuple[str, ...]
+    pixels: np.ndarray
+    charset: Charset
+    source: Path
+    skipped: tuple[str, ...] = field(default=())
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def size(self) -> images.ImageSize:
+        return images.ImageSize(int(self.pixels.shape[1]), int(self.pixels.shape[2]))
+
+    @property
+    def max_length(self) -> int:
+        return max(len(label) for label in self.labels)
+
+
+@dataclass
+class _Problems:
+    """Problems by kind, each with the files concerned."""
+
+    by_kind: dict[str, list[str]] = field(default_factory=dict)
+    files: set[str] = field(default_factory=set)
+
+    def add(self, kind: str, name: str, detail: str = "") -> None:
+        self.by_kind.setdefault(kind, []).append(f"{name} ({detail})" if detail else name)
+        self.files.add(name)
+
+    def __bool__(self) -> bool:
+        return bool(self.by_kind)
+
+    def message(self, source: Path) -> str:
+        total = sum(len(v) for v in self.by_kind.values())
+        lines = [f"{source}: {total} problem(s) found before any work was done:"]
+        for kind, items in self.by_kind.items():
+            shown = ", ".join(items[:MAX_PROBLEMS_SHOWN])
+            hidden = len(items) - MAX_PROBLEMS_SHOWN
+            lines.append(f"  - {kind} ({len(items)}): {shown}" + (f" and {hidden} more" if hidden > 0 else ""))
+        lines.append("Fix these entries, or pass --skip-bad to continue without them.")
+        return "\n".join(lines)
+
+
+def list_entries(path: str | Path) -> tuple[Path, list[tuple[str, str]]]:
+    """(root folder, [(relative file, label), ...]) for a dataset folder or CSV file."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder; give a dataset folder or a labels CSV")
+    if path.is_file():
+        return path.parent, read_labels_csv(path)
+    csv_path = path / "labels.csv"
+    if csv_path.exists():
+        return path, read_labels_csv(csv_path)
+    entries = [(p.name, p.stem.split("_")[0]) for p in sorted(path.iterdir()) if _is_image(p)]
+    if not entries:
+        raise DataError(
+            f"{path}: no labels.csv and no images (.png .jpg .gif .bmp .webp) to take labels from"
+        )
+    return path, entries
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def read_labels_csv(path: Path) -> list[tuple[str, str]]:
+    """Rows of a ``file,label`` CSV; a BOM and surrounding whitespace are tolerated."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text; save the CSV as UTF-8") from None
+    except OSError as error:
+        raise DataError(f"{path}: cannot read ({error.strerror})") from None
+    rows = list(csv.reader(text.splitlines()))
+    if not rows:
+        raise DataError(f"{path}: the CSV is empty; it needs a header 'file,label' and rows")
+    header = [cell.strip().lower() for cell in rows[0]]
+    if header[:2] != ["file", "label"]:
+        raise DataError(f"{path}: the header is {rows[0]!r}; the first line must be 'file,label'")
+    entries = []
+    for line_number, row in enumerate(rows[1:], start=2):
+        if not row or not any(cell.strip() for cell in row):
+            continue
+        if len(row) < 2:
+            raise DataError(f"{path}, line {line_number}: expected 'file,label', got {row!r}")
+        entries.append((row[0].strip(), row[1].strip()))
+    if not entries:
+        raise DataError(f"{path}: the CSV has a header but no rows; add 'file,label' lines")
+    return entries
+
+
+def load_dataset(
+    path: str | Path,
+    charset: Charset | None = None,
+    size: images.ImageSize | None = None,
+    skip_bad: bool = False,
+    case_insensitive: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> Dataset:
+    """Read, validate and decode a dataset; raise one DataError listing every problem.
+
+    ``size`` defaults to the most common image size in the set, so a uniform set is
+    never stretched.
+    """
+    source = Path(path)
+    root, entries = list_entries(source)
+    problems = _Problems()
+    entries = _check_labels(entries, charset, problems)
+    size = size or _typical_size(root, entries)
+    decoded = _decode_images(root, entries, size, problems, progress)
+    if problems and not skip_bad:
+        raise DataError(problems.message(source))
+    kept = [
+        (name, label, pixels)
+        for (name, label), pixels in zip(entries, decoded)
+        if name not in problems.files and pixels is not None
+    ]
+    if not kept:
+        raise DataError(f"{source}: no usable images remain after skipping bad entries")
+    labels = [label for _, label, _ in kept]
+    charset = charset or Charset.from_labels(labels, case_insensitive)
+    return Dataset(
+        files=tuple(root / name for name, _, _ in kept),
+        labels=tuple(charset.normalize(label) for label in labels),
+        pixels=np.stack([pixels for _, _, pixels in kept]),
+        charset=charset,
+        source=source,
+        skipped=tuple(sorted(problems.files)),
+    )
+
+
+def _check_labels(
+    entries: list[tuple[str, str]], charset: Charset | None, problems: _Problems
+) -> list[tuple[str, str]]:
+    counts = Counter(name for name, _ in entries)
+    for name, count in counts.items():
+        if count > 1:
+            problems.add("duplicate rows for the same file", name, f"{count} rows")
+    unique = list({name: (name, label) for name, label in entries}.values())
+    for name, label in unique:
+        if not label:
+            problems.add("empty label", name)
+        elif any(ch.isspace() for ch in label):
+            problems.add("label contains whitespace", name, repr(label))
+        elif charset is not None and charset.unknown(label):
+            kind = f"characters outside the charset '{charset.symbols}'"
+            problems.add(kind, name, f"{label!r} has {charset.unknown(label)!r}")
+    return unique
+
+
+def _decode_images(
+    root: Path,
+    entries: list[tuple[str, str]],
+    size: images.ImageSize,
+    problems: _Problems,
+    progress: Callable[[int], None] | None,
+) -> list[np.ndarray | None]:
+    decoded: list[np.ndarray | None] = []
+    for name, _ in entries:
+        try:
+            decoded.append(images.load(root / name, size, name))
+        except ImageError as error:
+            reason = str(error).split(": ", 1)[-1].split(";")[0]
+            problems.add(reason, name)
+            decoded.append(None)
+        if progress:
+            progress(1)
+    return decoded
+
+
+def _typical_size(root: Path, entries: list[tuple[str, str]]) -> images.ImageSize:
+    """The most common size among (up to 500) readable image headers."""
+    sizes: Counter[tuple[int, int]] = Counter()
+    for name, _ in entries[:500]:
+        try:
+            with Image.open(root / name) as img:
+                sizes[img.size] += 1
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue
+    if not sizes:
+        raise DataError(f"{root}: none of the listed images can be read; check the paths")
+    (width, height), _ = sizes.most_common(1)[0]
+    if width * height > images.MAX_PIXELS or max(width, height) > images.MAX_SIDE:
+        return images.ImageSize(min(height, 64), min(width, 256))
+    return images.ImageSize(int(height), int(width))

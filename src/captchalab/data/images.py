@@ -1,0 +1,128 @@
+"""Decode any image a user gives into the model's input: grayscale float32 in [0, 1].
+
+This module is on the inference path: it must not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from captchalab.errors import ImageError
+
+# A captcha is small; anything past these limits is a mistake or an attack.
+MAX_PIXELS = 4_000_000
+MAX_SIDE = 4096
+MAX_BYTES = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ImageSize:
+    height: int
+    width: int
+
+    def __str__(self) -> str:
+        return f"{self.width}x{self.height}"
+
+    @classmethod
+    def parse(cls, text: str) -> ImageSize:
+        """``"160x60"`` (width x height, like most image tools print it)."""
+        try:
+            width, height = (int(part) for part in text.lower().split("x"))
+        except ValueError:
+            raise ImageError(f"image size '{text}' is not WIDTHxHEIGHT, e.g. 160x60") from None
+        if not (8 <= width <= MAX_SIDE and 8 <= height <= MAX_SIDE):
+            raise ImageError(f"image size '{text}' is outside 8..{MAX_SIDE} pixels per side")
+        return cls(height, width)
+
+
+def open_image(source: str | Path | bytes, name: str | None = None) -> Image.Image:
+    """Open and fully decode an image, enforcing size limits before decoding pixels."""
+    label = name or (str(source) if not isinstance(source, bytes) else "<upload>")
+    data = _read_bytes(source, label)
+    if not data:
+        raise ImageError(f"{label}: the file is empty; remove it or replace it with an image")
+    if len(data) > MAX_BYTES:
+        raise ImageError(f"{label}: {len(data)} bytes is over the {MAX_BYTES}-byte limit")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            _check_dimensions(image, label)
+            image.seek(0)  # first frame of animations
+            image.load()
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(
+            f"{label}: not a readable image (PNG, JPEG, GIF, BMP or WebP expected); "
+            "remove it or re-save it"
+        ) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as error:
+        raise ImageError(f"{label}: the image is damaged ({error}); remove it or re-save it") from None
+    return image
+
+
+def _read_bytes(source: str | Path | bytes, label: str) -> bytes:
+    if isinstance(source, bytes):
+        return source
+    path = Path(source)
+    try:
+        if path.stat().st_size > MAX_BYTES:
+            raise ImageError(f"{label}: {path.stat().st_size} bytes is over the {MAX_BYTES}-byte limit")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(f"{label}: no such file; check the path") from None
+    except IsADirectoryError:
+        raise ImageError(f"{label}: is a folder, not an image") from None
+    except PermissionError:
+        raise ImageError(f"{label}: permission denied; make the file readable") from None
+
+
+def _check_dimensions(image: Image.Image, label: str) -> None:
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise ImageError(f"{label}: the image has no pixels")
+    if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
+        raise ImageError(
+            f"{label}: {width}x{height} pixels is over the limit "
+            f"({MAX_SIDE} per side, {MAX_PIXELS} in all); crop or shrink it"
+        )
+
+
+def to_grayscale(image: Image.Image) -> Image.Image:
+    """Any mode to 8-bit grayscale; transparency is composited on white, EXIF rotation applied."""
+    image = ImageOps.exif_transpose(image) or image
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA"))
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        span = float(array.max() - array.min()) or 1.0
+        image = Image.fromarray(((array - array.min()) / span * 255).astype(np.uint8))
+    return image.convert("L")
+
+
+def prepare(image: Image.Image, size: ImageSize) -> np.ndarray:
+    """Grayscale, resized to ``size``: uint8 array of shape (height, width)."""
+    gray = to_grayscale(image)
+    if gray.size != (size.width, size.height):
+        gray = gray.resize((size.width, size.height), Image.Resampling.BILINEAR)
+    return np.asarray(gray, dtype=np.uint8)
+
+
+def load(source: str | Path | bytes, size: ImageSize, name: str | None = None) -> np.ndarray:
+    """Open, validate and prepare one image: uint8 (height, width)."""
+    return prepare(open_image(source, name), size)
+
+
+def to_model_input(batch: np.ndarray) -> np.ndarray:
+    """uint8 (n, h, w) to float32 (n, h, w, 1) in [0, 1], the models' input convention."""
+    return (batch.astype(np.float32) / 255.0)[..., None]

@@ -1,0 +1,60 @@
+"""Datasets to tensors: encoded targets, train/validation split, augmented tf.data batches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from captchalab.charset import Charset
+
+
+def encode_labels(labels: Sequence[str], charset: Charset, max_length: int) -> np.ndarray:
+    """(n, max_length) int32, padded with 0 (blank / no character)."""
+    targets = np.zeros((len(labels), max_length), dtype=np.int32)
+    for row, label in enumerate(labels):
+        codes = charset.encode(label)[:max_length]
+        targets[row, : len(codes)] = codes
+    return targets
+
+
+def split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (train, validation) index arrays; validation keeps at least one item."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = min(n - 1, max(1, round(n * fraction)))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def augmenter(seed: int) -> tf.keras.Sequential:
+    """Small shifts, zooms, rotations and contrast changes that any captcha style survives."""
+    return tf.keras.Sequential([
+        layers.RandomTranslation(0.06, 0.04, fill_mode="nearest", seed=seed),
+        layers.RandomZoom(0.06, fill_mode="nearest", seed=seed + 1),
+        layers.RandomRotation(0.01, fill_mode="nearest", seed=seed + 2),
+        layers.RandomContrast(0.3, seed=seed + 3),
+    ])
+
+
+def batches(
+    pixels: np.ndarray,
+    targets: np.ndarray,
+    batch_size: int,
+    seed: int,
+    augment: bool,
+    shuffle: bool = True,
+) -> tf.data.Dataset:
+    """uint8 images (n, h, w) to float32 (n, h, w, 1) batches in [0, 1]."""
+    data = tf.data.Dataset.from_tensor_slices((pixels, targets))
+    if shuffle:
+        data = data.shuffle(len(pixels), seed=seed, reshuffle_each_iteration=True)
+    data = data.batch(batch_size)
+    data = data.map(lambda x, y: (tf.cast(x, tf.float32)[..., None] / 255.0, y))
+    if augment:
+        augment_layers = augmenter(seed)
+        data = data.map(
+            lambda x, y: (tf.clip_by_value(augment_layers(x, training=True), 0.0, 1.0), y),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    return data.prefetch(tf.data.AUTOTUNE)

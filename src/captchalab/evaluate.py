@@ -1,0 +1,62 @@
+"""Metrics of a model on a labelled dataset, as DESIGN.md specifies them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from captchalab import metrics, runs
+from captchalab.data.folder import load_dataset
+from captchalab.inference.predictor import Predictor
+from captchalab.progress import counting
+
+
+def evaluate(
+    run: str | Path | None,
+    data: str | Path,
+    skip_bad: bool = False,
+    batch_size: int = 64,
+    quiet: bool = True,
+    save: bool = True,
+) -> dict[str, Any]:
+    """Evaluate RUN (None: the bundled model) on DATA; also saved as RUN/metrics.json."""
+    predictor = Predictor.load(run)
+    config = predictor.config
+    with counting(f"reading {data}", quiet) as advance:
+        dataset = load_dataset(data, None, config.image, skip_bad, config.charset.case_insensitive, advance)
+    labels = [config.charset.normalize(label) for label in dataset.labels]
+    readings, seconds = _predict_all(predictor, dataset.pixels, batch_size, quiet)
+    texts = [r.text for r in readings]
+    length = config.max_length if config.head == "positional" else None
+    result: dict[str, Any] = metrics.summarize(texts, labels, length)
+    result.update({
+        "mean_confidence": float(np.mean([r.confidence for r in readings])),
+        "ms_per_image": 1000 * seconds / len(texts),
+        "model": config.model,
+        "charset": config.charset.symbols,
+    })
+    if dataset.skipped:
+        result["skipped"] = list(dataset.skipped)
+    if save and run is not None and runs.run_folder(run).is_dir() and Path(run).is_dir():
+        runs.write_json(Path(run) / "metrics.json", result)
+    return result
+
+
+def _predict_all(predictor: Predictor, pixels: np.ndarray, batch_size: int, quiet: bool) -> tuple[list, float]:
+    readings = []
+    seconds = 0.0
+    with counting("solving", quiet, total=len(pixels)) as advance:
+        for start in range(0, len(pixels), batch_size):
+            batch = pixels[start : start + batch_size]
+            began = time.perf_counter()
+            readings.extend(r[0] for r in predictor.predict_pixels(batch))
+            seconds += time.perf_counter() - began
+            advance(len(batch))
+    return readings, seconds
+
+
+ProgressHook = Callable[[int], None]

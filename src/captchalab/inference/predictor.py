@@ -1,0 +1,178 @@
+"""One predictor for ``solve``, ``serve`` and the Python API.
+
+ONNX Runtime by default; Keras (which imports TensorFlow) only as a fallback for a run
+folder that has no ``model.onnx``. Pre-processing and decoding are the same for both.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from captchalab import decoding, runs
+from captchalab.config import RunConfig, from_dict
+from captchalab.data import images
+from captchalab.decoding import Prediction
+from captchalab.errors import ImageError, ModelError, UsageError
+
+METADATA_KEY = "captchalab_config"
+ImageLike = str | Path | bytes | Image.Image | np.ndarray
+
+
+def bundled_model_path() -> Path:
+    return Path(str(resources.files("captchalab") / "bundled" / "model.onnx"))
+
+
+@dataclass
+class _Backend:
+    run: Any  # (float32 batch) -> logits
+
+
+class Predictor:
+    """Images in, readings out. ``Predictor.load(RUN)`` or ``captchalab.load(RUN)``."""
+
+    def __init__(self, config: RunConfig, backend: _Backend, source: Path, backend_name: str) -> None:
+        self.config, self._backend, self.source, self.backend = config, backend, source, backend_name
+
+    @classmethod
+    def load(cls, model: str | Path | None = None, backend: str = "auto", threads: int = 0) -> Predictor:
+        """``model``: a run folder, an ``.onnx`` file, or None for the bundled model."""
+        if backend not in ("auto", "onnx", "keras"):
+            raise UsageError(f"backend '{backend}' is not one of auto, onnx, keras")
+        path = Path(model) if model is not None else bundled_model_path()
+        if path.is_file() and path.suffix == ".onnx":
+            return cls._from_onnx(path, threads)
+        folder = runs.run_folder(path)
+        if (folder / "model.onnx").exists() and backend != "keras":
+            return cls._from_onnx(folder / "model.onnx", threads)
+        if backend == "onnx":
+            raise ModelError(f"{folder}: has no model.onnx; run 'captchalab export {folder} --format onnx'")
+        return cls._from_keras(folder, threads)
+
+    @classmethod
+    def _from_onnx(cls, path: Path, threads: int) -> Predictor:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # ORT raises its own exception types for damaged files
+            raise ModelError(f"{path}: not a loadable ONNX model ({type(error).__name__}); re-export it") from None
+        raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        if raw is None:
+            raise ModelError(f"{path}: has no captchalab metadata; export it with 'captchalab export'")
+        try:
+            config = from_dict(json.loads(raw), path, None)
+        except json.JSONDecodeError:
+            raise ModelError(f"{path}: its captchalab metadata is not JSON; re-export it") from None
+        input_name = session.get_inputs()[0].name
+        backend = _Backend(lambda batch: session.run(None, {input_name: batch})[0])
+        return cls(config, backend, path, "onnx")
+
+    @classmethod
+    def _from_keras(cls, folder: Path, threads: int) -> Predictor:
+        from captchalab.export import load_keras
+
+        if threads:
+            import tensorflow as tf
+
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+        config = runs.read_config(folder)
+        model = load_keras(folder, config)
+        return cls(config, _Backend(lambda batch: np.asarray(model(batch, training=False))), folder, "keras")
+
+    @property
+    def name(self) -> str:
+        return self.config.model
+
+    def prepare(self, image: ImageLike, name: str | None = None) -> np.ndarray:
+        """Any accepted image to uint8 (h, w) at the model's size."""
+        if isinstance(image, np.ndarray):
+            image = Image.fromarray(_as_uint8(image))
+        if isinstance(image, Image.Image):
+            return images.prepare(image, self.config.image)
+        return images.load(image, self.config.image, name)
+
+    def logits(self, pixels: np.ndarray) -> np.ndarray:
+        return np.asarray(self._backend.run(images.to_model_input(pixels)), dtype=np.float32)
+
+    def predict_pixels(self, pixels: np.ndarray, top_k: int = 1) -> list[list[Prediction]]:
+        probs = decoding.softmax(self.logits(pixels))
+        return decoding.decode(probs, self.config.head, self.config.charset, top_k)
+
+    def solve(self, image: ImageLike) -> Prediction:
+        """The best reading of one image."""
+        return self.predict_pixels(self.prepare(image)[None])[0][0]
+
+    def solve_many(
+        self, items: Iterable[ImageLike], top_k: int = 1, batch_size: int = 64
+    ) -> Iterator[list[Prediction] | ImageError]:
+        """Readings per image in order, batched; a bad image yields its error, not a crash."""
+        pending: list[tuple[int, np.ndarray]] = []
+        results: dict[int, list[Prediction] | ImageError] = {}
+        next_out = 0
+        for index, item in enumerate(items):
+            try:
+                pending.append((index, self.prepare(item)))
+            except ImageError as error:
+                results[index] = error
+            if len(pending) >= batch_size:
+                self._flush(pending, top_k, results)
+            while next_out in results:
+                yield results.pop(next_out)
+                next_out += 1
+        self._flush(pending, top_k, results)
+        while next_out in results:
+            yield results.pop(next_out)
+            next_out += 1
+
+    def _flush(self, pending: list[tuple[int, np.ndarray]], top_k: int, results: dict) -> None:
+        if not pending:
+            return
+        readings = self.predict_pixels(np.stack([p for _, p in pending]), top_k)
+        for (index, _), reading in zip(pending, readings):
+            results[index] = reading
+        pending.clear()
+
+    def describe(self) -> dict[str, Any]:
+        size = self.source.stat().st_size if self.source.is_file() else None
+        return {"name": self.config.model, "head": self.config.head, "charset": self.config.charset.symbols,
+                "case_insensitive": self.config.charset.case_insensitive,
+                "image": {"height": self.config.image.height, "width": self.config.image.width},
+                "max_length": self.config.max_length, "backend": self.backend,
+                "source": str(self.source), "bytes": size}
+
+
+def _as_uint8(array: np.ndarray) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return array.squeeze()
+    if np.issubdtype(array.dtype, np.floating) and array.size and float(np.nanmax(array)) <= 1.0:
+        return (np.clip(array, 0, 1) * 255).astype(np.uint8).squeeze()
+    return np.clip(array, 0, 255).astype(np.uint8).squeeze()
+
+
+def load(model: str | Path | None = None, backend: str = "auto", threads: int = 0) -> Predictor:
+    return Predictor.load(model, backend, threads)
+
+
+def iter_image_files(paths: Sequence[str | Path]) -> Iterator[Path]:
+    """Files as given; folders expanded to their images, sorted."""
+    from captchalab.data.folder import IMAGE_SUFFIXES
+
+    for item in paths:
+        path = Path(item)
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            yield path

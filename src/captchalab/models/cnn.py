@@ -1,0 +1,32 @@
+"""Conv trunk with one classifier head per character position (fixed maximum length)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+from keras import layers
+
+from captchalab.models.layers import conv_block, image_input, positional_logits
+from captchalab.models.registry import ModelSpec, register
+
+
+@dataclass(frozen=True)
+class CnnOptions:
+    filters: tuple[int, ...] = (32, 64, 96)
+    hidden: int = 256
+    dropout: float = 0.3
+
+
+@register("cnn", CnnOptions, "positional", "conv trunk + one softmax head per position")
+def build(spec: ModelSpec, options: CnnOptions) -> keras.Model:
+    inputs = image_input(spec.image.height, spec.image.width)
+    x = inputs
+    for filters in options.filters:
+        x = conv_block(x, filters, (2, 2))
+    x = layers.Flatten()(x)
+    x = layers.Dropout(options.dropout)(x)
+    x = layers.Dense(options.hidden, activation="relu")(x)
+    x = layers.Dropout(options.dropout)(x)
+    outputs = positional_logits(x, spec.max_length, spec.num_classes)
+    return keras.Model(inputs, outputs, name="cnn")

@@ -1,0 +1,25 @@
+"""Building blocks shared by the models."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+
+def conv_block(x: keras.KerasTensor, filters: int, pool: tuple[int, int] | None) -> keras.KerasTensor:
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal")(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.Activation("relu")(x)
+    if pool:
+        x = layers.MaxPooling2D(pool)(x)
+    return x
+
+
+def image_input(height: int, width: int) -> keras.KerasTensor:
+    return keras.Input((height, width, 1), name="image")
+
+
+def positional_logits(x: keras.KerasTensor, max_length: int, num_classes: int) -> keras.KerasTensor:
+    """One softmax head per character slot, as a (max_length, num_classes) logits tensor."""
+    x = layers.Dense(max_length * num_classes, name="heads")(x)
+    return layers.Reshape((max_length, num_classes), name="logits")(x)

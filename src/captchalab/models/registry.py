@@ -1,0 +1,63 @@
+"""One registry for every model: ``@register`` a builder, look it up by name."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from captchalab.data.images import ImageSize
+from captchalab.errors import UsageError
+
+# How a model's output is read: "ctc" (time steps, blank = 0, collapse repeats) or
+# "positional" (one softmax per character slot, class 0 = no character).
+Head = Literal["ctc", "positional"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the data decides: input size, number of classes, longest label."""
+
+    image: ImageSize
+    num_classes: int
+    max_length: int
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    build: Callable[[ModelSpec, Any], Any]  # (spec, options) -> keras.Model of logits
+    options_type: type
+    head: Head
+    summary: str
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register(name: str, options_type: type, head: Head, summary: str) -> Callable:
+    def decorator(build: Callable[[ModelSpec, Any], Any]) -> Callable[[ModelSpec, Any], Any]:
+        _REGISTRY[name] = ModelEntry(name, build, options_type, head, summary)
+        return build
+
+    return decorator
+
+
+def get(name: str) -> ModelEntry:
+    _load_all()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise UsageError(f"unknown model '{name}'; choose one of: {', '.join(names())}.{hint}")
+    return _REGISTRY[name]
+
+
+def names() -> list[str]:
+    _load_all()
+    return sorted(_REGISTRY)
+
+
+def _load_all() -> None:
+    # Importing the modules runs their @register; deferred because they import Keras.
+    from captchalab.models import cnn, crnn, mlp  # noqa: F401

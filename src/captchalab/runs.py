@@ -1,0 +1,110 @@
+"""Run folders: atomic writes, safe creation, and reading a run's config.
+
+A run folder holds ``config.json``, ``model.keras``, ``history.json``, ``metrics.json``,
+``model.onnx`` and ``checkpoints/``. Nothing in it is ever executed or unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from captchalab.config import RunConfig, from_dict, read_json
+from captchalab.errors import ModelError, RunFolderError
+
+MIN_FREE_BYTES = 50 * 1024 * 1024
+CHECKPOINTS = "checkpoints"
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file in the same folder, then rename over ``path``.
+
+    A kill at any moment leaves either the old file or the new one, never half of one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Keep the full suffix (".weights.h5", ".keras"): Keras picks the format by it.
+    suffix = "".join(path.suffixes)
+    stem = path.name[: len(path.name) - len(suffix)]
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{stem}-tmp-", suffix=suffix, dir=path.parent)
+    os.close(handle)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8"))
+
+
+def default_out(model: str) -> Path:
+    return Path("runs") / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def create(out: Path, force: bool = False) -> Path:
+    """Make a new, writable run folder with room to write; never overwrite without ``force``."""
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"{out}: exists and is a file; choose another --out")
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise RunFolderError(
+                f"{out}: already holds files; pass --force to replace them, --resume {out} "
+                "to continue that run, or choose another --out"
+            )
+        shutil.rmtree(out)
+    try:
+        (out / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as error:
+        raise RunFolderError(f"{out}: cannot write here ({error.strerror}); choose another --out") from None
+    check_free_space(out)
+    return out
+
+
+def check_free_space(folder: Path) -> None:
+    free = shutil.disk_usage(folder).free
+    if free < MIN_FREE_BYTES:
+        raise RunFolderError(
+            f"{folder}: only {free // 2**20} MiB free; training needs at least "
+            f"{MIN_FREE_BYTES // 2**20} MiB for checkpoints. Free some space or choose another --out"
+        )
+
+
+def read_config(run: str | Path, with_options: bool = True) -> RunConfig:
+    """The validated config of a run folder (or of the folder holding a model file).
+
+    ``with_options=False`` skips the model's options, which needs the registry and so
+    Keras; the inference path does not need them.
+    """
+    folder = run_folder(run)
+    data = read_json(folder / "config.json")
+    options_type = None
+    if with_options and isinstance(data, dict) and isinstance(data.get("model"), str):
+        from captchalab.models import registry
+
+        try:
+            options_type = registry.get(data["model"]).options_type
+        except Exception as error:  # unknown model name in the file
+            raise ModelError(f"{folder / 'config.json'}: {error}") from None
+    return from_dict(data, folder / "config.json", options_type)
+
+
+def run_folder(run: str | Path) -> Path:
+    path = Path(run)
+    if path.is_file():
+        path = path.parent
+    if not path.exists():
+        raise ModelError(f"{run}: no such run folder; train one with 'captchalab train DATA --out {run}'")
+    return path

@@ -1,0 +1,275 @@
+"""fit(config) -> run folder. The whole training loop, with atomic checkpoints and resume."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import json
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from captchalab import decoding, metrics, runs
+from captchalab.charset import Charset
+from captchalab.config import RunConfig, TrainConfig, apply_overrides
+from captchalab.data import pipeline
+from captchalab.data.folder import Dataset, load_dataset
+from captchalab.errors import RunFolderError, UsageError
+from captchalab.models import registry
+from captchalab.models.losses import loss_for
+from captchalab.progress import counting, live_bar
+
+STATE = "state.json"
+
+
+@dataclass(frozen=True)
+class Split:
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_labels: tuple[str, ...]
+    val_y: np.ndarray
+
+
+def train(
+    data: str | Path,
+    val: str | Path | None = None,
+    model: str = "crnn",
+    out: str | Path | None = None,
+    epochs: int | None = None,
+    overrides: tuple[str, ...] | list[str] = (),
+    charset: str | None = None,
+    case_insensitive: bool = False,
+    skip_bad: bool = False,
+    force: bool = False,
+    resume: str | Path | None = None,
+    export_onnx: bool = True,
+    quiet: bool = False,
+) -> Path:
+    """Train a model on DATA and return its run folder (see DESIGN.md)."""
+    if resume is not None:
+        return _resume(Path(resume), export_onnx, quiet, skip_bad)
+    entry = registry.get(model)
+    train_set = _load(data, charset, case_insensitive, skip_bad, None, quiet)
+    config = RunConfig(
+        model=entry.name,
+        head=entry.head,
+        charset=train_set.charset,
+        image=train_set.size,
+        max_length=train_set.max_length,
+        options=entry.options_type(),
+        train=TrainConfig(),
+    )
+    config = apply_overrides(config, [f"train.epochs={epochs}"] if epochs else [])
+    config = apply_overrides(config, overrides)
+    _check_train_config(config.train)
+    folder = runs.create(Path(out) if out else runs.default_out(entry.name), force=force)
+    val_set = _load(val, train_set.charset, case_insensitive, skip_bad, config.image, quiet) if val else None
+    runs.write_json(folder / "config.json", config.to_dict())
+    state = {"data": str(data), "val": str(val) if val else None, "epoch": 0, "history": [],
+             "best": None, "wait": 0, "learning_rate": config.train.learning_rate}
+    return _fit(config, folder, _split(config, train_set, val_set), state, export_onnx, quiet)
+
+
+def _load(
+    path: str | Path,
+    charset: str | Charset | None,
+    case_insensitive: bool,
+    skip_bad: bool,
+    size: Any,
+    quiet: bool,
+) -> Dataset:
+    fixed = Charset.parse(charset, case_insensitive) if isinstance(charset, str) else charset
+    with counting(f"reading {path}", quiet) as advance:
+        return load_dataset(path, fixed, size, skip_bad, case_insensitive, advance)
+
+
+def _check_train_config(train_config: TrainConfig) -> None:
+    if train_config.epochs < 1 or train_config.batch_size < 1 or train_config.learning_rate <= 0:
+        raise UsageError("epochs and batch_size must be at least 1 and learning_rate above 0")
+    if not 0 < train_config.val_fraction < 1:
+        raise UsageError("train.val_fraction must be between 0 and 1")
+
+
+def _split(config: RunConfig, train_set: Dataset, val_set: Dataset | None) -> Split:
+    encode = lambda labels: pipeline.encode_labels(labels, config.charset, config.max_length)  # noqa: E731
+    if val_set is not None:
+        return Split(train_set.pixels, encode(train_set.labels), val_set.pixels, val_set.labels,
+                     encode(val_set.labels))
+    if len(train_set) < 2:
+        raise UsageError(f"{train_set.source}: need at least 2 images to hold one out for validation")
+    fit_idx, val_idx = pipeline.split(len(train_set), config.train.val_fraction, config.train.seed)
+    labels = np.array(train_set.labels, dtype=object)
+    return Split(train_set.pixels[fit_idx], encode(labels[fit_idx]), train_set.pixels[val_idx],
+                 tuple(labels[val_idx]), encode(labels[val_idx]))
+
+
+def build_model(config: RunConfig) -> keras.Model:
+    entry = registry.get(config.model)
+    spec = registry.ModelSpec(config.image, config.charset.num_classes, config.max_length)
+    return entry.build(spec, config.options)
+
+
+def _compile(model: keras.Model, config: RunConfig, learning_rate: float) -> None:
+    optimizer = keras.optimizers.Adam(learning_rate, clipnorm=5.0)
+    model.compile(optimizer=optimizer, loss=loss_for(config.head))
+
+
+def _fit(
+    config: RunConfig, folder: Path, split: Split, state: dict, export_onnx: bool, quiet: bool
+) -> Path:
+    t = config.train
+    if t.threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(t.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(t.threads)
+    keras.utils.set_random_seed(t.seed + state["epoch"])
+    model = build_model(config)
+    if state["epoch"]:
+        model.load_weights(folder / runs.CHECKPOINTS / "last.weights.h5")
+    _compile(model, config, state["learning_rate"])
+    data = pipeline.batches(split.train_x, split.train_y, t.batch_size, t.seed + state["epoch"], t.augment)
+    callbacks = [
+        EpochEnd(config, folder, split, state),
+        TrainingProgress(t.epochs, quiet, initial=state["epoch"]),
+    ]
+    started = time.process_time()
+    model.fit(data, epochs=t.epochs, initial_epoch=state["epoch"], callbacks=callbacks, verbose=0)
+    state["cpu_seconds"] = state.get("cpu_seconds", 0.0) + time.process_time() - started
+    return _finish(model, config, folder, split, state, export_onnx)
+
+
+def _finish(
+    model: keras.Model, config: RunConfig, folder: Path, split: Split, state: dict, export_onnx: bool
+) -> Path:
+    best = folder / runs.CHECKPOINTS / "best.weights.h5"
+    if best.exists():
+        model.load_weights(best)
+    runs.atomic_write(folder / "model.keras", lambda tmp: model.save(tmp))
+    runs.write_json(folder / "history.json", state["history"])
+    texts = [p.text for p in predict_texts(model, config, split.val_x)]
+    summary = metrics.summarize(texts, split.val_labels, config.max_length if config.head != "ctc" else None)
+    summary.update({"split": "validation", "model": config.model, "charset": config.charset.symbols,
+                    "train_cpu_seconds": round(state.get("cpu_seconds", 0.0), 1),
+                    "epochs_run": state["epoch"]})
+    runs.write_json(folder / "metrics.json", summary)
+    if export_onnx:
+        from captchalab.export import export_onnx as export
+
+        export(folder, model=model, config=config)
+    return folder
+
+
+def predict_texts(model: keras.Model, config: RunConfig, pixels: np.ndarray) -> list[decoding.Prediction]:
+    logits = model.predict(pixels.astype(np.float32)[..., None] / 255.0, batch_size=256, verbose=0)
+    return decoding.greedy(decoding.softmax(logits), config.head, config.charset)
+
+
+class EpochEnd(keras.callbacks.Callback):
+    """Validation metrics, atomic checkpoints, early stopping and LR decay, once per epoch.
+
+    Kept in one place so that the state saved for ``--resume`` is always consistent.
+    """
+
+    def __init__(self, config: RunConfig, folder: Path, split: Split, state: dict) -> None:
+        super().__init__()
+        self.config, self.folder, self.split, self.state = config, folder, split, state
+        self.started = time.time()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        texts = [p.text for p in predict_texts(self.model, self.config, self.split.val_x)]
+        summary = metrics.summarize(texts, self.split.val_labels)
+        val_loss = float(self.model.evaluate(self.split.val_x.astype(np.float32)[..., None] / 255.0,
+                                             self.split.val_y, batch_size=256, verbose=0))
+        record = {"epoch": epoch + 1, "loss": float(logs.get("loss", np.nan)), "val_loss": val_loss,
+                  "val_sequence_accuracy": summary["sequence_accuracy"],
+                  "val_char_accuracy": summary["char_accuracy"], "val_cer": summary["cer"],
+                  "learning_rate": float(self.model.optimizer.learning_rate),
+                  "seconds": round(time.time() - self.started, 2)}
+        self.started = time.time()
+        self.state["history"].append(record)
+        logs.update({k: v for k, v in record.items() if k.startswith("val_")})
+        self._track_best(record)
+        self._save(epoch + 1)
+
+    def _track_best(self, record: dict) -> None:
+        score = [record["val_sequence_accuracy"], -record["val_loss"]]
+        checkpoints = self.folder / runs.CHECKPOINTS
+        if self.state["best"] is None or score > self.state["best"]:
+            self.state["best"], self.state["wait"] = score, 0
+            runs.atomic_write(checkpoints / "best.weights.h5", self.model.save_weights)
+            return
+        self.state["wait"] += 1
+        patience = self.config.train.patience
+        if self.state["wait"] % max(1, patience // 3) == 0:  # decay on plateau, stop on a long one
+            self.model.optimizer.learning_rate = float(self.model.optimizer.learning_rate) * 0.5
+        perfect = record["val_sequence_accuracy"] == 1.0 and self.state["wait"] >= 3
+        if self.state["wait"] >= patience or perfect:
+            self.model.stop_training = True
+
+    def _save(self, epoch: int) -> None:
+        checkpoints = self.folder / runs.CHECKPOINTS
+        runs.atomic_write(checkpoints / "last.weights.h5", self.model.save_weights)
+        self.state.update(epoch=epoch, learning_rate=float(self.model.optimizer.learning_rate),
+                          stopped=bool(self.model.stop_training))
+        runs.write_json(checkpoints / STATE, self.state)
+        runs.write_json(self.folder / "history.json", self.state["history"])
+
+
+class TrainingProgress(keras.callbacks.Callback):
+    """One bar over epochs with the latest loss and validation accuracy."""
+
+    def __init__(self, epochs: int, quiet: bool, initial: int = 0) -> None:
+        super().__init__()
+        self.epochs, self.quiet, self.initial = epochs, quiet, initial
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.bar = live_bar("training", self.epochs, self.quiet, completed=self.initial)
+        self.bar.__enter__()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        self.bar.update(epoch + 1, f"loss {logs.get('loss', float('nan')):.3f}  "
+                                   f"val acc {logs.get('val_sequence_accuracy', 0.0):.3f}")
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.bar.__exit__(None, None, None)
+
+
+def _resume(folder: Path, export_onnx: bool, quiet: bool, skip_bad: bool) -> Path:
+    state_file = folder / runs.CHECKPOINTS / STATE
+    if not state_file.exists():
+        raise RunFolderError(f"{folder}: nothing to resume (no {runs.CHECKPOINTS}/{STATE}); train anew")
+    state = json.loads(state_file.read_text(encoding="utf-8"))
+    config = runs.read_config(folder)
+    if state.get("stopped") or state["epoch"] >= config.train.epochs:
+        state["epoch"] = max(state["epoch"], config.train.epochs)
+        model = build_model(config)
+        model.load_weights(folder / runs.CHECKPOINTS / "last.weights.h5")
+        split = _split(config, *_datasets(config, state, skip_bad, quiet))
+        return _finish(model, config, folder, split, state, export_onnx)
+    split = _split(config, *_datasets(config, state, skip_bad, quiet))
+    return _fit(config, folder, split, state, export_onnx, quiet)
+
+
+def _datasets(config: RunConfig, state: dict, skip_bad: bool, quiet: bool) -> tuple[Dataset, Dataset | None]:
+    fold = config.charset.case_insensitive
+    train_set = _load(state["data"], config.charset, fold, skip_bad, config.image, quiet)
+    val_set = _load(state["val"], config.charset, fold, skip_bad, config.image, quiet) if state["val"] else None
+    return train_set, val_set
+
+
+def overrides_help() -> str:
+    return ", ".join(f"train.{name}" for name in TrainConfig.__dataclass_fields__) + ", model.<option>"
+
+
+__all__ = ["build_model", "replace", "train"]
