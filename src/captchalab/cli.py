@@ -1,0 +1,141 @@
+"""The ``captchalab`` command: parses, calls the Python API, prints. Nothing else."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from captchalab.errors import CaptchaLabError
+
+app = typer.Typer(
+    help="Train, evaluate, diagnose and serve solvers for text image CAPTCHAs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Continue without unreadable or mislabelled entries.")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+
+
+@app.command()
+def generate(
+    out_dir: Annotated[Path, typer.Argument(metavar="OUT", help="New folder for images + labels.csv.")],
+    count: Annotated[int, typer.Option("--count", "-n", help="Number of images.")] = 1000,
+    length: Annotated[str, typer.Option(help="Characters per image: 5, or a range such as 4-6.")] = "5",
+    charset: Annotated[str, typer.Option(help="Symbols, ranges allowed.")] = "0-9A-Z",
+    size: Annotated[str, typer.Option(help="WIDTHxHEIGHT.")] = "160x60",
+    seed: Annotated[int, typer.Option(help="Same seed, same images.")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Render synthetic captchas (PyPI 'captcha' generator) as a dataset folder."""
+    from captchalab.data.synthetic import generate as run
+    from captchalab.progress import counting
+
+    with counting(f"generating {out_dir}", quiet, total=count) as advance:
+        folder = run(out_dir, count, length, charset, size, seed, advance)
+    err.print(f"wrote {count} images and labels.csv to {folder}")
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Argument(help="Dataset folder, or a file,label CSV.")],
+    val: Annotated[Path | None, typer.Option(help="Validation set (default: 10% held out).")] = None,
+    model: Annotated[str, typer.Option(help="mlp, cnn, crnn (default) or segment.")] = "crnn",
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/MODEL-TIME).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs (early stopping may end sooner).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a setting: train.lr=0.001.")] = None,
+    charset: Annotated[str | None, typer.Option(help="Charset, e.g. '0-9A-Z' (default: from labels).")] = None,
+    case_insensitive: Annotated[bool, typer.Option("--case-insensitive", help="Fold case.")] = False,
+    skip_bad: SkipBad = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing run folder.")] = False,
+    resume: Annotated[Path | None, typer.Option(help="Continue the killed or stopped run RUN.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Train a model; writes a run folder with model.keras, model.onnx, config, history, metrics."""
+    from captchalab.train import train as run
+
+    folder = run(data, val=val, model=model, out=out_dir, epochs=epochs, overrides=set_ or [], charset=charset,
+                 case_insensitive=case_insensitive, skip_bad=skip_bad, force=force, resume=resume, quiet=quiet)
+    summary = json.loads((folder / "metrics.json").read_text())
+    err.print(f"run folder: {folder}  validation sequence accuracy {summary['sequence_accuracy']:.3f}")
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="Run folder or .onnx file.")],
+    data: Annotated[Path, typer.Argument(help="Labelled dataset folder or CSV.")],
+    as_json: JsonFlag = False,
+    skip_bad: SkipBad = False,
+) -> None:
+    """Sequence/char accuracy, CER, per-position accuracy, confidence and speed."""
+    from captchalab.evaluate import evaluate as run_evaluation
+
+    result = run_evaluation(run, data, skip_bad=skip_bad, quiet=as_json)
+    if as_json:
+        print(json.dumps(result))
+        return
+    table = Table("metric", "value", title=f"{result['model']} on {data}")
+    for key in ("n", "sequence_accuracy", "char_accuracy", "cer", "mean_confidence", "ms_per_image"):
+        value = result[key]
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    table.add_row("per_position_accuracy", " ".join(f"{v:.3f}" for v in result["per_position_accuracy"]))
+    out.print(table)
+
+
+@app.command()
+def solve(
+    images: Annotated[list[Path], typer.Argument(help="Images and/or folders of images.")],
+    model: Annotated[Path | None, typer.Option(help="Run folder or .onnx (default: bundled model).")] = None,
+    as_json: JsonFlag = False,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, max=20, help="Best K readings per image.")] = 1,
+    results_csv: Annotated[Path | None, typer.Option("--out", help="Also write file,text,confidence CSV.")] = None,
+    threads: Annotated[int, typer.Option(help="Inference threads (0: all cores).")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1, max=1024)] = 64,
+) -> None:
+    """Read captchas. --json prints one {"file", "text", "confidence"} object per line."""
+    from captchalab.inference.bulk import solve_files
+
+    solve_files(images, model, as_json, top_k, results_csv, threads, batch_size)
+
+
+@app.command("export")
+def export_command(
+    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    format: Annotated[str, typer.Option("--format", help="Only 'onnx'.")] = "onnx",
+    out_file: Annotated[Path | None, typer.Option("--out", help="Default RUN/model.onnx.")] = None,
+) -> None:
+    """Standalone ONNX model with charset and preprocessing in its metadata."""
+    from captchalab.export import export
+
+    err.print(f"wrote {export(run, format, out_file)}")
+
+
+@app.command("models")
+def list_models() -> None:
+    """List the registered models."""
+    from captchalab.models import registry
+
+    for name in registry.names():
+        entry = registry.get(name)
+        out.print(f"{name:8} {entry.summary}")
+
+
+def main() -> None:
+    try:
+        app()
+    except CaptchaLabError as error:
+        err.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,103 @@
+"""Solve many files: batched, images decoded on all cores, results streamed in order."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from captchalab.decoding import Prediction
+from captchalab.errors import ImageError, RunFolderError, UsageError
+from captchalab.inference.predictor import Predictor, iter_image_files
+from captchalab.progress import counting
+
+
+def solve_files(
+    paths: Sequence[str | Path],
+    model: str | Path | None = None,
+    as_json: bool = False,
+    top_k: int = 1,
+    results_csv: Path | None = None,
+    threads: int = 0,
+    batch_size: int = 64,
+) -> int:
+    """Print a reading per file; returns the number of files that could not be read."""
+    files = list(iter_image_files(paths))
+    if not files:
+        raise UsageError(f"no images found in {', '.join(map(str, paths))}")
+    if results_csv is not None and results_csv.exists():
+        raise RunFolderError(f"{results_csv}: already exists; choose another --out or remove it")
+    predictor = Predictor.load(model, threads=threads)
+    failures = 0
+    with _csv_writer(results_csv) as write_row, counting("solving", as_json or len(files) < 50, len(files)) as step:
+        for file, result in zip(files, solve_stream(predictor, files, top_k, batch_size)):
+            failures += isinstance(result, ImageError)
+            _print(file, result, as_json, sys.stdout)
+            write_row(file, result)
+            step(1)
+    return failures
+
+
+def solve_stream(
+    predictor: Predictor, files: Sequence[Path], top_k: int, batch_size: int
+) -> Iterator[list[Prediction] | ImageError]:
+    """Readings in file order; decoding of the next batch overlaps inference of this one."""
+
+    def prepare(file: Path) -> np.ndarray | ImageError:
+        try:
+            return predictor.prepare(file, str(file))
+        except ImageError as error:
+            return error
+
+    with ThreadPoolExecutor() as pool:
+        chunks = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
+        upcoming = pool.map(lambda chunk: list(map(prepare, chunk)), chunks)
+        for prepared in upcoming:
+            good = [p for p in prepared if isinstance(p, np.ndarray)]
+            readings = iter(predictor.predict_pixels(np.stack(good), top_k) if good else [])
+            for item in prepared:
+                yield item if isinstance(item, ImageError) else next(readings)
+
+
+def _print(file: Path, result: list[Prediction] | ImageError, as_json: bool, stream: TextIO) -> None:
+    if isinstance(result, ImageError):
+        record = {"file": str(file), "error": str(result)}
+        line = json.dumps(record) if as_json else f"{file}\tERROR\t{result}"
+    else:
+        best = result[0]
+        record = {"file": str(file), "text": best.text, "confidence": round(best.confidence, 4)}
+        if len(result) > 1:
+            record["top_k"] = [{"text": p.text, "confidence": round(p.confidence, 4)} for p in result]
+        others = "  ".join(f"{p.text} ({p.confidence:.3f})" for p in result[1:])
+        line = json.dumps(record) if as_json else f"{file}\t{best.text}\t{best.confidence:.3f}\t{others}".rstrip()
+    print(line, file=stream, flush=False)
+
+
+class _csv_writer:
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        if self.path is None:
+            return lambda file, result: None
+        self.handle = open(self.path, "x", newline="", encoding="utf-8")
+        writer = csv.writer(self.handle)
+        writer.writerow(["file", "text", "confidence", "error"])
+
+        def write(file: Path, result: list[Prediction] | ImageError) -> None:
+            if isinstance(result, ImageError):
+                writer.writerow([file, "", "", str(result)])
+            else:
+                writer.writerow([file, result[0].text, f"{result[0].confidence:.4f}", ""])
+
+        return write
+
+    def __exit__(self, *exc: object) -> None:
+        if self.path is not None:
+            self.handle.close()
