@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from captchalab.charset import Charset
-from captchalab.data.images import ImageSize
-from captchalab.errors import ModelError, UsageError
+from captchalab.data.images import MAX_SIDE, ImageSize
+from captchalab.errors import CharsetError, ModelError, UsageError
 
 CONFIG_VERSION = 1
 
@@ -28,6 +28,7 @@ class TrainConfig:
     seed: int = 0
     augment: bool = True
     threads: int = 0  # 0: TensorFlow's default (all cores)
+    max_minutes: float = 0.0  # stop after the epoch that passes this wall-clock budget; 0: no limit
 
 
 @dataclass(frozen=True)
@@ -102,21 +103,34 @@ def from_dict(
         raise ModelError(f"{source}: config must be a JSON object")
     try:
         if data.get("version") != CONFIG_VERSION:
-            raise ValueError(f"version must be {CONFIG_VERSION}")
-        image = data["image"]
+            raise ValueError(f"version must be {CONFIG_VERSION}, got {data.get('version')!r}")
+        unknown = set(data) - {"version", "model", "head", "charset", "image", "max_length", "options", "train"}
+        if unknown:
+            raise ValueError(f"unknown field(s) {sorted(unknown)}")
+        image = _typed(data["image"], dict, "image")
         options = _build(options_type, data.get("options", {})) if options_type else None
         return RunConfig(
             model=_typed(data["model"], str, "model"),
             head=_head(data["head"]),
-            charset=Charset.from_dict(data["charset"]),
-            image=ImageSize(_typed(image["height"], int, "image.height"),
-                            _typed(image["width"], int, "image.width")),
-            max_length=_typed(data["max_length"], int, "max_length"),
+            charset=Charset.from_dict(_typed(data["charset"], dict, "charset")),
+            image=ImageSize(_bounded(image["height"], "image.height", 8, MAX_SIDE),
+                            _bounded(image["width"], "image.width", 8, MAX_SIDE)),
+            max_length=_bounded(data["max_length"], "max_length", 1, 256),
             options=options,
             train=_build(TrainConfig, data.get("train", {})),
         )
-    except (KeyError, TypeError, ValueError) as error:
+    except KeyError as error:
+        raise ModelError(f"{source}: invalid config (missing field {error.args[0]!r}); retrain or restore the "
+                         "run folder") from None
+    except (TypeError, ValueError, CharsetError) as error:
         raise ModelError(f"{source}: invalid config ({error}); retrain or restore the run folder") from None
+
+
+def _bounded(value: Any, name: str, low: int, high: int) -> int:
+    number = _typed(value, int, name)
+    if not low <= number <= high:
+        raise ValueError(f"'{name}' must be between {low} and {high}, got {number}")
+    return int(number)
 
 
 def _head(value: Any) -> str:
@@ -140,7 +154,7 @@ def _build(kind: type, values: Any) -> Any:
     known = {f.name for f in dataclasses.fields(kind)}
     unknown = set(values) - known
     if unknown:
-        raise KeyError(f"unknown field(s) {sorted(unknown)} for {kind.__name__}")
+        raise ValueError(f"unknown field(s) {sorted(unknown)} for {kind.__name__}")
     kwargs = {}
     for name, value in values.items():
         hint = hints[name]

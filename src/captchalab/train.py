@@ -70,11 +70,13 @@ def train(
     config = apply_overrides(config, [f"train.epochs={epochs}"] if epochs else [])
     config = apply_overrides(config, overrides)
     _check_train_config(config.train)
-    folder = runs.create(Path(out) if out else runs.default_out(entry.name), force=force)
     val_set = _load(val, train_set.charset, case_insensitive, skip_bad, config.image, quiet) if val else None
+    folder = runs.create(Path(out) if out else runs.default_out(entry.name), force=force)
     runs.write_json(folder / "config.json", config.to_dict())
-    state = {"data": str(data), "val": str(val) if val else None, "epoch": 0, "history": [],
-             "best": None, "wait": 0, "learning_rate": config.train.learning_rate}
+    skipped = [*train_set.skipped, *(val_set.skipped if val_set else ())]
+    state = {"data": str(Path(data).resolve()), "val": str(Path(val).resolve()) if val else None, "epoch": 0,
+             "history": [], "best": None, "wait": 0, "learning_rate": config.train.learning_rate,
+             "skipped": skipped}
     return _fit(config, folder, _split(config, train_set, val_set), state, export_onnx, quiet)
 
 
@@ -134,7 +136,7 @@ def _fit(
     keras.utils.set_random_seed(t.seed + state["epoch"])
     model = build_model(config)
     if state["epoch"]:
-        model.load_weights(folder / runs.CHECKPOINTS / "last.weights.h5")
+        _load_checkpoint(model, folder)
     _compile(model, config, state["learning_rate"])
     data = pipeline.batches(split.train_x, split.train_y, t.batch_size, t.seed + state["epoch"], t.augment)
     callbacks = [
@@ -160,6 +162,8 @@ def _finish(
     summary.update({"split": "validation", "model": config.model, "charset": config.charset.symbols,
                     "train_cpu_seconds": round(state.get("cpu_seconds", 0.0), 1),
                     "epochs_run": state["epoch"]})
+    if state.get("skipped"):
+        summary["skipped"] = state["skipped"]
     runs.write_json(folder / "metrics.json", summary)
     if export_onnx:
         from captchalab.export import export_onnx as export
@@ -182,7 +186,7 @@ class EpochEnd(keras.callbacks.Callback):
     def __init__(self, config: RunConfig, folder: Path, split: Split, state: dict) -> None:
         super().__init__()
         self.config, self.folder, self.split, self.state = config, folder, split, state
-        self.started = time.time()
+        self.started = self.began = time.time()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
@@ -199,6 +203,7 @@ class EpochEnd(keras.callbacks.Callback):
         self.state["history"].append(record)
         logs.update({k: v for k, v in record.items() if k.startswith("val_")})
         self._track_best(record)
+        self._check_budget()
         self._save(epoch + 1)
 
     def _track_best(self, record: dict) -> None:
@@ -214,6 +219,11 @@ class EpochEnd(keras.callbacks.Callback):
             self.model.optimizer.learning_rate = float(self.model.optimizer.learning_rate) * 0.5
         perfect = record["val_sequence_accuracy"] == 1.0 and self.state["wait"] >= 3
         if self.state["wait"] >= patience or perfect:
+            self.model.stop_training = True
+
+    def _check_budget(self) -> None:
+        budget = self.config.train.max_minutes
+        if budget and time.time() - self.began > budget * 60:
             self.model.stop_training = True
 
     def _save(self, epoch: int) -> None:
@@ -246,19 +256,45 @@ class TrainingProgress(keras.callbacks.Callback):
 
 
 def _resume(folder: Path, export_onnx: bool, quiet: bool, skip_bad: bool) -> Path:
-    state_file = folder / runs.CHECKPOINTS / STATE
-    if not state_file.exists():
-        raise RunFolderError(f"{folder}: nothing to resume (no {runs.CHECKPOINTS}/{STATE}); train anew")
-    state = json.loads(state_file.read_text(encoding="utf-8"))
+    state = _read_state(folder)
     config = runs.read_config(folder)
+    runs.remove_temporaries(folder)
     if state.get("stopped") or state["epoch"] >= config.train.epochs:
         state["epoch"] = max(state["epoch"], config.train.epochs)
         model = build_model(config)
-        model.load_weights(folder / runs.CHECKPOINTS / "last.weights.h5")
+        _load_checkpoint(model, folder)
         split = _split(config, *_datasets(config, state, skip_bad, quiet))
         return _finish(model, config, folder, split, state, export_onnx)
     split = _split(config, *_datasets(config, state, skip_bad, quiet))
     return _fit(config, folder, split, state, export_onnx, quiet)
+
+
+def _read_state(folder: Path) -> dict:
+    """checkpoints/state.json, checked: a run killed before its first epoch ended has none."""
+    if not folder.is_dir():
+        raise RunFolderError(f"{folder}: no such run folder to resume")
+    state_file = folder / runs.CHECKPOINTS / STATE
+    if not state_file.exists():
+        raise RunFolderError(f"{folder}: nothing to resume (no epoch finished, no {runs.CHECKPOINTS}/{STATE}); "
+                             f"start it again with --out {folder} --force")
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+        if not isinstance(state.get("epoch"), int) or not isinstance(state.get("history"), list):
+            raise ValueError("no epoch count or history")
+        if not isinstance(state.get("data"), str):
+            raise ValueError("no training data path")
+    except (UnicodeDecodeError, ValueError, AttributeError) as error:
+        raise RunFolderError(f"{state_file}: damaged ({error}); start the run again with --force") from None
+    return state
+
+
+def _load_checkpoint(model: keras.Model, folder: Path) -> None:
+    path = folder / runs.CHECKPOINTS / "last.weights.h5"
+    try:
+        model.load_weights(path)
+    except Exception as error:  # Keras and h5py raise many types for missing or damaged files
+        raise RunFolderError(f"{path}: cannot load the checkpoint ({type(error).__name__}); start the run again "
+                             "with --force") from None
 
 
 def _datasets(config: RunConfig, state: dict, skip_bad: bool, quiet: bool) -> tuple[Dataset, Dataset | None]:

@@ -76,8 +76,12 @@ class Renderer:
         seed: int = 0,
         fonts: list[str] | None = None,
         font_sizes: tuple[int, ...] | None = None,
+        lowercase_share: float = 0.0,
     ) -> None:
+        """``lowercase_share``: chance that a letter is drawn in lowercase while its label
+        keeps the charset's symbol; for case-insensitive models that must read both cases."""
         self.charset = charset
+        self.lowercase_share = lowercase_share
         self.lengths = parse_length(length)
         self.size = size
         self.rng = random.Random(seed)
@@ -89,6 +93,8 @@ class Renderer:
         return "".join(self.rng.choice(self.charset.symbols) for _ in range(n))
 
     def render(self, text: str) -> Image.Image:
+        if self.lowercase_share:
+            text = "".join(ch.lower() if self.rng.random() < self.lowercase_share else ch for ch in text)
         with _seeded(self.rng):
             return self._generator.generate_image(text)
 

@@ -1,0 +1,101 @@
+"""Train the model bundled with the package, and measure it on a fresh synthetic set.
+
+The bundled model reads captchas in the style of the PyPI ``captcha`` generator: 4-6
+characters from 0-9A-Z, 160x60. Letters are drawn in lowercase 30% of the time and the
+model is case-insensitive (it answers in uppercase): in the generator's warped fonts many
+lowercase letters (c o s u v w x z k p) are indistinguishable from their capitals, so
+one symbol per letter is the honest charset.
+
+    .venv/bin/python bench/train_bundled.py            # ~1 h of CPU on 2 cores
+    .venv/bin/python bench/train_bundled.py --resume   # continue after a kill
+
+Writes src/captchalab/bundled/{model.onnx,config.json} and bench/results/bundled.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import time
+from pathlib import Path
+
+from captchalab.charset import Charset
+from captchalab.data.images import ImageSize
+from captchalab.data.synthetic import Renderer
+from machine import machine_info
+
+ROOT = Path(__file__).resolve().parent.parent
+BUNDLED = ROOT / "src" / "captchalab" / "bundled"
+CHARSET = "0-9A-Z"
+SIZE = ImageSize(height=60, width=160)
+LENGTH = "4-6"
+LOWERCASE_SHARE = 0.3
+SEEDS = {"train": 1, "val": 2, "test": 3}
+
+
+def render_set(folder: Path, count: int, seed: int) -> Path:
+    """A dataset folder of ``count`` look-alike captchas; reused if already complete."""
+    labels = folder / "labels.csv"
+    if labels.exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    renderer = Renderer(Charset.parse(CHARSET), LENGTH, SIZE, seed, lowercase_share=LOWERCASE_SHARE)
+    rows = []
+    for i in range(count):
+        text, image = renderer.sample()
+        image.save(folder / f"{i:06d}.png")
+        rows.append((f"{i:06d}.png", text))
+    tmp = folder / "labels.csv.tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("file", "label"), *rows])
+    tmp.replace(labels)
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bundled")
+    parser.add_argument("--train-count", type=int, default=24000)
+    parser.add_argument("--test-count", type=int, default=1000)
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args()
+
+    import captchalab
+    from captchalab.train import train
+
+    started = time.time()
+    train_set = render_set(args.work / "train", args.train_count, SEEDS["train"])
+    val_set = render_set(args.work / "val", max(500, args.train_count // 12), SEEDS["val"])
+    test_set = render_set(args.work / "test", args.test_count, SEEDS["test"])
+    run = args.work / "run"
+    if args.resume and (run / "checkpoints" / "state.json").exists():
+        run = train(train_set, resume=run)
+    else:
+        run = train(train_set, val=val_set, out=run, epochs=args.epochs, charset=CHARSET,
+                    case_insensitive=True, force=True)
+    BUNDLED.mkdir(exist_ok=True)
+    for name in ("model.onnx", "config.json"):
+        shutil.copy2(run / name, BUNDLED / name)
+    result = captchalab.evaluate(BUNDLED / "model.onnx", test_set, save=False)
+    history = json.loads((run / "history.json").read_text())
+    report = {
+        "test_set": {"count": args.test_count, "seed": SEEDS["test"], "length": LENGTH, "size": str(SIZE),
+                     "charset": CHARSET, "lowercase_share": LOWERCASE_SHARE},
+        "train_count": args.train_count,
+        "epochs_run": len(history),
+        "train_cpu_seconds": json.loads((run / "metrics.json").read_text()).get("train_cpu_seconds"),
+        "wall_seconds_this_invocation": round(time.time() - started, 1),
+        "onnx_bytes": (BUNDLED / "model.onnx").stat().st_size,
+        "metrics": result,
+        "machine": machine_info(),
+    }
+    out = ROOT / "bench" / "results" / "bundled.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report["metrics"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
