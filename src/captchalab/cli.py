@@ -67,6 +67,7 @@ def train(
     folder = run(data, val=val, model=model, out=out_dir, epochs=epochs, overrides=set_ or [], charset=charset,
                  case_insensitive=case_insensitive, skip_bad=skip_bad, force=force, resume=resume, quiet=quiet)
     summary = json.loads((folder / "metrics.json").read_text())
+    _report_skipped(summary.get("skipped", []), data)
     err.print(f"run folder: {folder}  validation sequence accuracy {summary['sequence_accuracy']:.3f}")
 
 
@@ -81,6 +82,7 @@ def evaluate(
     from captchalab.evaluate import evaluate as run_evaluation
 
     result = run_evaluation(run, data, skip_bad=skip_bad, quiet=as_json)
+    _report_skipped(result.get("skipped", []), data)
     if as_json:
         print(json.dumps(result))
         return
@@ -101,11 +103,21 @@ def solve(
     results_csv: Annotated[Path | None, typer.Option("--out", help="Also write file,text,confidence CSV.")] = None,
     threads: Annotated[int, typer.Option(help="Inference threads (0: all cores).")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, max=1024)] = 64,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Exit 0 even if some images cannot be read.")] = False,
 ) -> None:
-    """Read captchas. --json prints one {"file", "text", "confidence"} object per line."""
+    """Read captchas. --json prints one {"file", "text", "confidence"} object per line.
+
+    An unreadable image gets an error line (JSON: {"file", "error"}) and the others are still
+    read; the exit code is then 3 unless --skip-bad is given."""
+    from captchalab.errors import DataError
     from captchalab.inference.bulk import solve_files
 
-    solve_files(images, model, as_json, top_k, results_csv, threads, batch_size)
+    failures = solve_files(images, model, as_json, top_k, results_csv, threads, batch_size)
+    if failures and not skip_bad:
+        raise DataError(f"{failures} image(s) could not be read (see the ERROR lines above); fix or remove them, "
+                        "or pass --skip-bad to exit 0")
+    if failures:
+        err.print(f"skipped {failures} unreadable image(s) (see the ERROR lines above)")
 
 
 @app.command("export")
@@ -130,12 +142,27 @@ def list_models() -> None:
         out.print(f"{name:8} {entry.summary}")
 
 
+def _report_skipped(skipped: list[str], data: Path) -> None:
+    if skipped:
+        shown = ", ".join(skipped[:10]) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+        err.print(f"skipped {len(skipped)} bad entr{'y' if len(skipped) == 1 else 'ies'} of {data}: {escape(shown)}",
+                  highlight=False, soft_wrap=True)
+
+
 def main() -> None:
+    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print as \udcXX, never crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         app()
     except CaptchaLabError as error:
         err.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         sys.exit(error.exit_code)
+    except OSError as error:  # the environment failed us (disk, permissions) outside a checked path
+        where = f"{error.filename}: " if error.filename else ""
+        err.print(f"[bold red]error:[/] {escape(where + (error.strerror or str(error)))}", highlight=False,
+                  soft_wrap=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)

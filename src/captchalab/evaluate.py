@@ -27,7 +27,11 @@ def evaluate(
     predictor = Predictor.load(run)
     config = predictor.config
     with counting(f"reading {data}", quiet) as advance:
-        dataset = load_dataset(data, None, config.image, skip_bad, config.charset.case_insensitive, advance)
+        # Labels the model can never read (characters outside its charset; for one head per
+        # position, more characters than heads) are reported, or skipped with --skip-bad.
+        fixed = config.max_length if config.head == "positional" else None
+        dataset = load_dataset(data, config.charset, config.image, skip_bad, config.charset.case_insensitive,
+                               advance, max_length=fixed)
     labels = [config.charset.normalize(label) for label in dataset.labels]
     readings, seconds = _predict_all(predictor, dataset.pixels, batch_size, quiet)
     texts = [r.text for r in readings]

@@ -20,6 +20,7 @@ from captchalab.errors import ModelError, RunFolderError
 
 MIN_FREE_BYTES = 50 * 1024 * 1024
 CHECKPOINTS = "checkpoints"
+TMP_PREFIX = ".tmp-"  # atomic_write's temporary files: ".tmp-<name>-<random><suffix>"
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -31,7 +32,10 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     # Keep the full suffix (".weights.h5", ".keras"): Keras picks the format by it.
     suffix = "".join(path.suffixes)
     stem = path.name[: len(path.name) - len(suffix)]
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{stem}-tmp-", suffix=suffix, dir=path.parent)
+    try:
+        handle, tmp_name = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{stem}-", suffix=suffix, dir=path.parent)
+    except OSError as error:
+        raise _write_error(path, error) from None
     os.close(handle)
     tmp = Path(tmp_name)
     try:
@@ -39,8 +43,24 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         with open(tmp, "rb") as written:
             os.fsync(written.fileno())
         os.replace(tmp, path)
+    except OSError as error:  # disk full, quota, permissions changed under us: the old file is intact
+        raise _write_error(path, error) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _write_error(path: Path, error: OSError) -> RunFolderError:
+    reason = error.strerror or str(error)
+    return RunFolderError(f"{path}: cannot write ({reason}); the previous version is intact. Free some space "
+                          "or fix permissions, then run again (training: --resume the run folder)")
+
+
+def remove_temporaries(folder: Path) -> list[Path]:
+    """Delete the half-written temporary files a kill can leave; returns what was removed."""
+    stale = [p for p in folder.rglob(f"{TMP_PREFIX}*") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def write_json(path: Path, data: Any) -> None:

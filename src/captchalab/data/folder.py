@@ -7,6 +7,7 @@ the whole dataset in one pass instead of one error per run.
 from __future__ import annotations
 
 import csv
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from captchalab.errors import DataError, ImageError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"}
 MAX_PROBLEMS_SHOWN = 10
+EXIF_ORIENTATION = 0x0112
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,8 @@ class _Problems:
     files: set[str] = field(default_factory=set)
 
     def add(self, kind: str, name: str, detail: str = "") -> None:
-        self.by_kind.setdefault(kind, []).append(f"{name} ({detail})" if detail else name)
+        shown = printable(name)
+        self.by_kind.setdefault(kind, []).append(f"{shown} ({detail})" if detail else shown)
         self.files.add(name)
 
     def __bool__(self) -> bool:
@@ -69,6 +72,11 @@ class _Problems:
             lines.append(f"  - {kind} ({len(items)}): {shown}" + (f" and {hidden} more" if hidden > 0 else ""))
         lines.append("Fix these entries, or pass --skip-bad to continue without them.")
         return "\n".join(lines)
+
+
+def printable(text: str) -> str:
+    """``text`` with undecodable bytes of a file name (non-UTF-8) shown as \\udcXX escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def list_entries(path: str | Path) -> tuple[Path, list[tuple[str, str]]]:
@@ -126,16 +134,18 @@ def load_dataset(
     skip_bad: bool = False,
     case_insensitive: bool = False,
     progress: Callable[[int], None] | None = None,
+    max_length: int | None = None,
 ) -> Dataset:
     """Read, validate and decode a dataset; raise one DataError listing every problem.
 
     ``size`` defaults to the most common image size in the set, so a uniform set is
-    never stretched.
+    never stretched. ``max_length``: labels longer than this are problems (a model with
+    one head per position cannot read them).
     """
     source = Path(path)
     root, entries = list_entries(source)
     problems = _Problems()
-    entries = _check_labels(entries, charset, problems)
+    entries = _check_labels(entries, charset, problems, max_length)
     size = size or _typical_size(root, entries)
     decoded = _decode_images(root, entries, size, problems, progress)
     if problems and not skip_bad:
@@ -160,7 +170,7 @@ def load_dataset(
 
 
 def _check_labels(
-    entries: list[tuple[str, str]], charset: Charset | None, problems: _Problems
+    entries: list[tuple[str, str]], charset: Charset | None, problems: _Problems, max_length: int | None = None
 ) -> list[tuple[str, str]]:
     counts = Counter(name for name, _ in entries)
     for name, count in counts.items():
@@ -172,9 +182,13 @@ def _check_labels(
             problems.add("empty label", name)
         elif any(ch.isspace() for ch in label):
             problems.add("label contains whitespace", name, repr(label))
+        elif printable(label) != label:
+            problems.add("label is not valid UTF-8 (a file name in another encoding); rename the file", name)
         elif charset is not None and charset.unknown(label):
             kind = f"characters outside the charset '{charset.symbols}'"
             problems.add(kind, name, f"{label!r} has {charset.unknown(label)!r}")
+        elif max_length is not None and len(label) > max_length:
+            problems.add(f"label longer than the model's {max_length} characters", name, repr(label))
     return unique
 
 
@@ -203,8 +217,10 @@ def _typical_size(root: Path, entries: list[tuple[str, str]]) -> images.ImageSiz
     sizes: Counter[tuple[int, int]] = Counter()
     for name, _ in entries[:500]:
         try:
-            with Image.open(root / name) as img:
-                sizes[img.size] += 1
+            with warnings.catch_warnings(), Image.open(root / name) as img:
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # decoding checks it
+                turned = img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)  # shown turned 90 degrees
+                sizes[img.size[::-1] if turned else img.size] += 1
         except (OSError, ValueError, Image.DecompressionBombError):
             continue
     if not sizes:

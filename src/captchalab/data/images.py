@@ -41,24 +41,35 @@ class ImageSize:
         return cls(height, width)
 
 
-def open_image(source: str | Path | bytes, name: str | None = None) -> Image.Image:
+def open_image(
+    source: str | Path | bytes,
+    name: str | None = None,
+    max_bytes: int = MAX_BYTES,
+    max_pixels: int = MAX_PIXELS,
+    max_side: int = MAX_SIDE,
+) -> Image.Image:
     """Open and fully decode an image, enforcing size limits before decoding pixels."""
     label = name or (str(source) if not isinstance(source, bytes) else "<upload>")
-    data = _read_bytes(source, label)
+    data = _read_bytes(source, label, max_bytes)
     if not data:
         raise ImageError(f"{label}: the file is empty; remove it or replace it with an image")
-    if len(data) > MAX_BYTES:
-        raise ImageError(f"{label}: {len(data)} bytes is over the {MAX_BYTES}-byte limit")
+    if len(data) > max_bytes:
+        raise ImageError(f"{label}: {len(data)} bytes is over the {max_bytes}-byte limit; shrink or re-compress it")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-            _check_dimensions(image, label)
+            _check_dimensions(image, label, max_pixels, max_side)
             image.seek(0)  # first frame of animations
             image.load()
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(
+            f"{label}: too many pixels to decode safely (over {max_pixels}, or {max_side} per side); "
+            "crop or shrink it"
+        ) from None
+    except UnidentifiedImageError:
         raise ImageError(
             f"{label}: not a readable image (PNG, JPEG, GIF, BMP or WebP expected); "
             "remove it or re-save it"
@@ -68,13 +79,15 @@ def open_image(source: str | Path | bytes, name: str | None = None) -> Image.Ima
     return image
 
 
-def _read_bytes(source: str | Path | bytes, label: str) -> bytes:
+def _read_bytes(source: str | Path | bytes, label: str, max_bytes: int) -> bytes:
     if isinstance(source, bytes):
         return source
     path = Path(source)
     try:
-        if path.stat().st_size > MAX_BYTES:
-            raise ImageError(f"{label}: {path.stat().st_size} bytes is over the {MAX_BYTES}-byte limit")
+        if path.stat().st_size > max_bytes:
+            raise ImageError(
+                f"{label}: {path.stat().st_size} bytes is over the {max_bytes}-byte limit; shrink or re-compress it"
+            )
         return path.read_bytes()
     except FileNotFoundError:
         raise ImageError(f"{label}: no such file; check the path") from None
@@ -84,14 +97,14 @@ def _read_bytes(source: str | Path | bytes, label: str) -> bytes:
         raise ImageError(f"{label}: permission denied; make the file readable") from None
 
 
-def _check_dimensions(image: Image.Image, label: str) -> None:
+def _check_dimensions(image: Image.Image, label: str, max_pixels: int, max_side: int) -> None:
     width, height = image.size
     if width < 1 or height < 1:
         raise ImageError(f"{label}: the image has no pixels")
-    if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
+    if width > max_side or height > max_side or width * height > max_pixels:
         raise ImageError(
             f"{label}: {width}x{height} pixels is over the limit "
-            f"({MAX_SIDE} per side, {MAX_PIXELS} in all); crop or shrink it"
+            f"({max_side} per side, {max_pixels} in all); crop or shrink it"
         )
 
 
@@ -103,11 +116,23 @@ def to_grayscale(image: Image.Image) -> Image.Image:
     if image.mode in ("RGBA", "LA", "PA"):
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image.convert("RGBA"))
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        span = float(array.max() - array.min()) or 1.0
-        image = Image.fromarray(((array - array.min()) / span * 255).astype(np.uint8))
+    if image.mode.startswith(("I", "F")):
+        image = Image.fromarray(_wide_to_uint8(np.asarray(image, dtype=np.float64), image.mode))
     return image.convert("L")
+
+
+def _wide_to_uint8(array: np.ndarray, mode: str) -> np.ndarray:
+    """16-bit, 32-bit or float gray to 8 bits, scaled by the mode's range as viewers do.
+
+    A 32-bit or float image has no fixed range: the first of 0..1 (float), 0..255 and 0..65535
+    that holds its values is taken, else its own min..max.
+    """
+    tops = (65535.0,) if mode.startswith("I;16") else (1.0, 255.0, 65535.0) if mode == "F" else (255.0, 65535.0)
+    low, high = float(array.min()), float(array.max())
+    for top in tops:
+        if low >= 0 and high <= top:
+            return np.round(array * (255 / top)).astype(np.uint8)
+    return np.round((array - low) / ((high - low) or 1.0) * 255).astype(np.uint8)
 
 
 def prepare(image: Image.Image, size: ImageSize) -> np.ndarray:
