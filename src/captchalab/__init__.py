@@ -38,6 +38,13 @@ def solve(image: Any, model: str | Path | None = None) -> Prediction:
     return load(model).solve(image)
 
 
+def serve(model: Any = None, **kwargs: Any) -> None:
+    """Run the HTTP API (``captchalab serve``): ``model`` is RUN, ["name=RUN", ...] or {"name": RUN}."""
+    from captchalab.inference.http import serve as _serve
+
+    _serve(model, **kwargs)
+
+
 __all__ = [
     "CaptchaLabError",
     "Charset",
@@ -47,6 +54,7 @@ __all__ = [
     "export",
     "generate",
     "load",
+    "serve",
     "solve",
     "train",
 ]

@@ -120,6 +120,27 @@ def solve(
         err.print(f"skipped {failures} unreadable image(s) (see the ERROR lines above)")
 
 
+@app.command()
+def serve(
+    model: Annotated[list[str] | None, typer.Option(
+        help="RUN (the default model) or NAME=RUN; repeat to serve several (default: bundled model).")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on; loopback only by default.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Server processes.")] = 1,
+    max_loaded: Annotated[int, typer.Option(min=1, help="Models kept in memory per process (LRU).")] = 4,
+    threads: Annotated[int, typer.Option(min=0, help="Inference threads per model (0: all cores).")] = 1,
+    max_bytes: Annotated[int, typer.Option(min=1, help="Upload limit per image, bytes.")] = 1024 * 1024,
+    max_pixels: Annotated[int, typer.Option(min=1, help="Pixel limit per image (width x height).")] = 1_000_000,
+    max_images: Annotated[int, typer.Option(min=1, help="Images per request.")] = 64,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to receive, and to answer, a request.")] = 30.0,
+    log_level: Annotated[str, typer.Option(help="critical, error, warning, info or debug.")] = "info",
+) -> None:
+    """HTTP API: POST /solve (multipart 'file' or JSON base64 'images'), GET /model, GET /healthz."""
+    from captchalab.inference.http import serve as run
+
+    run(model, host, port, workers, max_loaded, threads, max_bytes, max_pixels, max_images, timeout, log_level)
+
+
 @app.command("export")
 def export_command(
     run: Annotated[Path, typer.Argument(help="Run folder.")],
