@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
+from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TextIO
 
@@ -35,12 +37,16 @@ def solve_files(
         raise RunFolderError(f"{results_csv}: already exists; choose another --out or remove it")
     predictor = Predictor.load(model, threads=threads)
     failures = 0
-    with _csv_writer(results_csv) as write_row, counting("solving", as_json or len(files) < 50, len(files)) as step:
+    # While the bar is live Rich routes sys.stdout to the terminal (stderr); when stdout is a file
+    # or a pipe, results must still go there, so keep hold of the real stream.
+    stdout = sys.stdout
+    with _csv_writer(results_csv) as write_row, counting("solving", len(files) < 50, len(files)) as step:
         for file, result in zip(files, solve_stream(predictor, files, top_k, batch_size)):
             failures += isinstance(result, ImageError)
-            _print(file, result, as_json, sys.stdout)
+            _print(file, result, as_json, sys.stdout if stdout.isatty() else stdout)
             write_row(file, result)
             step(1)
+    stdout.flush()
     return failures
 
 
@@ -55,14 +61,22 @@ def solve_stream(
         except ImageError as error:
             return error
 
-    with ThreadPoolExecutor() as pool:
-        chunks = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
-        upcoming = pool.map(lambda chunk: list(map(prepare, chunk)), chunks)
-        for prepared in upcoming:
-            good = [p for p in prepared if isinstance(p, np.ndarray)]
-            readings = iter(predictor.predict_pixels(np.stack(good), top_k) if good else [])
-            for item in prepared:
-                yield item if isinstance(item, ImageError) else next(readings)
+    def infer(prepared: list[np.ndarray | ImageError]) -> Iterator[list[Prediction] | ImageError]:
+        good = [p for p in prepared if isinstance(p, np.ndarray)]
+        readings = iter(predictor.predict_pixels(np.stack(good), top_k) if good else [])
+        for item in prepared:
+            yield item if isinstance(item, ImageError) else next(readings)
+
+    workers = min(32, (os.cpu_count() or 1) + 4)
+    ahead: deque[Future[list[np.ndarray | ImageError]]] = deque()  # bounded: memory stays flat
+    with ThreadPoolExecutor(workers) as pool:
+        for start in range(0, len(files), batch_size):
+            chunk = files[start : start + batch_size]
+            ahead.append(pool.submit(lambda chunk=chunk: [prepare(f) for f in chunk]))
+            if len(ahead) > 2 * workers:
+                yield from infer(ahead.popleft().result())
+        while ahead:
+            yield from infer(ahead.popleft().result())
 
 
 def _print(file: Path, result: list[Prediction] | ImageError, as_json: bool, stream: TextIO) -> None:
