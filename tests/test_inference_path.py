@@ -1,10 +1,20 @@
-"""The inference path (Python API, bulk solving, HTTP app) never imports TensorFlow or Keras."""
+"""The inference path (Python API, bulk solving, HTTP app) never imports TensorFlow or Keras, and an
+exported ONNX file carries everything needed to use it."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import captchalab
+from captchalab.errors import ModelError, UsageError
+from captchalab.inference.predictor import METADATA_KEY, Predictor
 
 SCRIPT = """
 import sys
@@ -36,3 +46,24 @@ def test_solving_and_serving_never_import_tensorflow(tiny_run: Path, tiny_set: P
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "HEAVY []" in done.stdout, done.stdout
+
+
+def test_exported_onnx_file_alone_is_enough(tiny_run: Path, tiny_set: Path, tmp_path: Path) -> None:
+    lone = captchalab.export(tiny_run, out=tmp_path / "elsewhere" / "solver.onnx")
+    assert sorted(p.name for p in lone.parent.iterdir()) == ["solver.onnx"]
+    meta = json.loads({p.key: p.value for p in onnx.load(str(lone)).metadata_props}[METADATA_KEY])
+    assert meta["charset"]["symbols"] and "grayscale" in meta["image"]["preprocessing"]
+    alone, original = Predictor.load(lone), Predictor.load(tiny_run)
+    assert alone.config == original.config
+    pixels = np.stack([alone.prepare(f) for f in sorted(tiny_set.glob("*.png"))[:6]])
+    np.testing.assert_allclose(alone.logits(pixels), original.logits(pixels), atol=1e-5)
+    with pytest.raises(UsageError, match="onnx"):
+        captchalab.export(tiny_run, format="tflite")
+    (tmp_path / "damaged.onnx").write_bytes(lone.read_bytes()[:1000])
+    with pytest.raises(ModelError, match="not a loadable ONNX model"):
+        Predictor.load(tmp_path / "damaged.onnx")
+    bare = onnx.load(str(lone))
+    del bare.metadata_props[:]
+    onnx.save(bare, str(tmp_path / "bare.onnx"))
+    with pytest.raises(ModelError, match="no captchalab metadata"):
+        Predictor.load(tmp_path / "bare.onnx")
