@@ -17,6 +17,7 @@ class CrnnOptions:
     rnn_units: int = 64
     rnn_layers: int = 2
     dropout: float = 0.25
+    batch_norm: bool = True
 
 
 @register("crnn", CrnnOptions, "ctc", "conv + BiLSTM + CTC; variable length (default)")
@@ -26,7 +27,7 @@ def build(spec: ModelSpec, options: CrnnOptions) -> keras.Model:
     # Halve both axes twice, then only the height: width/4 time steps leave room for CTC.
     pools = [(2, 2), (2, 2)] + [(2, 1)] * (len(options.filters) - 2)
     for filters, pool in zip(options.filters, pools):
-        x = conv_block(x, filters, pool)
+        x = conv_block(x, filters, pool, options.batch_norm)
     height, width, channels = x.shape[1], x.shape[2], x.shape[3]
     x = layers.Permute((2, 1, 3))(x)
     x = layers.Reshape((width, height * channels))(x)

@@ -6,9 +6,12 @@ import keras
 from keras import layers
 
 
-def conv_block(x: keras.KerasTensor, filters: int, pool: tuple[int, int] | None) -> keras.KerasTensor:
-    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal")(x)
-    x = layers.BatchNormalization()(x)
+def conv_block(
+    x: keras.KerasTensor, filters: int, pool: tuple[int, int] | None, batch_norm: bool = True
+) -> keras.KerasTensor:
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=not batch_norm, kernel_initializer="he_normal")(x)
+    if batch_norm:
+        x = layers.BatchNormalization()(x)
     x = layers.Activation("relu")(x)
     if pool:
         x = layers.MaxPooling2D(pool)(x)

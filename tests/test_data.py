@@ -1,0 +1,77 @@
+import csv
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from captchalab.charset import Charset
+from captchalab.data.folder import load_dataset
+from captchalab.data.synthetic import generate
+from captchalab.errors import DataError, RunFolderError
+
+
+def test_generate_is_deterministic_by_seed(tmp_path):
+    a = generate(tmp_path / "a", 5, seed=7)
+    b = generate(tmp_path / "b", 5, seed=7)
+    c = generate(tmp_path / "c", 5, seed=8)
+    assert (a / "labels.csv").read_text() == (b / "labels.csv").read_text()
+    assert (a / "000003.png").read_bytes() == (b / "000003.png").read_bytes()
+    assert (a / "labels.csv").read_text() != (c / "labels.csv").read_text()
+
+
+def test_generate_never_overwrites(tmp_path):
+    generate(tmp_path / "a", 2)
+    with pytest.raises(RunFolderError, match="not empty"):
+        generate(tmp_path / "a", 2)
+
+
+def test_length_range_and_size(tmp_path):
+    folder = generate(tmp_path / "d", 20, length="3-4", charset="AB", size="64x24", seed=2)
+    data = load_dataset(folder)
+    assert {len(label) for label in data.labels} <= {3, 4}
+    assert data.pixels.shape[1:] == (24, 64)
+    assert set("".join(data.labels)) <= {"A", "B"}
+
+
+def test_labels_from_file_names(tmp_path):
+    for name in ("AB12.png", "AB12_0002.png", "ZZ9.png"):
+        Image.new("L", (40, 20), 255).save(tmp_path / name)
+    data = load_dataset(tmp_path)
+    assert sorted(data.labels) == ["AB12", "AB12", "ZZ9"]
+    assert data.charset.symbols == "129ABZ"
+
+
+def test_split_csv_paths_are_relative_to_the_csv(tiny_set, tmp_path):
+    root = tmp_path / "set"
+    shutil.copytree(tiny_set, root)
+    rows = list(csv.reader((root / "labels.csv").read_text().splitlines()))
+    (root / "train.csv").write_text("\n".join(",".join(r) for r in rows[:11]) + "\n")
+    data = load_dataset(root / "train.csv")
+    assert len(data) == 10
+
+
+def test_every_problem_is_reported_at_once(tiny_set, tmp_path):
+    root = tmp_path / "bad"
+    shutil.copytree(tiny_set, root)
+    (root / "000001.png").write_bytes(b"")
+    lines = (root / "labels.csv").read_text().splitlines()
+    lines[3] = "000002.png,AB!"
+    lines.append("missing.png,ABCD")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError) as error:
+        load_dataset(root, charset=Charset.parse("0-9A-F"))
+    message = str(error.value)
+    assert "000001.png" in message and "000002.png" in message and "missing.png" in message
+    assert "--skip-bad" in message
+    data = load_dataset(root, charset=Charset.parse("0-9A-F"), skip_bad=True)
+    assert len(data) == 38 and len(data.skipped) == 3
+
+
+def test_transparency_is_composited_on_white(tmp_path):
+    image = Image.new("RGBA", (30, 20), (0, 0, 0, 0))
+    image.putpixel((5, 5), (0, 0, 0, 255))
+    image.save(tmp_path / "A.png")
+    pixels = load_dataset(tmp_path).pixels[0]
+    assert pixels[0, 0] == 255 and pixels[5, 5] == 0
+    assert pixels.dtype == np.uint8

@@ -1,0 +1,43 @@
+import json
+
+import pytest
+
+from captchalab.errors import RunFolderError, UsageError
+from captchalab.train import train
+
+
+def test_run_folder_has_the_design_files(tiny_run):
+    for name in ("model.keras", "model.onnx", "config.json", "history.json", "metrics.json"):
+        assert (tiny_run / name).exists()
+    history = json.loads((tiny_run / "history.json").read_text())
+    assert history[0]["epoch"] == 1 and "val_sequence_accuracy" in history[0]
+    config = json.loads((tiny_run / "config.json").read_text())
+    assert config["model"] == "crnn" and config["head"] == "ctc"
+    assert config["image"] == {"height": 32, "width": 96, "channels": 1,
+                               "preprocessing": config["image"]["preprocessing"]}
+
+
+def test_existing_run_is_not_overwritten(tiny_set, tiny_run):
+    before = (tiny_run / "model.keras").read_bytes()
+    with pytest.raises(RunFolderError, match="--force"):
+        train(tiny_set, out=tiny_run, epochs=1, quiet=True)
+    assert (tiny_run / "model.keras").read_bytes() == before
+
+
+def test_overrides_are_validated(tiny_set, tmp_path):
+    with pytest.raises(UsageError, match="unknown setting"):
+        train(tiny_set, out=tmp_path / "r", overrides=["train.nope=1"], quiet=True)
+    with pytest.raises(UsageError, match="expected a int"):
+        train(tiny_set, out=tmp_path / "r", overrides=["train.epochs=many"], quiet=True)
+
+
+def test_resume_continues_to_the_requested_epochs(tiny_set, tmp_path):
+    run = train(tiny_set, out=tmp_path / "r", epochs=1, quiet=True, export_onnx=False,
+                overrides=["train.patience=50"])
+    config = json.loads((run / "config.json").read_text())
+    config["train"]["epochs"] = 2
+    (run / "config.json").write_text(json.dumps(config))
+    state = json.loads((run / "checkpoints" / "state.json").read_text())
+    assert state["epoch"] == 1
+    train(tiny_set, resume=run, quiet=True, export_onnx=False)
+    assert len(json.loads((run / "history.json").read_text())) == 2
