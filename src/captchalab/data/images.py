@@ -143,6 +143,12 @@ def prepare(image: Image.Image, size: ImageSize) -> np.ndarray:
     return np.asarray(gray, dtype=np.uint8)
 
 
+def resize_pixels(pixels: np.ndarray, size: ImageSize) -> np.ndarray:
+    """uint8 (n, h, w) to (n, size.height, size.width), as ``prepare`` would have resized."""
+    target = (size.width, size.height)
+    return np.stack([np.asarray(Image.fromarray(p).resize(target, Image.Resampling.BILINEAR)) for p in pixels])
+
+
 def load(source: str | Path | bytes, size: ImageSize, name: str | None = None) -> np.ndarray:
     """Open, validate and prepare one image: uint8 (height, width)."""
     return prepare(open_image(source, name), size)
