@@ -153,6 +153,14 @@ class ModelPool:
                     log.info("unloaded model %s (max-loaded %d)", dropped, self.max_loaded)
             return predictor
 
+    def ready(self, name: str) -> Predictor | None:
+        """The model if it is loaded (marked as just used), without waiting for a load."""
+        with self._lock:
+            if name in self._loaded:
+                self._loaded.move_to_end(name)
+                return self._loaded[name]
+        return None
+
     def loaded(self) -> list[str]:
         with self._lock:
             return list(self._loaded)
@@ -227,7 +235,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         uploads, fields = await read_request(request, config)
         name = str(fields.get("model") or request.query_params.get("model") or config.default)
         top_k = parse_top_k(fields.get("top_k", request.query_params.get("top_k")))
-        predictor = await in_thread(lambda: pool.get(name))
+        predictor = pool.ready(name) or await in_thread(lambda: pool.get(name))
         results = await in_thread(lambda: solve_uploads(predictor, uploads, top_k, config))
         return {"model": name, "results": results}
 
