@@ -6,6 +6,8 @@ training functions load it when called, solving never does.
 
 from __future__ import annotations
 
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +60,16 @@ __all__ = [
     "solve",
     "train",
 ]
+
+
+class _Package(types.ModuleType):
+    """Keeps ``captchalab.train`` and ``captchalab.export`` the API functions once their modules of
+    the same name are imported (the import system would replace them with the modules)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("train", "export") and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,11 @@ def load_keras(run: str | Path, config: RunConfig | None = None) -> Any:
         raise ModelError(f"{weights}: missing; finish training or resume it with --resume {folder}")
     model = build_model(config)
     try:
-        model.load_weights(weights)
+        with warnings.catch_warnings():
+            # Keras only warns when part of the file does not fit ("...retain their freshly-initialized
+            # weights"): a half-loaded model must be an error, not a silently random one.
+            warnings.simplefilter("error", UserWarning)
+            model.load_weights(weights)
     except Exception as error:  # Keras raises many types for damaged or mismatched files
         raise ModelError(
             f"{weights}: cannot load weights ({type(error).__name__}); the file is damaged or "
