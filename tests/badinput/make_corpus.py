@@ -73,18 +73,18 @@ def reference_image(seed: int = 3) -> Image.Image:
     return renderer.render("7A3C").convert("L")
 
 
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
+def png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
-def _bilevel_png(width: int, height: int, extra: bytes = b"", rows: int | None = None) -> bytes:
+def bilevel_png(width: int, height: int, extra: bytes = b"", rows: int | None = None) -> bytes:
     """A 1-bit PNG of zeros, built chunk by chunk so huge sizes cost kilobytes, not gigabytes."""
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     row = b"\0" * (1 + (width + 7) // 8)
     packer = zlib.compressobj(9)
     body = b"".join(packer.compress(row) for _ in range(height if rows is None else rows)) + packer.flush()
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + extra + _png_chunk(b"IDAT", body)
-            + _png_chunk(b"IEND", b""))
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + extra + png_chunk(b"IDAT", body)
+            + png_chunk(b"IEND", b""))
 
 
 def _encoded(image: Image.Image, fmt: str, **options: object) -> bytes:
@@ -168,17 +168,17 @@ def _text_named_png(ctx: Context) -> Path:
 
 
 def _pixel_bomb(ctx: Context) -> Path:
-    return _write(ctx, "bomb_100000x100000.png", _bilevel_png(100_000, 100_000, rows=64))
+    return _write(ctx, "bomb_100000x100000.png", bilevel_png(100_000, 100_000, rows=64))
 
 
 def _text_bomb(ctx: Context) -> Path:
     """A valid 96x32 PNG whose zTXt chunk inflates to 64 MB."""
-    text = _png_chunk(b"zTXt", b"Comment\0\0" + zlib.compress(b"\0" * (64 << 20), 9))
-    return _write(ctx, "bomb_ztxt.png", _bilevel_png(WIDTH, HEIGHT, extra=text))
+    text = png_chunk(b"zTXt", b"Comment\0\0" + zlib.compress(b"\0" * (64 << 20), 9))
+    return _write(ctx, "bomb_ztxt.png", bilevel_png(WIDTH, HEIGHT, extra=text))
 
 
 def _huge(ctx: Context) -> Path:
-    return _write(ctx, "huge_20000x20000.png", _bilevel_png(20_000, 20_000))
+    return _write(ctx, "huge_20000x20000.png", bilevel_png(20_000, 20_000))
 
 
 def _oversize_bytes(ctx: Context) -> Path:

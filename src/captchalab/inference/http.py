@@ -270,7 +270,7 @@ def parse_top_k(value: Any) -> int:
         return 1
     try:
         top_k = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: JSON 1e999 is infinity
         raise HttpError(400, f"top_k must be a whole number from 1 to {MAX_TOP_K}, not {value!r}") from None
     if not 1 <= top_k <= MAX_TOP_K:
         raise HttpError(400, f"top_k must be from 1 to {MAX_TOP_K}, not {top_k}")
@@ -357,7 +357,7 @@ async def _read_form(request: Request, body: bytes, config: ServeConfig) -> tupl
 def _read_json(body: bytes, config: ServeConfig) -> tuple[list[Upload], dict[str, Any]]:
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[... nested past the limit
         raise HttpError(400, "the body is not valid JSON; send {\"images\": [base64, ...]}") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise HttpError(400, "JSON body must be an object with an 'images' list of base64 strings")
