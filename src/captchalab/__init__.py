@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from captchalab.charset import Charset
-from captchalab.data.synthetic import generate
-from captchalab.decoding import Prediction
+from captchalab.decoding import Constraints, Prediction
 from captchalab.errors import CaptchaLabError
 from captchalab.evaluate import evaluate
 from captchalab.inference.predictor import Predictor, load
@@ -28,6 +27,33 @@ def train(data: str | Path, **kwargs: Any) -> Path:
     return _train(data, **kwargs)
 
 
+def generate(
+    out: str | Path,
+    count: int,
+    length: int | str | None = None,
+    charset: str | None = None,
+    size: str | None = None,
+    seed: int = 0,
+    progress: Any = None,
+    like: str | Path | None = None,
+) -> Path:
+    """Synthetic captchas (``captchalab generate``); ``like=DATA`` renders look-alikes of a labelled set."""
+    if like is not None:
+        from captchalab.data.style import generate_like
+
+        return generate_like(out, like, count, seed, length, charset, size, progress)
+    from captchalab.data.synthetic import generate as _generate
+
+    return _generate(out, count, length or 5, charset or "0-9A-Z", size or "160x60", seed, progress)
+
+
+def audit(data: str | Path, out: str | Path, **kwargs: Any) -> dict[str, Any]:
+    """Captcha strength: learning curve, labels needed per solve rate, verdict (``captchalab audit``)."""
+    from captchalab.audit import audit as _audit
+
+    return _audit(data, out, **kwargs)
+
+
 def export(run: str | Path, format: str = "onnx", out: str | Path | None = None) -> Path:
     """Export RUN to a standalone ONNX file."""
     from captchalab.export import export as _export
@@ -35,9 +61,16 @@ def export(run: str | Path, format: str = "onnx", out: str | Path | None = None)
     return _export(run, format, out)
 
 
-def solve(image: Any, model: str | Path | None = None) -> Prediction:
-    """Read one image with RUN (default: the bundled model)."""
-    return load(model).solve(image)
+def solve(
+    image: Any,
+    model: str | Path | None = None,
+    length: int | str | None = None,
+    allowed: str | None = None,
+    case: str = "any",
+    min_confidence: float | None = None,
+) -> Prediction:
+    """Read one image with RUN (default: the bundled model), optionally constrained (see ``solve --help``)."""
+    return load(model).solve(image, Constraints.parse(length, allowed, case), min_confidence)
 
 
 def serve(model: Any = None, **kwargs: Any) -> None:
@@ -50,8 +83,10 @@ def serve(model: Any = None, **kwargs: Any) -> None:
 __all__ = [
     "CaptchaLabError",
     "Charset",
+    "Constraints",
     "Prediction",
     "Predictor",
+    "audit",
     "evaluate",
     "export",
     "generate",
@@ -67,7 +102,7 @@ class _Package(types.ModuleType):
     the same name are imported (the import system would replace them with the modules)."""
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in ("train", "export") and isinstance(value, types.ModuleType):
+        if name in ("train", "export", "audit") and isinstance(value, types.ModuleType):
             return
         super().__setattr__(name, value)
 

@@ -31,10 +31,12 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on
 def generate(
     out_dir: Annotated[Path, typer.Argument(metavar="OUT", help="New folder for images + labels.csv.")],
     count: Annotated[int, typer.Option("--count", "-n", help="Number of images.")] = 1000,
-    length: Annotated[str, typer.Option(help="Characters per image: 5, or a range such as 4-6.")] = "5",
-    charset: Annotated[str, typer.Option(help="Symbols, ranges allowed.")] = "0-9A-Z",
-    size: Annotated[str, typer.Option(help="WIDTHxHEIGHT.")] = "160x60",
+    length: Annotated[str | None, typer.Option(help="Characters per image: 5 (default) or a range: 4-6.")] = None,
+    charset: Annotated[str | None, typer.Option(help="Symbols, ranges allowed (default 0-9A-Z).")] = None,
+    size: Annotated[str | None, typer.Option(help="WIDTHxHEIGHT (default 160x60).")] = None,
     seed: Annotated[int, typer.Option(help="Same seed, same images.")] = 0,
+    like: Annotated[Path | None, typer.Option(help="Look like this labelled set: its size, lengths, charset, "
+                                                   "colours and font size (the options above override).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Render synthetic captchas (PyPI 'captcha' generator) as a dataset folder."""
@@ -42,15 +44,20 @@ def generate(
     from captchalab.progress import counting
 
     with counting(f"generating {out_dir}", quiet, total=count) as advance:
-        folder = run(out_dir, count, length, charset, size, seed, advance)
-    err.print(f"wrote {count} images and labels.csv to {folder}")
+        if like is not None:
+            from captchalab.data.style import generate_like
+
+            folder = generate_like(out_dir, like, count, seed, length, charset, size, advance)
+        else:
+            folder = run(out_dir, count, length or "5", charset or "0-9A-Z", size or "160x60", seed, advance)
+    err.print(f"wrote {count} images and labels.csv to {folder}" + (" (style: style.json)" if like else ""))
 
 
 @app.command()
 def train(
     data: Annotated[Path, typer.Argument(help="Dataset folder, or a file,label CSV.")],
     val: Annotated[Path | None, typer.Option(help="Validation set (default: 10% held out).")] = None,
-    model: Annotated[str, typer.Option(help="mlp, cnn, crnn (default) or segment.")] = "crnn",
+    model: Annotated[str | None, typer.Option(help="mlp, cnn, crnn (default) or segment.")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/MODEL-TIME).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs (early stopping may end sooner).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a setting: train.lr=0.001.")] = None,
@@ -59,13 +66,16 @@ def train(
     skip_bad: SkipBad = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing run folder.")] = False,
     resume: Annotated[Path | None, typer.Option(help="Continue the killed or stopped run RUN.")] = None,
+    init: Annotated[Path | None, typer.Option(help="Start from the pretrained run RUN (fine-tuning; a new "
+                                                   "charset gets new output classes).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
-    """Train a model; writes a run folder with model.keras, model.onnx, config, history, metrics."""
+    """Train a model; writes a run folder with model.keras, model.onnx, config, history, metrics, curves.png."""
     from captchalab.train import train as run
 
     folder = run(data, val=val, model=model, out=out_dir, epochs=epochs, overrides=set_ or [], charset=charset,
-                 case_insensitive=case_insensitive, skip_bad=skip_bad, force=force, resume=resume, quiet=quiet)
+                 case_insensitive=case_insensitive, skip_bad=skip_bad, force=force, resume=resume, quiet=quiet,
+                 init=init)
     summary = json.loads((folder / "metrics.json").read_text())
     _report_skipped(summary.get("skipped", []), data)
     err.print(f"run folder: {folder}  validation sequence accuracy {summary['sequence_accuracy']:.3f}")
@@ -77,11 +87,12 @@ def evaluate(
     data: Annotated[Path, typer.Argument(help="Labelled dataset folder or CSV.")],
     as_json: JsonFlag = False,
     skip_bad: SkipBad = False,
+    report: Annotated[Path | None, typer.Option(help="Also write an HTML report (DIR/index.html).")] = None,
 ) -> None:
     """Sequence/char accuracy, CER, per-position accuracy, confidence and speed."""
     from captchalab.evaluate import evaluate as run_evaluation
 
-    result = run_evaluation(run, data, skip_bad=skip_bad, quiet=as_json)
+    result = run_evaluation(run, data, skip_bad=skip_bad, quiet=as_json, report=report)
     _report_skipped(result.get("skipped", []), data)
     if as_json:
         print(json.dumps(result))
@@ -92,6 +103,8 @@ def evaluate(
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     table.add_row("per_position_accuracy", " ".join(f"{v:.3f}" for v in result["per_position_accuracy"]))
     out.print(table)
+    if report is not None:
+        err.print(f"report: {result['report']}")
 
 
 @app.command()
@@ -104,15 +117,25 @@ def solve(
     threads: Annotated[int, typer.Option(help="Inference threads (0: all cores).")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, max=1024)] = 64,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Exit 0 even if some images cannot be read.")] = False,
+    length: Annotated[str | None, typer.Option(help="Answer length: 5, or a range such as 4-6.")] = None,
+    allowed: Annotated[str | None, typer.Option(help="Characters the answer may use, ranges allowed: a-z0-9.")] = None,
+    case: Annotated[str, typer.Option(help="any (as read), lower or upper (the site ignores case).")] = "any",
+    min_confidence: Annotated[float | None, typer.Option(
+        "--min-confidence", min=0.0, max=1.0, help="Abstain below this calibrated confidence.")] = None,
 ) -> None:
     """Read captchas. --json prints one {"file", "text", "confidence"} object per line.
 
     An unreadable image gets an error line (JSON: {"file", "error"}) and the others are still
-    read; the exit code is then 3 unless --skip-bad is given."""
+    read; the exit code is then 3 unless --skip-bad is given. --length, --allowed and --case
+    restrict the decoding; below --min-confidence a reading is abstained (JSON: "text": null,
+    "abstained": true, "guess"), so the caller can fetch a new captcha instead."""
+    from captchalab.decoding import Constraints
     from captchalab.errors import DataError
     from captchalab.inference.bulk import solve_files
 
-    failures = solve_files(images, model, as_json, top_k, results_csv, threads, batch_size)
+    constraints = Constraints.parse(length, allowed, case)
+    failures = solve_files(images, model, as_json, top_k, results_csv, threads, batch_size, constraints,
+                           min_confidence)
     if failures and not skip_bad:
         raise DataError(f"{failures} image(s) could not be read (see the ERROR lines above); fix or remove them, "
                         "or pass --skip-bad to exit 0")
@@ -151,6 +174,47 @@ def export_command(
     from captchalab.export import export
 
     err.print(f"wrote {export(run, format, out_file)}")
+
+
+@app.command("audit")
+def audit_command(
+    data: Annotated[Path, typer.Argument(help="Labelled captchas of one style (folder or CSV).")],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for the report (default runs/audit-TIME).")]
+    = None,
+    test: Annotated[Path | None, typer.Option(help="Held-out test set (default: 20% of DATA).")] = None,
+    budget: Annotated[float, typer.Option(help="CPU minutes for everything (this process, all threads).")] = 60.0,
+    counts: Annotated[str, typer.Option(help="Label counts to measure, plus all of DATA.")] = "25,50,100,200,400",
+    seeds: Annotated[int, typer.Option(min=1, max=10, help="Repeats per label count.")] = 3,
+    pretrain_images: Annotated[int | None, typer.Option(help="Look-alike images for pretraining.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out folder.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Captcha strength: solve rate vs number of labelled images, with and without synthetic pretraining."""
+    import time
+
+    from captchalab.audit import METHODS, audit
+    from captchalab.errors import UsageError
+
+    try:
+        sizes = [int(c) for c in counts.split(",") if c.strip()]
+    except ValueError:
+        raise UsageError(f"--counts '{counts}' is not a comma-separated list of numbers, e.g. 25,50,100") from None
+    folder = out_dir or Path("runs") / f"audit-{time.strftime('%Y%m%d-%H%M%S')}"
+    record = audit(data, folder, test, budget, sizes, seeds, pretrain_images, quiet=True, force=force,
+                   progress=None if as_json else lambda message: err.print(escape(message), highlight=False))
+    if as_json:
+        print(json.dumps({k: record[k] for k in ("verdict", "labels_needed", "curves", "cpu_seconds", "skipped")}))
+        return
+    table = Table("solve rate", *(f"labels needed: {m}" for m in METHODS), title=str(data))
+    for rate in record["labels_needed"][METHODS[0]]:
+        table.add_row(rate, *(_need(record["labels_needed"][m][rate]) for m in METHODS))
+    out.print(table)
+    out.print(record["verdict"]["text"])
+    err.print(f"report: {folder / 'index.html'}  ({record['cpu_seconds'] / 60:.1f} CPU minutes)")
+
+
+def _need(need: dict) -> str:
+    return {"=": "~{}", "<=": "<= {}", ">": "> {}"}.get(need["bound"], "-").format(need["labels"])
 
 
 @app.command("models")

@@ -22,8 +22,12 @@ def evaluate(
     batch_size: int = 64,
     quiet: bool = True,
     save: bool = True,
+    report: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Evaluate RUN (None: the bundled model) on DATA; also saved as RUN/metrics.json."""
+    """Evaluate RUN (None: the bundled model) on DATA; also saved as RUN/metrics.json.
+
+    ``report``: a folder for an HTML report (index.html) with plots and the worst examples.
+    """
     predictor = Predictor.load(run)
     config = predictor.config
     with counting(f"reading {data}", quiet) as advance:
@@ -47,7 +51,27 @@ def evaluate(
         result["skipped"] = list(dataset.skipped)
     if save and run is not None and runs.run_folder(run).is_dir() and Path(run).is_dir():
         runs.write_json(Path(run) / "metrics.json", result)
+    if report is not None:
+        result["report"] = str(_write_report(Path(report), predictor, data, dataset, labels, readings, result))
     return result
+
+
+def _write_report(out: Path, predictor: Predictor, data: str | Path, dataset: Any, labels: list[str],
+                  readings: list, result: dict[str, Any]) -> Path:
+    import json
+
+    from captchalab import report
+
+    examples = [report.Example(file, pixels, label, reading)
+                for file, pixels, label, reading in zip(dataset.files, dataset.pixels, labels, readings)]
+    folder = predictor.source.parent if predictor.source.is_file() else predictor.source
+    try:
+        history = json.loads((folder / "history.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        history = None
+    title = f"{predictor.config.model} ({predictor.source}) on {data}"
+    return report.write_evaluation(out, result, examples, title, history if isinstance(history, list) else None,
+                                   predictor.temperature)
 
 
 def _predict_all(predictor: Predictor, pixels: np.ndarray, batch_size: int, quiet: bool) -> tuple[list, float]:

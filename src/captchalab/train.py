@@ -41,7 +41,7 @@ class Split:
 def train(
     data: str | Path,
     val: str | Path | None = None,
-    model: str = "crnn",
+    model: str | None = None,
     out: str | Path | None = None,
     epochs: int | None = None,
     overrides: tuple[str, ...] | list[str] = (),
@@ -52,12 +52,19 @@ def train(
     resume: str | Path | None = None,
     export_onnx: bool = True,
     quiet: bool = False,
+    init: str | Path | None = None,
 ) -> Path:
-    """Train a model on DATA and return its run folder (see DESIGN.md)."""
+    """Train a model on DATA and return its run folder (see DESIGN.md).
+
+    ``model`` defaults to crnn, or to the model of ``init``: a pretrained run to start from
+    (its model options and image size are kept; see transfer.py).
+    """
     if resume is not None:
         return _resume(Path(resume), export_onnx, quiet, skip_bad)
-    entry = registry.get(model)
-    train_set = _load(data, charset, case_insensitive, skip_bad, None, quiet)
+    init_config = runs.read_config(init) if init is not None else None
+    entry = registry.get(model or (init_config.model if init_config else "crnn"))
+    size = init_config.image if init_config else None
+    train_set = _load(data, charset, case_insensitive, skip_bad, size, quiet)
     config = RunConfig(
         model=entry.name,
         head=entry.head,
@@ -67,6 +74,10 @@ def train(
         options=entry.options_type(),
         train=TrainConfig(),
     )
+    if init_config is not None:
+        from captchalab.transfer import adopt
+
+        config = adopt(config, init_config, str(init))
     config = apply_overrides(config, [f"train.epochs={epochs}"] if epochs else [])
     config = apply_overrides(config, overrides)
     _check_train_config(config.train)
@@ -76,7 +87,7 @@ def train(
     skipped = [*train_set.skipped, *(val_set.skipped if val_set else ())]
     state = {"data": str(Path(data).resolve()), "val": str(Path(val).resolve()) if val else None, "epoch": 0,
              "history": [], "best": None, "wait": 0, "learning_rate": config.train.learning_rate,
-             "skipped": skipped}
+             "skipped": skipped, "init": str(Path(init).resolve()) if init else None}
     return _fit(config, folder, _split(config, train_set, val_set), state, export_onnx, quiet)
 
 
@@ -135,6 +146,10 @@ def _fit(
         tf.config.threading.set_inter_op_parallelism_threads(t.threads)
     keras.utils.set_random_seed(t.seed + state["epoch"])
     model = build_model(config)
+    if not state["epoch"] and state.get("init"):
+        from captchalab.transfer import transfer_weights
+
+        state["init_report"] = transfer_weights(model, config, Path(state["init"]))
     if state["epoch"]:
         _load_checkpoint(model, folder)
     _compile(model, config, state["learning_rate"])
@@ -156,6 +171,7 @@ def _finish(
     if best.exists():
         model.load_weights(best)
     runs.atomic_write(folder / "model.keras", lambda tmp: model.save(tmp))
+    _calibrate_and_plot(model, config, folder, split, state["history"])
     runs.write_json(folder / "history.json", state["history"])
     texts = [p.text for p in predict_texts(model, config, split.val_x)]
     summary = metrics.summarize(texts, split.val_labels, config.max_length if config.head != "ctc" else None)
@@ -170,6 +186,15 @@ def _finish(
 
         export(folder, model=model, config=config)
     return folder
+
+
+def _calibrate_and_plot(model: keras.Model, config: RunConfig, folder: Path, split: Split, history: list) -> None:
+    """Fit the confidence temperature on the validation images; draw the loss/accuracy curves."""
+    from captchalab import calibration, report
+
+    logits = model.predict(split.val_x.astype(np.float32)[..., None] / 255.0, batch_size=256, verbose=0)
+    calibration.save(folder, calibration.fit(logits, split.val_labels, config.head, config.charset))
+    report.save_training_curves(folder / report.CURVES, history)
 
 
 def predict_texts(model: keras.Model, config: RunConfig, pixels: np.ndarray) -> list[decoding.Prediction]:

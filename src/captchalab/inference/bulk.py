@@ -14,7 +14,7 @@ from typing import TextIO
 
 import numpy as np
 
-from captchalab.decoding import Prediction
+from captchalab.decoding import Constraints, Prediction
 from captchalab.errors import ImageError, RunFolderError, UsageError
 from captchalab.inference.predictor import Predictor, iter_image_files
 from captchalab.progress import counting
@@ -28,8 +28,12 @@ def solve_files(
     results_csv: Path | None = None,
     threads: int = 0,
     batch_size: int = 64,
+    constraints: Constraints | None = None,
+    min_confidence: float | None = None,
 ) -> int:
-    """Print a reading per file; returns the number of files that could not be read."""
+    """Print a reading per file; returns the number of files that could not be read.
+
+    ``constraints`` restrict the decoding; a reading under ``min_confidence`` is printed as abstained."""
     files = list(iter_image_files(paths))
     if not files:
         raise UsageError(f"no images found in {', '.join(map(str, paths))}")
@@ -41,7 +45,8 @@ def solve_files(
     # or a pipe, results must still go there, so keep hold of the real stream.
     stdout = sys.stdout
     with _csv_writer(results_csv) as write_row, counting("solving", len(files) < 50, len(files)) as step:
-        for file, result in zip(files, solve_stream(predictor, files, top_k, batch_size)):
+        stream = solve_stream(predictor, files, top_k, batch_size, constraints, min_confidence)
+        for file, result in zip(files, stream):
             failures += isinstance(result, ImageError)
             _print(file, result, as_json, sys.stdout if stdout.isatty() else stdout)
             write_row(file, result)
@@ -51,7 +56,8 @@ def solve_files(
 
 
 def solve_stream(
-    predictor: Predictor, files: Sequence[Path], top_k: int, batch_size: int
+    predictor: Predictor, files: Sequence[Path], top_k: int, batch_size: int,
+    constraints: Constraints | None = None, min_confidence: float | None = None,
 ) -> Iterator[list[Prediction] | ImageError]:
     """Readings in file order; decoding of the next batch overlaps inference of this one."""
 
@@ -63,7 +69,7 @@ def solve_stream(
 
     def infer(prepared: list[np.ndarray | ImageError]) -> Iterator[list[Prediction] | ImageError]:
         good = [p for p in prepared if isinstance(p, np.ndarray)]
-        readings = iter(predictor.predict_pixels(np.stack(good), top_k) if good else [])
+        readings = iter(predictor.predict_pixels(np.stack(good), top_k, constraints, min_confidence) if good else [])
         for item in prepared:
             yield item if isinstance(item, ImageError) else next(readings)
 
@@ -89,7 +95,11 @@ def _print(file: Path, result: list[Prediction] | ImageError, as_json: bool, str
         if len(result) > 1:
             record["top_k"] = [{"text": p.text, "confidence": round(p.confidence, 4)} for p in result]
         others = "  ".join(f"{p.text} ({p.confidence:.3f})" for p in result[1:])
-        line = json.dumps(record) if as_json else f"{file}\t{best.text}\t{best.confidence:.3f}\t{others}".rstrip()
+        shown = best.text
+        if best.abstained:  # below --min-confidence: no answer, but the guess for who wants it
+            record.update(text=None, abstained=True, guess=best.text)
+            shown, others = "(abstained)", f"guess {best.text}  {others}"
+        line = json.dumps(record) if as_json else f"{file}\t{shown}\t{best.confidence:.3f}\t{others}".rstrip()
     print(line, file=stream, flush=False)
 
 
@@ -107,6 +117,8 @@ class _csv_writer:
         def write(file: Path, result: list[Prediction] | ImageError) -> None:
             if isinstance(result, ImageError):
                 writer.writerow([file, "", "", str(result)])
+            elif result[0].abstained:
+                writer.writerow([file, "", f"{result[0].confidence:.4f}", "abstained: below --min-confidence"])
             else:
                 writer.writerow([file, result[0].text, f"{result[0].confidence:.4f}", ""])
 

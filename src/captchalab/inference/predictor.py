@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from captchalab import decoding, runs
+from captchalab import calibration, decoding, runs
 from captchalab.config import RunConfig, from_dict
 from captchalab.data import images
-from captchalab.decoding import Prediction
+from captchalab.decoding import Constraints, Prediction
 from captchalab.errors import ImageError, ModelError, UsageError
 
 METADATA_KEY = "captchalab_config"
@@ -40,6 +40,7 @@ class Predictor:
 
     def __init__(self, config: RunConfig, backend: _Backend, source: Path, backend_name: str) -> None:
         self.config, self._backend, self.source, self.backend = config, backend, source, backend_name
+        self.temperature = 1.0  # confidence calibration (calibration.py); logits are divided by it
 
     @classmethod
     def load(cls, model: str | Path | None = None, backend: str = "auto", threads: int = 0) -> Predictor:
@@ -78,7 +79,9 @@ class Predictor:
             raise ModelError(f"{path}: its captchalab metadata is not JSON; re-export it") from None
         input_name = session.get_inputs()[0].name
         backend = _Backend(lambda batch: session.run(None, {input_name: batch})[0])
-        return cls(config, backend, path, "onnx")
+        predictor = cls(config, backend, path, "onnx")
+        predictor.temperature = _onnx_temperature(session, path)
+        return predictor
 
     @classmethod
     def _from_keras(cls, folder: Path, threads: int) -> Predictor:
@@ -90,7 +93,9 @@ class Predictor:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
         config = runs.read_config(folder)
         model = load_keras(folder, config)
-        return cls(config, _Backend(lambda batch: np.asarray(model(batch, training=False))), folder, "keras")
+        predictor = cls(config, _Backend(lambda batch: np.asarray(model(batch, training=False))), folder, "keras")
+        predictor.temperature = calibration.read(folder)
+        return predictor
 
     @property
     def name(self) -> str:
@@ -107,18 +112,28 @@ class Predictor:
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         return np.asarray(self._backend.run(images.to_model_input(pixels)), dtype=np.float32)
 
-    def predict_pixels(self, pixels: np.ndarray, top_k: int = 1) -> list[list[Prediction]]:
-        probs = decoding.softmax(self.logits(pixels))
-        return decoding.decode(probs, self.config.head, self.config.charset, top_k)
+    def predict_pixels(
+        self, pixels: np.ndarray, top_k: int = 1, constraints: Constraints | None = None,
+        min_confidence: float | None = None,
+    ) -> list[list[Prediction]]:
+        """Best readings per image with calibrated confidences; ``constraints`` restrict the search,
+        and a best reading below ``min_confidence`` is marked ``abstained``."""
+        probs = decoding.softmax(self.logits(pixels) / self.temperature)
+        readings = decoding.decode(probs, self.config.head, self.config.charset, top_k, constraints)
+        return decoding.abstain(readings, min_confidence)
 
-    def solve(self, image: ImageLike) -> Prediction:
+    def solve(
+        self, image: ImageLike, constraints: Constraints | None = None, min_confidence: float | None = None
+    ) -> Prediction:
         """The best reading of one image."""
-        return self.predict_pixels(self.prepare(image)[None])[0][0]
+        return self.predict_pixels(self.prepare(image)[None], 1, constraints, min_confidence)[0][0]
 
     def solve_many(
-        self, items: Iterable[ImageLike], top_k: int = 1, batch_size: int = 64
+        self, items: Iterable[ImageLike], top_k: int = 1, batch_size: int = 64,
+        constraints: Constraints | None = None, min_confidence: float | None = None,
     ) -> Iterator[list[Prediction] | ImageError]:
         """Readings per image in order, batched; a bad image yields its error, not a crash."""
+        decode = (constraints, min_confidence)
         pending: list[tuple[int, np.ndarray]] = []
         results: dict[int, list[Prediction] | ImageError] = {}
         next_out = 0
@@ -128,19 +143,20 @@ class Predictor:
             except ImageError as error:
                 results[index] = error
             if len(pending) >= batch_size:
-                self._flush(pending, top_k, results)
+                self._flush(pending, top_k, results, *decode)
             while next_out in results:
                 yield results.pop(next_out)
                 next_out += 1
-        self._flush(pending, top_k, results)
+        self._flush(pending, top_k, results, *decode)
         while next_out in results:
             yield results.pop(next_out)
             next_out += 1
 
-    def _flush(self, pending: list[tuple[int, np.ndarray]], top_k: int, results: dict) -> None:
+    def _flush(self, pending: list[tuple[int, np.ndarray]], top_k: int, results: dict,
+               constraints: Constraints | None = None, min_confidence: float | None = None) -> None:
         if not pending:
             return
-        readings = self.predict_pixels(np.stack([p for _, p in pending]), top_k)
+        readings = self.predict_pixels(np.stack([p for _, p in pending]), top_k, constraints, min_confidence)
         for (index, _), reading in zip(pending, readings):
             results[index] = reading
         pending.clear()
@@ -150,8 +166,18 @@ class Predictor:
         return {"name": self.config.model, "head": self.config.head, "charset": self.config.charset.symbols,
                 "case_insensitive": self.config.charset.case_insensitive,
                 "image": {"height": self.config.image.height, "width": self.config.image.width},
-                "max_length": self.config.max_length, "backend": self.backend,
+                "max_length": self.config.max_length, "backend": self.backend, "temperature": self.temperature,
                 "source": str(self.source), "bytes": size}
+
+
+def _onnx_temperature(session: Any, path: Path) -> float:
+    """The calibration in the ONNX metadata, else a run folder's calibration.json beside it, else 1."""
+    raw = session.get_modelmeta().custom_metadata_map.get(calibration.METADATA_KEY)
+    if raw is not None:
+        return calibration.parse(raw, str(path))
+    if (path.parent / "config.json").exists():
+        return calibration.read(path.parent)
+    return 1.0
 
 
 def _as_uint8(array: np.ndarray) -> np.ndarray:

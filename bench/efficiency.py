@@ -1,0 +1,128 @@
+"""Label efficiency on captcha_images_v2: the audit's learning curve, measured cell by cell.
+
+Sequence accuracy on ``test.csv`` (104 images) after training on 25, 50, 100, 200, 400 and
+all 936 labelled images of ``train.csv``, three seeds each, two ways:
+
+* ``scratch``: the default crnn trained on the labelled images only;
+* ``pretrained``: the same crnn first trained on look-alike synthetic captchas
+  (``generate --like``), then fine-tuned on the labelled images (``train --init``).
+
+The look-alikes copy the style estimated from 25 labelled images only (the seed-0 subset of
+the smallest count), so pretraining knows nothing that the larger label counts add. The
+pretraining run is trained here, once, so the benchmark is self-contained. Cell schedules
+are the audit's (captchalab.audit.AuditConfig): the same for both methods, except the
+fine-tuning learning rate.
+
+Resumable: every finished cell is appended to bench/results/efficiency.json at once, and a
+rerun skips the cells already there (and reuses the pretraining run in --work).
+
+    nice -n 10 .venv/bin/python bench/efficiency.py              # hours of CPU on 2 cores
+    nice -n 10 .venv/bin/python bench/efficiency.py --seeds 1    # one curve first
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from machine import machine_info
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data" / "captcha_images_v2"
+RESULT = ROOT / "bench" / "results" / "efficiency.json"
+PLOT = ROOT / "bench" / "results" / "efficiency.png"
+NOTE = ("CPU seconds are process CPU time (all threads); wall seconds are longer because other jobs shared "
+        "the 2 cores of this machine throughout.")
+
+
+def load(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def save(record: dict) -> None:
+    from captchalab import runs
+
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    runs.write_json(RESULT, record)
+
+
+def pretrained_run(audit, style_source: Path, work: Path, config, record: dict, minutes: float) -> Path:
+    """The pretraining run: reused when finished, resumed when killed, trained otherwise."""
+    from captchalab.train import train
+
+    run = work / "pretrained"
+    if (run / "model.keras").exists() and "pretraining" in record:
+        return run
+    began_cpu, began_wall = time.process_time(), time.time()
+    if (run / "checkpoints" / "state.json").exists() and not (run / "model.keras").exists():
+        train(run, resume=run, export_onnx=False, quiet=False)
+        info = {"resumed": True}
+    else:
+        run, info = audit.pretrain(style_source, work, config, minutes * 60, quiet=False)
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    info.update(total_cpu_seconds_this_session=round(time.process_time() - began_cpu, 1),
+                total_wall_seconds_this_session=round(time.time() - began_wall, 1),
+                train_cpu_seconds=metrics.get("train_cpu_seconds"), epochs=metrics.get("epochs_run"),
+                synthetic_val_sequence_accuracy=metrics["sequence_accuracy"])
+    record["pretraining"] = {**record.get("pretraining", {}), **info}
+    save(record)
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "efficiency")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--counts", default="25,50,100,200,400")
+    parser.add_argument("--synthetic", type=int, default=8000, help="look-alike images for pretraining")
+    parser.add_argument("--pretrain-minutes", type=float, default=90.0, help="CPU minutes for pretraining")
+    parser.add_argument("--max-cells", type=int, default=0, help="stop after this many new cells (0: all)")
+    args = parser.parse_args()
+    audit = importlib.import_module("captchalab.audit")
+
+    config = replace(audit.AuditConfig(), counts=tuple(int(c) for c in args.counts.split(",")),
+                     seeds=args.seeds, synthetic=args.synthetic)
+    record = load(RESULT) or {"benchmark": "efficiency", "data": "captcha_images_v2 train.csv -> test.csv",
+                              "cells": []}
+    record.update(config=asdict(config), pretrain_minutes=args.pretrain_minutes, note=NOTE,
+                  command=" ".join(["bench/efficiency.py", *sys.argv[1:]]))
+    splits = audit.make_splits(DATA / "train.csv", DATA / "test.csv", 0.2, 500, 0)
+    pool, test = splits.pool, audit.TestSet(splits.test, args.work)
+    counts = audit.label_counts(config, len(pool))
+    style_source = audit.write_csv(args.work / "style-source.csv", audit.subset(pool, counts[0], 0))
+    init = pretrained_run(audit, style_source, args.work, config, record, args.pretrain_minutes)
+    done = {(c["n"], c["seed"], c["method"]) for c in record["cells"]}
+    new = 0
+    for n, seed, method in audit.plan(counts, config.seeds):
+        if (n, seed, method) in done or (args.max_cells and new >= args.max_cells):
+            continue
+        cell = audit.run_cell(pool, n, seed, method, init, test, args.work, config, max_minutes=120, quiet=True)
+        record["cells"].append(cell)
+        new += 1
+        finish(audit, record)
+        print(f"{method:10} n={n:<4} seed {seed}: {cell['sequence_accuracy']:.3f} "
+              f"({cell['cpu_seconds']:.0f} CPU s, {cell['epochs']} epochs)", flush=True)
+    finish(audit, record)
+
+
+def finish(audit, record: dict) -> None:
+    """Summary, plot and machine facts, rewritten after every cell."""
+    record.update(audit.summary(record["cells"]), machine=machine_info())
+    table = {m: {int(n): v for n, v in c.items()} for m, c in record["curves"].items()}
+    audit.plot(table, PLOT, "captcha_images_v2: sequence accuracy on test.csv (mean, min-max over seeds)")
+    record["beats_scratch_at_every_count"] = _beats(record["curves"])
+    save(record)
+
+
+def _beats(curves: dict) -> dict[str, bool]:
+    pretrained, scratch = curves.get("pretrained", {}), curves.get("scratch", {})
+    return {n: pretrained[n]["mean"] > scratch[n]["mean"] for n in pretrained if n in scratch}
+
+
+if __name__ == "__main__":
+    main()

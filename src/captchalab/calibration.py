@@ -1,0 +1,122 @@
+"""Temperature scaling: confidences that mean what they say.
+
+A network's raw confidence is usually too high. At the end of training we fit one number,
+the temperature T, on the validation images: logits are divided by T before the softmax,
+and T is chosen so that the confidence of each reading best predicts whether the reading
+is right (binary cross-entropy, with a weak prior that keeps T near 1 when there are only
+a few validation images). The argmax, and so the greedy reading, does not change.
+
+The fit is stored as ``calibration.json`` in the run folder and in the ONNX metadata
+(key ``captchalab_calibration``); the predictor applies it. NumPy only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from captchalab import decoding
+from captchalab.charset import Charset
+from captchalab.errors import ModelError
+
+FILE = "calibration.json"
+METADATA_KEY = "captchalab_calibration"
+GRID = np.exp(np.linspace(math.log(0.05), math.log(20.0), 241))
+PRIOR_WIDTH = 0.5  # standard deviation of log T under the prior
+BINS = 10
+
+
+@dataclass(frozen=True)
+class Calibration:
+    temperature: float
+    n: int  # validation images it was fitted on
+    accuracy: float  # sequence accuracy of the greedy readings on them
+    ece_before: float  # expected calibration error, 10 bins, before and after
+    ece_after: float
+    nll_before: float  # mean binary cross-entropy of confidence vs correctness
+    nll_after: float
+
+
+def confidences(logits: np.ndarray, head: str, charset: Charset, temperature: float = 1.0) -> np.ndarray:
+    """Greedy-reading confidence of each image at ``temperature``."""
+    probs = decoding.softmax(logits / temperature)
+    return np.array([p.confidence for p in decoding.greedy(probs, head, charset)])
+
+
+def _bce(confidence: np.ndarray, correct: np.ndarray) -> float:
+    c = np.clip(confidence, 1e-6, 1 - 1e-6)
+    return float(-np.mean(correct * np.log(c) + (1 - correct) * np.log(1 - c)))
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = BINS) -> float:
+    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size."""
+    if len(confidence) == 0:
+        return 0.0
+    index = np.minimum((confidence * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        chosen = index == b
+        if chosen.any():
+            total += chosen.sum() * abs(float(correct[chosen].mean()) - float(confidence[chosen].mean()))
+    return total / len(confidence)
+
+
+def fit(logits: np.ndarray, labels: Sequence[str], head: str, charset: Charset) -> Calibration:
+    """Fit the temperature on validation logits (n, steps, classes) and their labels."""
+    if len(labels) == 0:
+        raise ValueError("calibration needs at least one validation image")
+    greedy = decoding.greedy(decoding.softmax(logits), head, charset)
+    correct = np.array([p.text == charset.normalize(t) for p, t in zip(greedy, labels)], dtype=np.float64)
+    n = len(labels)
+    scores = [_bce(confidences(logits, head, charset, t), correct) + math.log(t) ** 2 / (2 * PRIOR_WIDTH**2 * n)
+              for t in GRID]
+    best = float(GRID[int(np.argmin(scores))])
+    before, after = confidences(logits, head, charset), confidences(logits, head, charset, best)
+    return Calibration(
+        temperature=round(best, 4), n=n, accuracy=float(correct.mean()),
+        ece_before=expected_calibration_error(before, correct), ece_after=expected_calibration_error(after, correct),
+        nll_before=_bce(before, correct), nll_after=_bce(after, correct),
+    )
+
+
+def save(folder: Path, calibration: Calibration) -> None:
+    from captchalab import runs
+
+    runs.write_json(folder / FILE, asdict(calibration))
+
+
+def parse(raw: Any, source: str) -> float:
+    """The temperature from a calibration record (dict or JSON text); checked, never trusted blindly."""
+    try:
+        data = json.loads(raw) if isinstance(raw, str) else raw
+        temperature = float(data["temperature"])
+    except (TypeError, KeyError, ValueError, json.JSONDecodeError):
+        raise ModelError(f"{source}: calibration record is damaged; delete it or retrain") from None
+    if not (math.isfinite(temperature) and 0.01 <= temperature <= 100.0):
+        raise ModelError(f"{source}: calibration temperature {temperature} is out of range; delete it or retrain")
+    return temperature
+
+
+def read(folder: Path) -> float:
+    """The run folder's temperature; 1.0 (no scaling) when it has no calibration.json."""
+    path = folder / FILE
+    if not path.exists():
+        return 1.0
+    try:
+        return parse(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError):
+        raise ModelError(f"{path}: cannot be read; delete it or retrain") from None
+
+
+def add_metadata(proto: Any, folder: Path) -> None:
+    """Copy the run's calibration into an ONNX model's metadata (if the run has one)."""
+    path = folder / FILE
+    if path.exists():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, json.dumps({"temperature": read(folder)})

@@ -1,0 +1,595 @@
+"""Style-matched synthetic captchas: estimate a target set's look, render look-alikes.
+
+``estimate(DATA)`` measures what a few hundred (or a few dozen) images and labels reveal
+about a captcha: image size, label lengths, charset, background and text colours, the
+text box (height, position, width per character), stroke width and clutter. ``LookAlike``
+renders new labelled images with those properties from the fonts installed on this
+machine, mixing Pillow drawing (per-character jitter, rotation, lines, arcs, dots, stroke
+texture, a sine warp) with the PyPI ``captcha`` generator. Every random choice comes from
+one seeded generator: the same seed gives the same images.
+
+The fonts are matched by simulation: each candidate font is rendered cleanly and measured
+with the same code that measured the target, and the fonts whose stroke width and
+character width (relative to the text height) come closest are used, at the size that
+reproduces the target's text height.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from captchalab.charset import Charset
+from captchalab.data import images
+from captchalab.data.folder import list_entries
+from captchalab.errors import DataError, ImageError, UsageError
+
+RGB = tuple[int, int, int]
+PROFILE_POINTS = 8  # background colour sampled at this many points from left to right
+MAX_PALETTE = 32
+FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "~/.fonts", "~/.local/share/fonts",
+             "/Library/Fonts", "/System/Library/Fonts", "C:/Windows/Fonts")
+MAX_FONTS_SCANNED = 300
+CAPTCHA_GENERATOR_SHARE = 0.2  # share of images drawn by the PyPI captcha generator
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+@dataclass(frozen=True)
+class Measure:
+    """What one image shows: geometry in pixels, colours in RGB."""
+
+    text_height: float
+    text_center: float  # vertical centre of the text band
+    text_left: float
+    text_right: float
+    stroke: float  # mean stroke width, 2 * ink area / ink perimeter inside the text box
+    clutter: float  # share of ink outside the text box (lines, dots)
+    speckle: float  # share of ink pixels with at most one inked 4-neighbour (texture, dots)
+    text_colour: RGB
+    background: tuple[RGB, ...]  # PROFILE_POINTS colours, left to right
+
+
+def as_rgb(image: Image.Image) -> np.ndarray:
+    """float32 (h, w, 3) in 0..255; transparency composited on white, as the models see it."""
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA"))
+    return np.asarray(image.convert("RGB"), dtype=np.float32)
+
+
+def _otsu(values: np.ndarray) -> float:
+    hist, edges = np.histogram(values, bins=64, range=(0.0, 255.0))
+    weights = np.cumsum(hist).astype(np.float64)
+    means = np.cumsum(hist * (edges[:-1] + edges[1:]) / 2)
+    total, total_mean = weights[-1], means[-1]
+    w1 = total - weights
+    valid = (weights > 0) & (w1 > 0)
+    between = np.zeros_like(weights)
+    m0 = means[valid] / weights[valid]
+    m1 = (total_mean - means[valid]) / w1[valid]
+    between[valid] = weights[valid] * w1[valid] * (m0 - m1) ** 2
+    return float(edges[int(between.argmax()) + 1])
+
+
+def _background(rgb: np.ndarray) -> np.ndarray:
+    """Per-column background colour (w, 3): the median of the top and bottom rows, where text
+    rarely reaches, smoothed across columns."""
+    rows = max(1, round(0.15 * rgb.shape[0]))
+    columns = np.median(np.concatenate([rgb[:rows], rgb[-rows:]]), axis=0)
+    window = max(1, rgb.shape[1] // 10)
+    kernel = np.ones(window) / window
+    padded = np.pad(columns, ((window // 2, window - 1 - window // 2), (0, 0)), mode="edge")
+    return np.stack([np.convolve(padded[:, c], kernel, mode="valid") for c in range(3)], axis=1)
+
+
+def ink_mask(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ink mask (h, w) bool, per-column background (w, 3)) of one image."""
+    background = _background(rgb)
+    diff = np.abs(rgb - background[None]).max(axis=2)
+    threshold = max(24.0, _otsu(diff))
+    return diff > threshold, background
+
+
+def _band(counts: np.ndarray, share: float = 0.3) -> tuple[int, int]:
+    """First and last index whose (smoothed) ink count reaches ``share`` of the 90th percentile."""
+    smooth = np.convolve(counts, np.ones(3) / 3, mode="same")
+    level = share * max(1e-6, float(np.percentile(smooth[smooth > 0], 90)) if (smooth > 0).any() else 1.0)
+    above = np.flatnonzero(smooth >= level)
+    if len(above) == 0:
+        return 0, len(counts) - 1
+    return int(above[0]), int(above[-1])
+
+
+def _close(mask: np.ndarray) -> np.ndarray:
+    """3x3 morphological closing: fills the pinholes of textured strokes."""
+    def shifted(m: np.ndarray, combine: Callable[..., np.ndarray], fill: bool) -> np.ndarray:
+        padded = np.pad(m, 1, constant_values=fill)
+        h, w = m.shape
+        return combine([padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)], axis=0)
+
+    return shifted(shifted(mask, np.any, False), np.all, True)
+
+
+def _stroke(mask: np.ndarray) -> float:
+    """Mean stroke width, 2 * area / perimeter, of the closed ink."""
+    mask = _close(mask)
+    area = float(mask.sum())
+    edges = float((mask[:, 1:] != mask[:, :-1]).sum() + (mask[1:] != mask[:-1]).sum())
+    return 2 * area / edges if edges else 0.0
+
+
+def _speckle(mask: np.ndarray) -> float:
+    padded = np.pad(mask, 1)
+    neighbours = (padded[:-2, 1:-1].astype(int) + padded[2:, 1:-1] + padded[1:-1, :-2] + padded[1:-1, 2:])
+    ink = float(mask.sum())
+    return float((mask & (neighbours <= 1)).sum()) / ink if ink else 0.0
+
+
+def measure(rgb: np.ndarray) -> Measure | None:
+    """Measure one image; None when it shows no ink at all."""
+    mask, background = ink_mask(rgb)
+    if mask.sum() < 10:
+        return None
+    left, right = _band(mask.sum(axis=0))
+    top, bottom = _band(mask[:, left : right + 1].sum(axis=1))
+    box = mask[top : bottom + 1, left : right + 1]
+    diff = np.abs(rgb - background[None]).max(axis=2)
+    strong = mask & (diff >= np.median(diff[mask]))
+    points = np.linspace(0, rgb.shape[1] - 1, PROFILE_POINTS).round().astype(int)
+    return Measure(
+        text_height=float(bottom - top + 1), text_center=(top + bottom) / 2,
+        text_left=float(left), text_right=float(right), stroke=_stroke(box),
+        clutter=1.0 - float(box.sum()) / float(mask.sum()), speckle=_speckle(mask),
+        text_colour=_colour(np.median(rgb[strong], axis=0)),
+        background=tuple(_colour(background[p]) for p in points),
+    )
+
+
+def _colour(values: Sequence[float] | np.ndarray) -> RGB:
+    r, g, b = (round(float(v)) for v in values)
+    return (r, g, b)
+
+
+# --------------------------------------------------------------------------- the style
+
+
+@dataclass(frozen=True)
+class Style:
+    """A captcha style: what look-alike rendering needs. Saved as style.json beside the images."""
+
+    width: int
+    height: int
+    charset: str
+    lengths: dict[int, float]  # label length -> share
+    text_height: float  # medians over the measured images, in pixels
+    text_center: float
+    text_left: float
+    text_right: float
+    char_width: float  # (right - left) / label length
+    stroke: float
+    clutter: float
+    speckle: float
+    spread: dict[str, float] = field(default_factory=dict)  # standard deviations of the above
+    text_colours: tuple[RGB, ...] = ((0, 0, 0),)
+    backgrounds: tuple[tuple[RGB, ...], ...] = (((255, 255, 255),) * PROFILE_POINTS,)
+    images_measured: int = 0
+
+    @property
+    def size(self) -> images.ImageSize:
+        return images.ImageSize(self.height, self.width)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["lengths"] = {str(k): v for k, v in self.lengths.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Style:
+        try:
+            values = dict(data)
+            values["lengths"] = {int(k): float(v) for k, v in data["lengths"].items()}
+            values["text_colours"] = tuple(tuple(int(v) for v in c) for c in data["text_colours"])
+            values["backgrounds"] = tuple(tuple(tuple(int(v) for v in c) for c in p) for p in data["backgrounds"])
+            return cls(**values)
+        except (KeyError, TypeError, ValueError) as error:
+            raise DataError(f"style description is invalid ({error}); estimate it again") from None
+
+
+def estimate(data: str | Path, sample: int = 300, seed: int = 0) -> Style:
+    """Estimate the style of a labelled dataset (folder or CSV) from up to ``sample`` images."""
+    root, entries = list_entries(data)
+    labels = [label for _, label in entries if label]
+    if not labels:
+        raise DataError(f"{data}: no labels to learn the charset and lengths from")
+    picked = random.Random(seed).sample(entries, min(sample, len(entries)))
+    size = _common_size(root, picked)
+    measures = [m for m in (_measure_file(root / name, size) for name, _ in picked) if m is not None]
+    if not measures:
+        raise DataError(f"{data}: none of the images could be read or shows any text")
+    lengths = Counter(len(label) for label in labels)
+    return _summarize(measures, size, Charset.from_labels(labels).symbols,
+                      {k: v / len(labels) for k, v in sorted(lengths.items())},
+                      float(np.mean([len(label) for label in labels])))
+
+
+def _common_size(root: Path, entries: Sequence[tuple[str, str]]) -> images.ImageSize:
+    sizes: Counter[tuple[int, int]] = Counter()
+    for name, _ in entries:
+        try:
+            with Image.open(root / name) as image:
+                sizes[image.size] += 1
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue
+    if not sizes:
+        raise DataError(f"{root}: none of the listed images can be read; check the paths")
+    (width, height), _ = sizes.most_common(1)[0]
+    if width > images.MAX_SIDE or height > images.MAX_SIDE or width * height > images.MAX_PIXELS:
+        raise DataError(f"{root}: images of {width}x{height} are over the size limits")
+    return images.ImageSize(height, width)
+
+
+def _measure_file(path: Path, size: images.ImageSize) -> Measure | None:
+    try:
+        image = images.open_image(path)
+    except ImageError:
+        return None
+    if image.size != (size.width, size.height):
+        image = image.convert("RGBA").resize((size.width, size.height), Image.Resampling.BILINEAR)
+    return measure(as_rgb(image))
+
+
+def _summarize(
+    measures: list[Measure], size: images.ImageSize, charset: str, lengths: dict[int, float], mean_length: float
+) -> Style:
+    def column(name: str) -> np.ndarray:
+        return np.array([getattr(m, name) for m in measures], dtype=np.float64)
+
+    widths = (column("text_right") - column("text_left") + 1) / mean_length
+    stats = {name: column(name) for name in ("text_height", "text_center", "text_left", "text_right",
+                                              "stroke", "clutter", "speckle")}
+    stats["char_width"] = widths
+    medians = {name: float(np.median(values)) for name, values in stats.items()}
+    spread = {name: float(np.std(values)) for name, values in stats.items()}
+    return Style(width=size.width, height=size.height, charset=charset, lengths=lengths, spread=spread,
+                 text_colours=_palette([m.text_colour for m in measures]),
+                 backgrounds=_palette([m.background for m in measures]),
+                 images_measured=len(measures), **medians)
+
+
+def _palette(items: Sequence[Any]) -> tuple[Any, ...]:
+    """Up to MAX_PALETTE items, spread evenly over the measured images."""
+    step = max(1, len(items) // MAX_PALETTE)
+    return tuple(items[::step][:MAX_PALETTE])
+
+
+# --------------------------------------------------------------------------- fonts
+
+
+@dataclass(frozen=True)
+class FontChoice:
+    path: str
+    size: int  # pixel size that reproduces the target text height
+    weight: float
+
+
+def installed_fonts() -> list[str]:
+    """TrueType/OpenType fonts on this machine plus the one the captcha package ships."""
+    from captcha import image as captcha_image
+
+    found = [str(Path(captcha_image.__file__).parent / "data" / "DroidSansMono.ttf")]
+    for folder in FONT_DIRS:
+        base = Path(folder).expanduser()
+        if base.is_dir():
+            found += sorted(str(p) for p in base.rglob("*") if p.suffix.lower() in (".ttf", ".otf"))
+    return [f for f in dict.fromkeys(found) if Path(f).is_file()][:MAX_FONTS_SCANNED]
+
+
+def _covers(font: ImageFont.FreeTypeFont, charset: str) -> bool:
+    """Every symbol has a glyph of its own (not the 'missing glyph' box)."""
+    try:
+        boxes = {ch: font.getmask(ch).getbbox() for ch in charset}
+        missing = font.getmask("\uffff").getbbox()
+    except (OSError, ValueError):
+        return False
+    return all(box is not None for box in boxes.values()) and sum(b == missing for b in boxes.values()) <= 1
+
+
+def match_fonts(style: Style, fonts: Sequence[str] | None = None, keep: int = 4, seed: int = 0) -> list[FontChoice]:
+    """The ``keep`` installed fonts that look most like the target, each at its matching size."""
+    scored = []
+    for path in fonts if fonts is not None else installed_fonts():
+        fitted = _fit_font(path, style, seed)
+        if fitted is not None:
+            scored.append(fitted)
+    if not scored:
+        raise UsageError("no installed font can draw every symbol of the charset; install a TrueType font")
+    scored.sort(key=lambda item: item[0])
+    best = scored[:keep]
+    return [FontChoice(path, size, 1.0 / (1.0 + 4 * score)) for score, path, size in best]
+
+
+def _fit_font(path: str, style: Style, seed: int) -> tuple[float, str, int] | None:
+    """(distance to the target, path, pixel size) from clean renders measured like the target."""
+    probe_size = max(8, round(style.text_height / 0.72))
+    try:
+        font = ImageFont.truetype(path, probe_size)
+    except (OSError, ValueError):
+        return None
+    if not _covers(font, style.charset):
+        return None
+    rng = random.Random(seed)
+    clean = _clean_style(style)
+    found = []
+    for _ in range(6):
+        text = _label(style, rng)
+        sample = measure(as_rgb(_draw_clean(clean, font, text)))
+        if sample is not None:
+            found.append((sample, len(text)))
+    if not found:
+        return None
+    height = float(np.median([m.text_height for m, _ in found]))
+    scale = style.text_height / max(1.0, height)
+    stroke = float(np.median([m.stroke for m, _ in found])) * scale / max(1.0, style.text_height)
+    char_width = float(np.median([(m.text_right - m.text_left + 1) / n for m, n in found])) * scale
+    target_stroke = max(1e-3, style.stroke / max(1.0, style.text_height))
+    distance = abs(math.log(max(1e-3, stroke) / target_stroke)) + 0.5 * abs(math.log(char_width / style.char_width))
+    return distance, path, max(6, round(probe_size * scale))
+
+
+def _clean_style(style: Style) -> Style:
+    return Style(width=style.width * 3, height=style.height * 2, charset=style.charset, lengths=style.lengths,
+                 text_height=style.text_height, text_center=style.height, text_left=style.width / 2,
+                 text_right=style.width * 2.5, char_width=style.char_width, stroke=style.stroke,
+                 clutter=0.0, speckle=0.0)
+
+
+def _draw_clean(style: Style, font: ImageFont.FreeTypeFont, text: str) -> Image.Image:
+    """Black text at its natural spacing on white, no noise: how a font measures."""
+    image = Image.new("RGB", (style.width, style.height), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    box = draw.textbbox((0, 0), text, font=font)
+    draw.text((style.text_left - box[0], style.text_center - (box[1] + box[3]) / 2), text, font=font, fill=(0, 0, 0))
+    return image
+
+
+def _label(style: Style, rng: random.Random) -> str:
+    lengths = list(style.lengths)
+    n = rng.choices(lengths, weights=[style.lengths[k] for k in lengths])[0]
+    return "".join(rng.choice(style.charset) for _ in range(n))
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+class LookAlike:
+    """Renders labelled images in a style; the same seed gives the same images and labels."""
+
+    def __init__(self, style: Style, seed: int = 0, fonts: Sequence[FontChoice] | None = None,
+                 generator_share: float = CAPTCHA_GENERATOR_SHARE) -> None:
+        self.style = style
+        self.rng = random.Random(seed)
+        self.fonts = list(fonts) if fonts is not None else match_fonts(style, seed=seed)
+        self.generator_share = generator_share
+        self._generator: Any = None
+
+    def sample(self) -> tuple[str, Image.Image]:
+        text = _label(self.style, self.rng)
+        if self.rng.random() < self.generator_share:
+            return text, self._from_generator(text)
+        return text, self._draw(text)
+
+    def _draw(self, text: str) -> Image.Image:
+        s, rng = self.style, self.rng
+        choice = rng.choices(self.fonts, weights=[f.weight for f in self.fonts])[0]
+        mask = Image.new("L", (s.width, s.height), 0)
+        self._place_text(mask, text, choice)
+        self._clutter(mask)
+        mask = self._texture(_warp(mask, rng, s.text_height))
+        if rng.random() < 0.5:
+            mask = mask.filter(ImageFilter.GaussianBlur(rng.uniform(0.2, 0.7)))
+        return _compose(mask, self._background(), rng.choice(s.text_colours), rng)
+
+    def _place_text(self, mask: Image.Image, text: str, choice: FontChoice) -> None:
+        s, rng = self.style, self.rng
+        spread = s.spread.get
+        height = _jitter(rng, s.text_height, spread("text_height", 0.0), 0.08 * s.text_height)
+        font = _font(choice.path, max(6, round(choice.size * height / s.text_height)))
+        glyphs = [_glyph(font, ch, rng.uniform(-10, 10)) for ch in text]
+        width = _jitter(rng, s.char_width, spread("char_width", 0.0), 0.08 * s.char_width) * len(text)
+        inked = sum(g.width for g in glyphs)
+        gap = max(-0.35 * inked / len(text), (width - inked) / max(1, len(text) - 1)) if len(text) > 1 else 0.0
+        x = _jitter(rng, s.text_left, spread("text_left", 0.0), 0.03 * s.width)
+        centre = _jitter(rng, s.text_center, spread("text_center", 0.0), 0.03 * s.height)
+        for glyph in glyphs:
+            y = centre - glyph.height / 2 + rng.gauss(0, 0.04 * s.text_height)
+            mask.paste(255, (round(x), round(y)), glyph)
+            x += glyph.width + gap + rng.gauss(0, 0.05 * s.char_width)
+
+    def _clutter(self, mask: Image.Image) -> None:
+        s, rng = self.style, self.rng
+        draw = ImageDraw.Draw(mask)
+        width = max(1, round(_jitter(rng, s.stroke, 0, 0.3 * s.stroke)))
+        lines = _poisson(rng, 0.4 + 4 * s.clutter)
+        for _ in range(lines):
+            if rng.random() < 0.6:
+                points = [(rng.uniform(0, s.width * 0.3), rng.uniform(0, s.height)),
+                          (rng.uniform(s.width * 0.35, s.width * 0.65), rng.uniform(0, s.height)),
+                          (rng.uniform(s.width * 0.7, s.width), rng.uniform(0, s.height))]
+                draw.line(points, fill=255, width=max(1, round(width * rng.uniform(0.4, 1.0))), joint="curve")
+            else:
+                x0, y0 = rng.uniform(-s.width * 0.2, s.width * 0.5), rng.uniform(-s.height * 0.5, s.height * 0.5)
+                box = (x0, y0, x0 + rng.uniform(0.4, 1.2) * s.width, y0 + rng.uniform(0.6, 1.6) * s.height)
+                start = rng.uniform(0, 360)
+                draw.arc(box, start, start + rng.uniform(60, 180), fill=255, width=max(1, round(width * 0.7)))
+        for _ in range(_poisson(rng, 30 * s.speckle * s.width * s.height / 2000)):
+            x, y = rng.uniform(0, s.width), rng.uniform(0, s.height)
+            r = rng.uniform(0.5, 1.5)
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
+
+    def _texture(self, mask: Image.Image) -> Image.Image:
+        """Ragged stroke edges or pinholes, as sprayed or dithered captcha text looks."""
+        rng = self.rng
+        if rng.random() > min(0.9, 0.2 + 10 * self.style.speckle):
+            return mask
+        noise = np.random.default_rng(rng.getrandbits(32)).random((mask.height, mask.width)).astype(np.float32)
+        if rng.random() < 0.7:
+            soft = np.asarray(mask.filter(ImageFilter.GaussianBlur(rng.uniform(0.8, 1.6))), dtype=np.float32) / 255
+            ragged = soft + (noise - 0.5) * rng.uniform(0.4, 0.9) > 0.5
+            return Image.fromarray((ragged * 255).astype(np.uint8))
+        keep = noise > rng.uniform(0.05, 0.25)
+        return Image.fromarray((np.asarray(mask, dtype=np.float32) * keep).astype(np.uint8))
+
+    def _background(self) -> np.ndarray:
+        s, rng = self.style, self.rng
+        profile = np.array(rng.choice(s.backgrounds), dtype=np.float32)
+        xs = np.linspace(0, s.width - 1, len(profile))
+        columns = np.stack([np.interp(np.arange(s.width), xs, profile[:, c]) for c in range(3)], axis=1)
+        columns = columns + np.array([rng.gauss(0, 6) for _ in range(3)], dtype=np.float32)
+        noise = np.random.default_rng(rng.getrandbits(32)).normal(0, rng.uniform(0, 4), (s.height, s.width, 1))
+        return np.clip(columns[None] + noise, 0, 255)
+
+    def _from_generator(self, text: str) -> Image.Image:
+        """The PyPI captcha generator's drawing (white on black, used as a mask) in the style's colours."""
+        from captchalab.data.synthetic import _seeded
+
+        s, rng = self.style, self.rng
+        if self._generator is None:
+            from captcha.image import ImageCaptcha
+
+            sizes = tuple(sorted({max(8, round(f.size * k)) for f in self.fonts for k in (1.0, 1.2)}))
+            self._generator = ImageCaptcha(s.width, s.height, [f.path for f in self.fonts], sizes)
+        with _seeded(rng):
+            drawn = self._generator.generate_image(text, bg_color=(0, 0, 0), fg_color=(255, 255, 255, 255))
+        return _compose(drawn.convert("L"), self._background(), rng.choice(s.text_colours), rng)
+
+
+def _jitter(rng: random.Random, centre: float, spread: float, least: float) -> float:
+    """A draw around ``centre`` with the measured spread, but at least ``least``."""
+    return rng.gauss(centre, max(spread, least))
+
+
+def _poisson(rng: random.Random, mean: float) -> int:
+    limit, k, p = math.exp(-min(mean, 30.0)), 0, rng.random()
+    while p > limit:
+        k += 1
+        p *= rng.random()
+    return k
+
+
+@lru_cache(maxsize=256)
+def _font(path: str, size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(path, size)
+
+
+def _glyph(font: ImageFont.FreeTypeFont, ch: str, angle: float) -> Image.Image:
+    """One character's ink as an 'L' mask, rotated and cropped to its ink."""
+    left, top, right, bottom = font.getbbox(ch)
+    pad = 4
+    canvas = Image.new("L", (right - left + 2 * pad, bottom - top + 2 * pad), 0)
+    ImageDraw.Draw(canvas).text((pad - left, pad - top), ch, font=font, fill=255)
+    rotated = canvas.rotate(angle, resample=Image.Resampling.BILINEAR, expand=True)
+    box = rotated.getbbox()
+    return rotated.crop(box) if box else rotated
+
+
+def _warp(mask: Image.Image, rng: random.Random, text_height: float) -> Image.Image:
+    """A gentle vertical sine displacement across the width, half of the time."""
+    if rng.random() < 0.5:
+        return mask
+    array = np.asarray(mask)
+    height, width = array.shape
+    amplitude = rng.uniform(0.02, 0.08) * text_height
+    period = rng.uniform(0.6, 1.5) * width
+    phase = rng.uniform(0, 2 * math.pi)
+    shift = np.round(amplitude * np.sin(2 * math.pi * np.arange(width) / period + phase)).astype(int)
+    rows = np.clip(np.arange(height)[:, None] - shift[None, :], 0, height - 1)
+    return Image.fromarray(array[rows, np.arange(width)[None, :]])
+
+
+def _compose(mask: Image.Image, background: np.ndarray, colour: RGB, rng: random.Random) -> Image.Image:
+    alpha = np.asarray(mask, dtype=np.float32)[..., None] / 255.0
+    ink = np.array(colour, dtype=np.float32) + np.array([rng.gauss(0, 8) for _ in range(3)], dtype=np.float32)
+    pixels = background * (1 - alpha) + ink[None, None] * alpha
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+
+
+# --------------------------------------------------------------------------- writing a set
+
+
+def generate_like(
+    out: str | Path,
+    like: str | Path,
+    count: int,
+    seed: int = 0,
+    length: int | str | None = None,
+    charset: str | None = None,
+    size: images.ImageSize | str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Path:
+    """Write ``count`` look-alikes of the dataset ``like`` (plus labels.csv and style.json) to ``out``.
+
+    ``length``, ``charset`` and ``size`` override what was estimated.
+    """
+    from captchalab.data.synthetic import _new_folder, parse_length
+
+    if count < 1:
+        raise UsageError(f"--count must be at least 1, got {count}")
+    style = override(estimate(like, seed=seed), length, charset, size, parse_length)
+    folder = _new_folder(Path(out))
+    (folder / "style.json").write_text(json.dumps(style.to_dict(), indent=2) + "\n", encoding="utf-8")
+    renderer = LookAlike(style, seed)
+    with open(folder / "labels.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "label"])
+        for i, (text, image) in enumerate(_samples(renderer, count)):
+            name = f"{i:06d}.png"
+            image.save(folder / name)
+            writer.writerow([name, text])
+            if progress:
+                progress(1)
+    return folder
+
+
+def _samples(renderer: LookAlike, count: int) -> Iterator[tuple[str, Image.Image]]:
+    for _ in range(count):
+        yield renderer.sample()
+
+
+def override(
+    style: Style,
+    length: int | str | None,
+    charset: str | None,
+    size: images.ImageSize | str | None,
+    parse_length: Callable[[int | str], tuple[int, int]],
+) -> Style:
+    """The style with the user's explicit length range, charset or image size (geometry rescaled)."""
+    from dataclasses import replace
+
+    if length is not None:
+        low, high = parse_length(length)
+        style = replace(style, lengths={k: 1.0 / (high - low + 1) for k in range(low, high + 1)})
+    if charset is not None:
+        style = replace(style, charset=Charset.parse(charset).symbols)
+    if size is not None:
+        size = images.ImageSize.parse(size) if isinstance(size, str) else size
+        sx, sy = size.width / style.width, size.height / style.height
+        style = replace(style, width=size.width, height=size.height, text_height=style.text_height * sy,
+                        text_center=style.text_center * sy, text_left=style.text_left * sx,
+                        text_right=style.text_right * sx, char_width=style.char_width * sx,
+                        stroke=style.stroke * math.sqrt(sx * sy))
+    return style

@@ -1,0 +1,102 @@
+"""captchalab audit: splits, schedules, reading the learning curve, the verdict, the budget."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+
+from captchalab.errors import DataError, UsageError
+from clirun import run_cli
+
+audit = importlib.import_module("captchalab.audit")  # the package attribute is the audit() function
+
+
+def _cells(method: str, points: dict[int, list[float]]) -> list[dict]:
+    return [{"method": method, "n": n, "seed": s, "sequence_accuracy": a}
+            for n, values in points.items() for s, a in enumerate(values)]
+
+
+def test_curves_average_over_seeds() -> None:
+    table = audit.curves(_cells("scratch", {25: [0.0, 0.2], 50: [0.5, 0.7, 0.6]}))
+    assert table["scratch"][25] == {"mean": pytest.approx(0.1), "min": 0.0, "max": 0.2, "seeds": 2}
+    assert table["scratch"][50]["mean"] == pytest.approx(0.6) and table["pretrained"] == {}
+
+
+def test_labels_needed_interpolates_on_a_log_scale() -> None:
+    curve = {25: {"mean": 0.0}, 100: {"mean": 0.4}, 400: {"mean": 0.95}}
+    assert audit.labels_needed(curve, 0.2) == {"labels": 50, "bound": "="}  # halfway in log between 25 and 100
+    assert audit.labels_needed(curve, 0.9)["bound"] == "=" and 100 < audit.labels_needed(curve, 0.9)["labels"] < 400
+    assert audit.labels_needed(curve, 0.99) == {"labels": 400, "bound": ">"}
+    assert audit.labels_needed({25: {"mean": 0.5}}, 0.1) == {"labels": 25, "bound": "<="}
+    assert audit.labels_needed({}, 0.1)["bound"] == "unmeasured"
+
+
+@pytest.mark.parametrize(("pretrained", "scratch", "level"), [
+    ({25: [0.5], 100: [0.95]}, {25: [0.0], 100: [0.1]}, "broken"),
+    ({25: [0.0], 400: [0.2]}, {25: [0.0], 400: [0.0]}, "weak"),
+    ({25: [0.0], 400: [0.02]}, {25: [0.0], 400: [0.0]}, "moderate"),
+    ({25: [0.0], 400: [0.0]}, {25: [0.0], 400: [0.0]}, "resisted"),
+])
+def test_verdict_follows_the_attackers_best_method(pretrained, scratch, level) -> None:
+    result = audit.summary(_cells("pretrained", pretrained) + _cells("scratch", scratch))
+    assert result["verdict"]["level"] == level
+    assert result["verdict"]["text"].startswith(level.upper())
+
+
+def test_no_cells_is_unmeasured_not_strong() -> None:
+    assert audit.summary([])["verdict"]["level"] == "unmeasured"
+
+
+def test_splits_are_disjoint_and_subsets_nested(tiny_set: Path) -> None:
+    splits = audit.make_splits(tiny_set, None, 0.25, 500, 0)
+    assert len(splits.test) == 10 and len(splits.pool) == 30
+    assert not {p for p, _ in splits.test} & {p for p, _ in splits.pool}
+    small, large = audit.subset(splits.pool, 10, 1), audit.subset(splits.pool, 20, 1)
+    assert large[:10] == small and audit.subset(splits.pool, 10, 2) != small
+    assert audit.label_counts(audit.AuditConfig(counts=(10, 20, 50)), 30) == [10, 20, 30]
+
+
+def test_overlapping_test_set_is_refused(tiny_set: Path) -> None:
+    with pytest.raises(DataError, match="disjoint"):
+        audit.make_splits(tiny_set, tiny_set, 0.2, 500, 0)
+
+
+def test_both_methods_get_the_same_schedule() -> None:
+    config = audit.AuditConfig()
+    scratch = audit.cell_overrides(25, config, False, 0, 5.0)
+    tuned = audit.cell_overrides(25, config, True, 0, 5.0)
+    differ = [(a, b) for a, b in zip(scratch, tuned) if a != b]
+    assert [a.split("=")[0] for a, _ in differ] == ["train.learning_rate"]
+    epochs = int(next(o for o in scratch if o.startswith("train.epochs=")).split("=")[1])
+    assert epochs * 2 >= config.min_steps  # 21 training images, batch 16: 2 steps per epoch
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--budget", "0"], "budget"), (["--counts", "a,b"], "counts"), (["--counts", "2,4"], "at least 5"),
+])
+def test_bad_options_fail_cleanly(args: list[str], message: str, tiny_set: Path, tmp_path: Path) -> None:
+    outcome = run_cli("audit", tiny_set, "--out", tmp_path / "a", *args)
+    assert outcome.failed_cleanly(UsageError.exit_code, message)
+
+
+def test_a_tiny_budget_still_writes_the_plot_and_says_what_is_missing(tiny_set: Path, tmp_path: Path) -> None:
+    record = audit.audit(tiny_set, tmp_path / "a", budget_minutes=0.01, counts=[10], seeds=1, quiet=True)
+    assert record["verdict"]["level"] == "unmeasured" and record["cells"] == []
+    assert {s["why"] for s in record["skipped"]} == {"budget", "no pretrained run"}
+    assert (tmp_path / "a" / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert "UNMEASURED" in (tmp_path / "a" / "index.html").read_text()
+
+
+@pytest.mark.large
+def test_audit_end_to_end_within_its_budget(tiny_set: Path, tmp_path: Path) -> None:
+    outcome = run_cli("audit", tiny_set, "--out", tmp_path / "a", "--budget", "6", "--counts", "10,20",
+                      "--seeds", "1", "--pretrain-images", "300", "--json")
+    assert outcome.code == 0, outcome.text
+    record = json.loads((tmp_path / "a" / "audit.json").read_text())
+    assert record["cpu_seconds"] <= 6 * 60 * 1.1
+    assert {(c["method"], c["n"]) for c in record["cells"]} <= {(m, n) for m in audit.METHODS for n in (10, 20, 30)}
+    assert record["cells"] and record["verdict"]["level"] in ("broken", "weak", "moderate", "resisted")
+    assert json.loads(outcome.stdout)["verdict"] == record["verdict"]

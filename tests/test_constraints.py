@@ -1,0 +1,154 @@
+"""Decode-time constraints: length range, allowed characters, case policy; abstaining."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from captchalab.charset import Charset
+from captchalab.decoding import (
+    Constraints,
+    Prediction,
+    abstain,
+    ctc_beam_search,
+    ctc_mass,
+    decode,
+    positional_mass,
+)
+from captchalab.errors import UsageError
+
+CHARSET = Charset("aAb")
+
+
+def _collapse(path: tuple[int, ...]) -> tuple[int, ...]:
+    out, previous = [], None
+    for c in path:
+        if c and c != previous:
+            out.append(c)
+        previous = c
+    return tuple(out)
+
+
+def _exact_ctc(probs: np.ndarray) -> dict[tuple[int, ...], float]:
+    """Probability of every reading, by enumerating every alignment."""
+    readings: dict[tuple[int, ...], float] = {}
+    for path in itertools.product(range(probs.shape[1]), repeat=len(probs)):
+        p = float(np.prod([probs[t, c] for t, c in enumerate(path)]))
+        key = _collapse(path)
+        readings[key] = readings.get(key, 0.0) + p
+    return readings
+
+
+probabilities = st.integers(0, 2**32 - 1).map(
+    lambda seed: np.random.default_rng(seed).dirichlet(np.ones(4) * 0.7, size=4))
+
+
+@settings(max_examples=40, deadline=None)
+@given(probabilities, st.integers(0, 4), st.integers(0, 4))
+def test_ctc_mass_equals_enumeration(probs: np.ndarray, low: int, span: int) -> None:
+    high = low + span
+    exact = sum(p for reading, p in _exact_ctc(probs).items() if low <= len(reading) <= high)
+    assert ctc_mass(probs, low, high) == pytest.approx(exact, abs=1e-12)
+    assert ctc_mass(probs, 0, None) == pytest.approx(1.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(probabilities, st.integers(0, 4))
+def test_positional_mass_equals_enumeration(probs: np.ndarray, low: int) -> None:
+    exact = 0.0
+    for path in itertools.product(range(4), repeat=4):
+        if sum(c != 0 for c in path) >= low:
+            exact += float(np.prod([probs[t, c] for t, c in enumerate(path)]))
+    assert positional_mass(probs, low, None) == pytest.approx(exact, abs=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(probabilities, st.integers(1, 3))
+def test_constrained_ctc_reading_is_the_best_allowed_one(probs: np.ndarray, length: int) -> None:
+    readings = _exact_ctc(probs)
+    allowed = {CHARSET.decode(k): p for k, p in readings.items() if len(k) == length}
+    wide = ctc_beam_search(probs, CHARSET, 1, beam_width=256, min_length=length, max_length=length)[0]
+    assert allowed[wide.text] == pytest.approx(max(allowed.values()))
+    assert wide.confidence == pytest.approx(max(allowed.values()), rel=1e-9)
+    result = decode(probs[None], "ctc", CHARSET, 1, Constraints(length, length))[0][0]
+    assert len(result.text) == length  # the default beam may lose a little of a reading's alignments
+    exact = allowed[result.text] / sum(allowed.values())
+    assert exact * 0.9 <= result.confidence <= exact + 1e-9
+
+
+def test_no_constraints_changes_nothing() -> None:
+    probs = np.random.default_rng(3).dirichlet(np.ones(4), size=(2, 6))
+    assert decode(probs, "ctc", CHARSET, 3) == decode(probs, "ctc", CHARSET, 3, Constraints())
+    assert not Constraints().active and Constraints.parse(None, None, None) == Constraints()
+
+
+def test_allowed_characters_and_length_are_respected() -> None:
+    probs = np.random.default_rng(1).dirichlet(np.ones(4), size=(5, 8))
+    for head in ("ctc", "positional"):
+        for reading in decode(probs, head, CHARSET, 3, Constraints.parse("2-3", "ab", "any")):
+            assert all(2 <= len(p.text) <= 3 and set(p.text) <= set("ab") for p in reading), (head, reading)
+            assert all(0.0 <= p.confidence <= 1.0 for p in reading)
+
+
+def test_case_policy_merges_both_cases() -> None:
+    # a frame split 45/45 between "a" and "A" loses to "b" at 50% unless the cases merge
+    probs = np.array([[0.02, 0.45, 0.45, 0.08], [0.02, 0.0, 0.0, 0.98]])[None]
+    probs = np.concatenate([probs, np.array([[[0.0, 0.0, 0.0, 1.0], [1.0, 0.0, 0.0, 0.0]]])], axis=1)
+    assert decode(probs, "ctc", CHARSET, 1, Constraints(case="lower"))[0][0].text == "ab"
+    assert decode(probs, "ctc", CHARSET, 1, Constraints(case="upper"))[0][0].text == "AB"
+
+
+def test_impossible_constraints_return_an_empty_reading() -> None:
+    probs = np.tile(np.array([1.0, 0.0, 0.0, 0.0]), (3, 1))[None]  # all blank
+    assert decode(probs, "ctc", CHARSET, 1, Constraints(2, 2))[0] == [Prediction("", 0.0)]
+
+
+@pytest.mark.parametrize(("length", "allowed", "case", "message"), [
+    ("x", None, None, "length"), ("5-3", None, None, "empty"), (None, None, "title", "case"),
+    ("0", None, None, "empty"),
+])
+def test_bad_constraints_are_usage_errors(length, allowed, case, message) -> None:
+    with pytest.raises(UsageError, match=message):
+        Constraints.parse(length, allowed, case)
+
+
+def test_allowed_characters_outside_the_charset_are_an_error() -> None:
+    probs = np.full((1, 3, 4), 0.25)
+    with pytest.raises(UsageError, match="charset"):
+        decode(probs, "ctc", CHARSET, 1, Constraints(allowed="xyz"))
+
+
+def test_parse_ranges_and_open_ends() -> None:
+    assert Constraints.parse("5") == Constraints(5, 5)
+    assert Constraints.parse("4-") == Constraints(4, None)
+    assert Constraints.parse("-6") == Constraints(0, 6)
+    assert Constraints.parse(None, "a-c0-2").allowed == "abc012"
+
+
+def test_abstain_marks_only_low_confidence_best_readings() -> None:
+    readings = [[Prediction("ab", 0.4), Prediction("aa", 0.3)], [Prediction("bb", 0.95)]]
+    marked = abstain(readings, 0.5)
+    assert marked[0][0].abstained and not marked[0][1].abstained and not marked[1][0].abstained
+    assert abstain(readings, None) == readings
+
+
+def test_cli_solve_constrained_and_abstaining(tiny_run, tiny_set) -> None:
+    import json
+
+    from clirun import run_cli
+
+    images = sorted(tiny_set.glob("*.png"))[:6]
+    outcome = run_cli("solve", *images, "--model", tiny_run, "--json", "--length", "4", "--allowed", "0-9")
+    assert outcome.code == 0, outcome.text
+    records = [json.loads(line) for line in outcome.stdout.splitlines()]
+    assert len(records) == 6
+    assert all(r["text"] == "" or (len(r["text"]) == 4 and r["text"].isdigit()) for r in records)
+    shy = run_cli("solve", *images, "--model", tiny_run, "--json", "--min-confidence", "0.9999")
+    abstained = [json.loads(line) for line in shy.stdout.splitlines()]
+    assert all(r["abstained"] and r["text"] is None and "guess" in r for r in abstained)
+    bad = run_cli("solve", *images, "--model", tiny_run, "--case", "title")
+    assert bad.failed_cleanly(UsageError.exit_code, "case")

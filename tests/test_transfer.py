@@ -1,0 +1,67 @@
+"""train --init: fine-tuning from a pretrained run, also to another charset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from captchalab import runs
+from captchalab.charset import Charset
+from captchalab.data.synthetic import generate
+from captchalab.errors import UsageError
+from captchalab.transfer import class_map, transfer_weights
+from clirun import run_cli
+
+
+def test_class_map_matches_symbols() -> None:
+    assert class_map(Charset("ABC"), Charset("CAX")) == [0, 3, 1, None]
+
+
+def test_weights_are_copied_and_shared_symbols_keep_their_output_weights(tiny_run: Path) -> None:
+    from dataclasses import replace
+
+    from captchalab.export import load_keras
+    from captchalab.train import build_model
+
+    source_config = runs.read_config(tiny_run)  # charset 0-9A-F
+    config = replace(source_config, charset=Charset("9AZ"))
+    model = build_model(config)
+    report = transfer_weights(model, config, tiny_run)
+    assert report["layers_reinitialized"] == [] and report["output_classes"] == {"copied": 3, "new": 1}
+    source = load_keras(tiny_run, source_config)
+    kernel, bias = model.get_layer("logits").get_weights()
+    src_kernel, src_bias = source.get_layer("logits").get_weights()
+    for target, symbol in ((0, None), (1, "9"), (2, "A")):
+        column = 0 if symbol is None else source_config.charset.symbols.index(symbol) + 1
+        np.testing.assert_array_equal(kernel[:, target], src_kernel[:, column])
+        assert bias[target] == src_bias[column]
+    first = next(layer for layer in model.layers if layer.weights)
+    np.testing.assert_array_equal(first.get_weights()[0], next(la for la in source.layers if la.weights)
+                                  .get_weights()[0])
+
+
+def test_fine_tuning_to_another_charset_and_size(tiny_run: Path, tmp_path: Path) -> None:
+    from captchalab.train import train
+
+    data = generate(tmp_path / "other", 30, length="3", charset="A-K", size="120x40", seed=4)
+    folder = train(data, out=tmp_path / "tuned", epochs=1, quiet=True, init=tiny_run, export_onnx=False)
+    config = runs.read_config(folder)
+    assert config.charset.symbols == "ABCDEFGHIJK" and config.image == runs.read_config(tiny_run).image
+    state = json.loads((folder / "checkpoints" / "state.json").read_text())
+    assert state["init_report"]["output_classes"] == {"copied": 7, "new": 5}  # blank and A-F; G-K are new
+    assert (folder / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_init_from_another_model_is_a_usage_error(tiny_run: Path, tiny_set: Path, tmp_path: Path) -> None:
+    from captchalab.train import train
+
+    with pytest.raises(UsageError, match="crnn"):
+        train(tiny_set, model="cnn", out=tmp_path / "x", epochs=1, quiet=True, init=tiny_run)
+
+
+def test_cli_init_missing_run_fails_cleanly(tiny_set: Path, tmp_path: Path) -> None:
+    outcome = run_cli("train", tiny_set, "--init", tmp_path / "nowhere", "--out", tmp_path / "r", "-q")
+    assert outcome.failed_cleanly(4, "nowhere")
