@@ -50,3 +50,33 @@ def test_case_insensitive_round_trip_is_upper(text):
 def test_config_round_trip():
     charset = Charset.parse("0-9a-z", case_insensitive=False)
     assert Charset.from_dict(charset.to_dict()) == charset
+
+
+@given(st.lists(st.integers(-3, 40), max_size=20))
+def test_decode_drops_the_blank_and_out_of_range_indices(indices):
+    charset = Charset.parse("0-9A-F")
+    kept = [i for i in indices if 0 < i <= len(charset.symbols)]
+    assert charset.decode(indices) == charset.decode(kept)
+    assert len(charset.decode(indices)) == len(kept)
+
+
+@given(st.text(alphabet="0123456789ABCDEF", max_size=8), st.sampled_from("XYZ-_é "))
+def test_a_symbol_outside_the_charset_is_refused_and_named(text, outsider):
+    charset = Charset.parse("0-9A-F")
+    assert charset.unknown(text + outsider) == outsider
+    with pytest.raises(CharsetError):
+        charset.encode(text + outsider)
+
+
+@given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Z", "C")), min_size=1, max_size=6),
+                min_size=1, max_size=8))
+def test_charset_from_labels_encodes_every_label(labels):
+    charset = Charset.from_labels(labels)
+    assert len(set(charset.symbols)) == len(charset.symbols)
+    for label in labels:
+        assert charset.decode(charset.encode(label)) == label
+
+
+@given(st.text(alphabet="abcdefXYZ019", max_size=15))
+def test_ranges_without_dashes_keep_each_symbol_once_in_order(spec):
+    assert expand_ranges(spec) == "".join(dict.fromkeys(spec))

@@ -1,9 +1,12 @@
+import itertools
+
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from captchalab.charset import Charset
-from captchalab.decoding import ctc_beam_search, decode, greedy, softmax
+from captchalab.decoding import ctc_beam_search, decode, greedy, positional_beam_search, softmax
 
 CHARSET = Charset.parse("ABC")
 
@@ -46,3 +49,77 @@ def test_positional_drops_no_character_slots():
 def test_softmax_rows_sum_to_one():
     logits = np.random.default_rng(0).normal(size=(2, 5, 4)) * 50
     assert np.allclose(softmax(logits).sum(-1), 1.0)
+
+
+# ------------------------------------------------------------- probabilities (brute force as the reference)
+
+TWO = Charset.parse("AB")  # classes: blank, A, B
+
+
+def rows(max_steps: int, classes: int = 3):
+    """Probability matrices (steps x classes), every entry above zero, rows summing to one."""
+    matrix = st.integers(1, max_steps).flatmap(
+        lambda steps: st.lists(st.lists(st.floats(0.01, 1.0), min_size=classes, max_size=classes),
+                               min_size=steps, max_size=steps))
+    return matrix.map(lambda m: np.array(m) / np.array(m).sum(axis=1, keepdims=True))
+
+
+def exact_ctc(probs: np.ndarray) -> dict[str, float]:
+    """Every alignment's probability, summed by the text it collapses to."""
+    totals: dict[str, float] = {}
+    for path in itertools.product(range(probs.shape[1]), repeat=len(probs)):
+        kept = [c for i, c in enumerate(path) if c and (i == 0 or path[i - 1] != c)]
+        text = TWO.decode(kept)
+        totals[text] = totals.get(text, 0.0) + float(np.prod(probs[np.arange(len(path)), path]))
+    return totals
+
+
+def exact_positional(probs: np.ndarray) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for path in itertools.product(range(probs.shape[1]), repeat=len(probs)):
+        text = TWO.decode(path)
+        totals[text] = totals.get(text, 0.0) + float(np.prod(probs[np.arange(len(path)), path]))
+    return totals
+
+
+@given(rows(3))
+def test_ctc_beam_search_is_exact_when_nothing_is_pruned(probs):
+    """Up to 3 steps over 2 symbols there are at most 15 prefixes: the beam of 16 keeps them all."""
+    exact = exact_ctc(probs)
+    found = [p for p in ctc_beam_search(probs, TWO, top_k=20) if p.confidence > 0]  # (it also lists some
+    assert {p.text for p in found} == set(exact)  # impossible readings, such as AA in 2 steps, at 0.0)
+    for reading in found:
+        assert reading.confidence == pytest.approx(exact[reading.text], abs=1e-9)
+
+
+@given(rows(5))
+def test_ctc_beam_probabilities_are_bounded_by_the_exact_ones(probs):
+    exact = exact_ctc(probs)
+    found = ctc_beam_search(probs, TWO, top_k=5, beam_width=4)
+    assert sum(p.confidence for p in found) <= 1 + 1e-9
+    assert [p.confidence for p in found] == sorted((p.confidence for p in found), reverse=True)
+    for reading in found:  # a pruned beam sums fewer alignments, never more
+        assert 0.0 <= reading.confidence <= exact.get(reading.text, 0.0) + 1e-9
+
+
+@given(rows(4))
+def test_positional_beam_probabilities_are_bounded_by_the_exact_ones(probs):
+    exact = exact_positional(probs)
+    found = positional_beam_search(probs, TWO, top_k=3)
+    assert sum(p.confidence for p in found) <= 1 + 1e-9
+    assert found[0].confidence >= max(np.prod(probs.max(axis=1)) - 1e-12, 0)  # at least the best path
+    for reading in found:
+        assert 0.0 <= reading.confidence <= exact[reading.text] + 1e-9
+
+
+@given(rows(6), st.sampled_from(["ctc", "positional"]))
+def test_greedy_confidence_is_the_best_paths_probability(probs, head):
+    reading = greedy(probs[None], head, TWO)[0]
+    assert reading.confidence == pytest.approx(float(np.prod(probs.max(axis=1))))
+    assert 0.0 < reading.confidence <= 1.0
+
+
+@given(st.lists(st.floats(-1e4, 1e4), min_size=1, max_size=6))
+def test_softmax_is_a_distribution_even_for_extreme_logits(logits):
+    probs = softmax(np.array([logits]))
+    assert np.all(probs >= 0) and np.isclose(probs.sum(), 1.0)

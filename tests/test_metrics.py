@@ -39,3 +39,35 @@ def test_summary_matches_design_fields():
 def test_edit_distance_known_values():
     assert edit_distance("kitten", "sitting") == 3
     assert edit_distance("", "abc") == 3
+
+
+@given(words, words.filter(bool))
+def test_cer_bounds(prediction, label):
+    """0 when equal, otherwise above 0 and at most max(len(prediction), len(label)) / len(label)."""
+    value = cer(prediction, label)
+    assert (value == 0.0) == (prediction == label)
+    assert 0.0 <= value <= max(len(prediction), len(label)) / len(label)
+
+
+@given(words, words, words)
+def test_edit_distance_triangle_inequality(a, b, c):
+    assert edit_distance(a, c) <= edit_distance(a, b) + edit_distance(b, c)
+
+
+@given(st.lists(st.tuples(words, words.filter(bool)), min_size=1, max_size=12))
+def test_summary_values_are_bounded(pairs):
+    predictions, labels = [p for p, _ in pairs], [t for _, t in pairs]
+    result = summarize(predictions, labels)
+    assert result["n"] == len(labels)
+    for key in ("sequence_accuracy", "char_accuracy"):
+        assert 0.0 <= result[key] <= 1.0
+    assert result["cer"] >= 0.0 and (result["cer"] == 0.0) == (predictions == labels)
+    assert all(0.0 <= v <= 1.0 for v in result["per_position_accuracy"])
+    assert result["sequence_accuracy"] == sum(p == t for p, t in pairs) / len(pairs)
+
+
+@given(st.lists(words.filter(bool), min_size=1, max_size=12))
+def test_perfect_predictions_score_perfectly(labels):
+    result = summarize(labels, labels)
+    assert result["sequence_accuracy"] == result["char_accuracy"] == 1.0 and result["cer"] == 0.0
+    assert result["per_position_accuracy"] == [1.0] * len(result["per_position_accuracy"])
