@@ -54,6 +54,13 @@ def audit(data: str | Path, out: str | Path, **kwargs: Any) -> dict[str, Any]:
     return _audit(data, out, **kwargs)
 
 
+def diagnose(data: str | Path, **kwargs: Any) -> dict[str, Any]:
+    """The fully-connected experiment of the original question, measured (``captchalab diagnose``)."""
+    from captchalab.diagnose import diagnose as _diagnose
+
+    return _diagnose(data, **kwargs)
+
+
 def export(run: str | Path, format: str = "onnx", out: str | Path | None = None) -> Path:
     """Export RUN to a standalone ONNX file."""
     from captchalab.export import export as _export
@@ -87,6 +94,7 @@ __all__ = [
     "Prediction",
     "Predictor",
     "audit",
+    "diagnose",
     "evaluate",
     "export",
     "generate",

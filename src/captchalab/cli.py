@@ -217,6 +217,40 @@ def _need(need: dict) -> str:
     return {"=": "~{}", "<=": "<= {}", ">": "> {}"}.get(need["bound"], "-").format(need["labels"])
 
 
+@app.command("diagnose")
+def diagnose_command(
+    data: Annotated[Path, typer.Argument(help="Labelled captchas of one length (folder or CSV).")],
+    limit: Annotated[int, typer.Option(help="Images used (train + validation): more is slower and clearer.")] = 10000,
+    epochs: Annotated[int, typer.Option(help="Epochs per experiment.")] = 8,
+    plot: Annotated[Path, typer.Option(help="PNG: per-position accuracy over training.")] = Path("diagnose.png"),
+    only: Annotated[list[str] | None, typer.Option("--only", help="Run only this setup (repeatable).")] = None,
+    skip_bad: SkipBad = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """The original question's fully-connected experiment: what keeps positions at chance, what fixes it."""
+    from captchalab.diagnose import diagnose
+
+    def progress(name: str, index: int, total: int) -> None:
+        err.print(f"[{index + 1}/{total}] training {name}", highlight=False)
+
+    result = diagnose(data, limit, epochs, plot, only or (), skip_bad, None if as_json else progress)
+    if as_json:
+        print(json.dumps(result))
+        return
+    positions = len(result["runs"][0]["per_position"])
+    table = Table("setup", *(f"pos {i + 1}" for i in range(positions)), "mean by epoch",
+                  title=f"validation accuracy, epoch 1 -> {epochs} (chance {result['chance']:.3f})")
+    for run in result["runs"]:
+        first, last = run["history"][0], run["history"][-1]
+        table.add_row(run["setup"]["name"], *(f"{a:.2f}->{b:.2f}" for a, b in zip(first, last)),
+                      " ".join(f"{100 * sum(h) / len(h):.0f}" for h in run["history"]),
+                      style="green" if run["learned"] else ("red" if run["at_chance"] else None))
+    out.print(table)
+    for line in result["verdict"]:
+        out.print(escape(line), highlight=False)
+    err.print(f"plot: {result['plot']}  ({sum(r['cpu_seconds'] for r in result['runs']) / 60:.1f} CPU minutes)")
+
+
 @app.command("models")
 def list_models() -> None:
     """List the registered models."""

@@ -36,7 +36,7 @@ class RunConfig:
     """Everything needed to rebuild a model and its preprocessing."""
 
     model: str
-    head: str  # "ctc" or "positional": how the inference path decodes the logits
+    head: str  # "ctc", "positional" or "segment" (positional after segmentation.py): how to decode
     charset: Charset
     image: ImageSize
     max_length: int
@@ -134,8 +134,8 @@ def _bounded(value: Any, name: str, low: int, high: int) -> int:
 
 
 def _head(value: Any) -> str:
-    if value not in ("ctc", "positional"):
-        raise ValueError(f"'head' must be 'ctc' or 'positional', got {value!r}")
+    if value not in ("ctc", "positional", "segment"):
+        raise ValueError(f"'head' must be 'ctc', 'positional' or 'segment', got {value!r}")
     return str(value)
 
 

@@ -39,7 +39,7 @@ def evaluate(
     labels = [config.charset.normalize(label) for label in dataset.labels]
     readings, seconds = _predict_all(predictor, dataset.pixels, batch_size, quiet)
     texts = [r.text for r in readings]
-    length = config.max_length if config.head == "positional" else None
+    length = config.max_length if config.head != "ctc" else None
     result: dict[str, Any] = metrics.summarize(texts, labels, length)
     result.update({
         "mean_confidence": float(np.mean([r.confidence for r in readings])),

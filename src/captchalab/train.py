@@ -112,6 +112,7 @@ def _check_train_config(train_config: TrainConfig) -> None:
 
 
 def _split(config: RunConfig, train_set: Dataset, val_set: Dataset | None) -> Split:
+    train_set, val_set = _segmented(config, train_set), _segmented(config, val_set)
     encode = lambda labels: pipeline.encode_labels(labels, config.charset, config.max_length)  # noqa: E731
     if val_set is not None:
         return Split(train_set.pixels, encode(train_set.labels), val_set.pixels, val_set.labels,
@@ -122,6 +123,15 @@ def _split(config: RunConfig, train_set: Dataset, val_set: Dataset | None) -> Sp
     labels = np.array(train_set.labels, dtype=object)
     return Split(train_set.pixels[fit_idx], encode(labels[fit_idx]), train_set.pixels[val_idx],
                  tuple(labels[val_idx]), encode(labels[val_idx]))
+
+
+def _segmented(config: RunConfig, dataset: Dataset | None) -> Dataset | None:
+    """A segment model sees every image with its characters already cut into cells."""
+    if dataset is None or config.head != "segment":
+        return dataset
+    from captchalab.segmentation import segment_batch
+
+    return replace(dataset, pixels=segment_batch(dataset.pixels, config.max_length))
 
 
 def build_model(config: RunConfig) -> keras.Model:

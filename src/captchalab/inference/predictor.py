@@ -21,6 +21,7 @@ from captchalab.config import RunConfig, from_dict
 from captchalab.data import images
 from captchalab.decoding import Constraints, Prediction
 from captchalab.errors import ImageError, ModelError, UsageError
+from captchalab.segmentation import segment_batch
 
 METADATA_KEY = "captchalab_config"
 ImageLike = str | Path | bytes | Image.Image | np.ndarray
@@ -110,6 +111,8 @@ class Predictor:
         return images.load(image, self.config.image, name)
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
+        if self.config.head == "segment":  # characters cut into cells first, as in training
+            pixels = segment_batch(pixels, self.config.max_length)
         return np.asarray(self._backend.run(images.to_model_input(pixels)), dtype=np.float32)
 
     def predict_pixels(

@@ -1,8 +1,16 @@
 """Fully connected: flattened pixels, dense layers, one softmax head per position.
 
-This is the network of the original question. What makes it learn every position (see
-docs/fully-connected.md): inputs scaled to [0, 1], batch normalization between layers,
-and the per-position cross-entropy averaged rather than summed.
+This is the network of the original question. What makes it learn every position
+(measured by ``captchalab diagnose`` and bench/fully_connected.py, see
+docs/fully-connected.md):
+
+- ``invert``: ink as the signal (1 - pixel, background near 0). With dark text on a light
+  background every input is near 1 and the image-independent part of each unit's input
+  swamps the characters; this alone keeps an un-normalized MLP at chance.
+- ``pool``: average-pool the image before flattening (160x60 -> 40x15 at 4): sixteen times
+  fewer first-layer weights to fit from the same data; still fully connected.
+- batch normalization between layers, and the per-position cross-entropy averaged rather
+  than summed (models/losses.py).
 """
 
 from __future__ import annotations
@@ -21,12 +29,17 @@ class MlpOptions:
     hidden: tuple[int, ...] = (1024, 512)
     dropout: float = 0.2
     batch_norm: bool = True
+    invert: bool = True
+    pool: int = 4
 
 
 @register("mlp", MlpOptions, "positional", "fully connected, one softmax head per position")
 def build(spec: ModelSpec, options: MlpOptions) -> keras.Model:
     inputs = image_input(spec.image.height, spec.image.width)
-    x = layers.Flatten()(inputs)
+    x = layers.Rescaling(-1.0, offset=1.0, name="invert")(inputs) if options.invert else inputs
+    if options.pool > 1:
+        x = layers.AveragePooling2D(options.pool, padding="same", name="downsample")(x)
+    x = layers.Flatten()(x)
     for units in options.hidden:
         x = layers.Dense(units, use_bias=not options.batch_norm)(x)
         if options.batch_norm:

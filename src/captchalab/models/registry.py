@@ -11,8 +11,9 @@ from captchalab.data.images import ImageSize
 from captchalab.errors import UsageError
 
 # How a model's output is read: "ctc" (time steps, blank = 0, collapse repeats) or
-# "positional" (one softmax per character slot, class 0 = no character).
-Head = Literal["ctc", "positional"]
+# "positional" (one softmax per character slot, class 0 = no character), or "segment" (positional,
+# on images whose characters segmentation.py first cut into one cell per slot).
+Head = Literal["ctc", "positional", "segment"]
 
 
 @dataclass(frozen=True)
@@ -60,4 +61,4 @@ def names() -> list[str]:
 
 def _load_all() -> None:
     # Importing the modules runs their @register; deferred because they import Keras.
-    from captchalab.models import cnn, crnn, mlp  # noqa: F401
+    from captchalab.models import cnn, crnn, mlp, segment  # noqa: F401

@@ -1,0 +1,98 @@
+"""diagnose: the experiments run and report per-position accuracy; the verdict follows the numbers."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from captchalab.diagnose import ASKER, FIX, LEARNED, Outcome, default_setups, diagnose, verdict
+from captchalab.errors import UsageError
+from clirun import run_cli
+
+CHANCE = 1 / 36
+
+
+def outcome(name: str, accuracy: list[float], base=FIX) -> Outcome:
+    return Outcome(replace(base, name=name), [accuracy], [1.0], 1.0, 0.0, 0.1)
+
+
+def test_a_cause_is_what_puts_the_fix_back_at_chance():
+    runs = {
+        "asker": outcome("asker", [CHANCE] * 5, ASKER),
+        "fix": outcome("fix", [0.3, 0.2, 0.2, 0.2, 0.3]),
+        "fix-inverted": outcome("fix-inverted", [CHANCE] * 5),
+        "fix-pool": outcome("fix-pool", [0.25, 0.15, 0.15, 0.15, 0.25]),
+    }
+    lines = verdict(runs, CHANCE)
+    assert any(line.startswith("Plateau: the asker's setup stays at chance") for line in lines)
+    causes = [line for line in lines if line.startswith("Cause:")]
+    assert len(causes) == 1 and "input polarity" in causes[0] and "(chance level)" in causes[0]
+    assert any("Not needed" in line and "input resolution" in line for line in lines)
+
+
+def test_the_summed_loss_is_blamed_only_when_one_position_learns_alone():
+    alone = {"asker": outcome("asker", [CHANCE] * 5, ASKER),
+             "asker-position1": outcome("asker-position1", [0.5, CHANCE, CHANCE, CHANCE, CHANCE], ASKER)}
+    assert any("Summing positions is what breaks it" in line for line in verdict(alone, CHANCE))
+    alone["asker-position1"] = outcome("asker-position1", [CHANCE] * 5, ASKER)
+    assert any("not what stops it" in line for line in verdict(alone, CHANCE))
+
+
+def test_a_fix_that_does_not_learn_is_reported_as_such():
+    lines = verdict({"fix": outcome("fix", [0.2, 0.05, 0.2, 0.2, 0.2])}, CHANCE)
+    assert any("did not learn every position" in line for line in lines)
+    assert not any(line.startswith("Cause:") for line in lines)
+
+
+def test_learned_needs_every_position_above_the_threshold():
+    assert outcome("a", [LEARNED * CHANCE] * 5).learned(CHANCE)
+    assert not outcome("b", [0.9, 0.9, LEARNED * CHANCE * 0.9, 0.9, 0.9]).learned(CHANCE)
+
+
+def test_the_setups_change_one_thing_from_the_asker_or_the_fix():
+    names = [s.name for s in default_setups()]
+    assert len(names) == len(set(names)) and {"asker", "asker-mse", "asker-position1", "fix"} <= set(names)
+    for setup in default_setups():
+        base = ASKER if setup.name.startswith("asker") else FIX
+        fields = ("inputs", "loss", "init", "optimizer", "batch_norm", "pool", "positions")
+        changed = [f for f in fields if getattr(setup, f) != getattr(base, f)]
+        assert len(changed) <= 2, (setup.name, changed)
+
+
+@pytest.fixture(scope="module")
+def five_chars(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from captchalab.data.synthetic import generate
+
+    return generate(tmp_path_factory.mktemp("diag") / "set", 48, length=5, charset="0-9A-Z", size="64x24", seed=3)
+
+
+def test_diagnose_runs_each_setup_and_plots(five_chars, tmp_path):
+    result = diagnose(five_chars, limit=48, epochs=2, plot=tmp_path / "d.png", only=["asker", "fix", "asker-mse"])
+    assert [r["setup"]["name"] for r in result["runs"]] == ["asker", "asker-mse", "fix"]
+    for run in result["runs"]:
+        assert len(run["history"]) == 2 and all(len(h) == 5 for h in run["history"])
+        assert all(0.0 <= v <= 1.0 for v in run["per_position"])
+    assert result["chance"] == pytest.approx(1 / 36)
+    assert Path(result["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert result["verdict"][0].startswith("Plateau:")
+
+
+def test_unknown_setup_and_too_little_data_are_usage_errors(five_chars, tmp_path):
+    with pytest.raises(UsageError, match="choose from"):
+        diagnose(five_chars, only=["nope"], plot=None)
+    with pytest.raises(UsageError, match="at least 20"):
+        diagnose(five_chars, limit=5, plot=None)
+
+
+def test_cli_prints_the_table_and_the_verdict(five_chars, tmp_path):
+    result = run_cli("diagnose", five_chars, "--limit", "48", "--epochs", "1", "--only", "asker",
+                     "--plot", tmp_path / "p.png")
+    assert result.code == 0, result.text
+    assert "asker" in result.stdout and "pos 5" in result.stdout and "Plateau" in result.stdout
+    assert (tmp_path / "p.png").exists()
+
+
+def test_cli_reports_a_missing_folder_cleanly(tmp_path):
+    assert run_cli("diagnose", tmp_path / "missing").failed_cleanly(3, "missing")
