@@ -152,3 +152,25 @@ def test_cli_solve_constrained_and_abstaining(tiny_run, tiny_set) -> None:
     assert all(r["abstained"] and r["text"] is None and "guess" in r for r in abstained)
     bad = run_cli("solve", *images, "--model", tiny_run, "--case", "title")
     assert bad.failed_cleanly(UsageError.exit_code, "case")
+
+
+def test_serve_accepts_constraints_and_min_confidence(tiny_run, tiny_set) -> None:
+    import base64
+    import warnings
+
+    from captchalab.inference.http import ServeConfig, create_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    images = [base64.b64encode(p.read_bytes()).decode() for p in sorted(tiny_set.glob("*.png"))[:3]]
+    with TestClient(create_app(ServeConfig(models=(("default", str(tiny_run)),)))) as client:
+        reply = client.post("/solve", json={"images": images, "length": "4", "allowed": "0-9", "case": "upper"})
+        assert reply.status_code == 200, reply.text
+        assert all(r["text"] == "" or (len(r["text"]) == 4 and r["text"].isdigit()) for r in reply.json()["results"])
+        shy = client.post("/solve?min_confidence=0.9999", json={"images": images}).json()["results"]
+        assert all(r["abstained"] and r["text"] is None and "guess" in r for r in shy)
+        for bad in ({"length": "x"}, {"case": "title"}, {"min_confidence": 2}, {"allowed": ["a"]}):
+            reply = client.post("/solve", json={"images": images, **bad})
+            assert reply.status_code == 400 and "error" in reply.json(), bad

@@ -39,6 +39,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from captchalab.data import images
+from captchalab.decoding import Constraints
 from captchalab.errors import CaptchaLabError, ImageError, ModelError, UsageError
 from captchalab.inference.predictor import Predictor, bundled_model_path
 
@@ -235,8 +236,10 @@ def create_app(config: ServeConfig) -> FastAPI:
         uploads, fields = await read_request(request, config)
         name = str(fields.get("model") or request.query_params.get("model") or config.default)
         top_k = parse_top_k(fields.get("top_k", request.query_params.get("top_k")))
+        constraints, min_confidence = parse_decoding(fields, request.query_params)
         predictor = pool.ready(name) or await in_thread(lambda: pool.get(name))
-        results = await in_thread(lambda: solve_uploads(predictor, uploads, top_k, config))
+        results = await in_thread(
+            lambda: solve_uploads(predictor, uploads, top_k, config, constraints, min_confidence))
         return {"model": name, "results": results}
 
     return app
@@ -277,17 +280,42 @@ def parse_top_k(value: Any) -> int:
     return top_k
 
 
-def solve_uploads(predictor: Predictor, uploads: Sequence[Upload], top_k: int, config: ServeConfig) -> list[dict]:
-    """Decode (within the limits) and read all uploads in one batch; a bad image fails the request."""
+def parse_decoding(fields: dict[str, Any], query: Any) -> tuple[Constraints, float | None]:
+    """Decode-time constraints (``length`` "5" or "4-6", ``allowed`` "a-z0-9", ``case`` any/lower/upper)
+    and ``min_confidence`` from the request fields or query; bad values are 400s."""
+    values = {key: fields.get(key, query.get(key)) for key in ("length", "allowed", "case", "min_confidence")}
+    for key, value in values.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, str | int | float)):
+            raise HttpError(400, f"{key} must be a string or a number, not {type(value).__name__}")
+    raw = values["min_confidence"]
+    try:
+        min_confidence = None if raw in (None, "") else float(raw)
+    except ValueError:
+        raise HttpError(400, f"min_confidence must be a number from 0 to 1, not {raw!r}") from None
+    if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
+        raise HttpError(400, f"min_confidence must be from 0 to 1, not {min_confidence}")
+    text = {key: None if values[key] in (None, "") else str(values[key]) for key in ("length", "allowed", "case")}
+    return Constraints.parse(text["length"], text["allowed"], text["case"]), min_confidence
+
+
+def solve_uploads(
+    predictor: Predictor, uploads: Sequence[Upload], top_k: int, config: ServeConfig,
+    constraints: Constraints | None = None, min_confidence: float | None = None,
+) -> list[dict]:
+    """Decode (within the limits) and read all uploads in one batch; a bad image fails the request.
+
+    A best reading under ``min_confidence`` comes back as ``"text": null, "abstained": true`` with its ``guess``."""
     pixels = []
     for upload in uploads:
         image = images.open_image(upload.data, upload.label, config.max_bytes, config.max_pixels, config.max_side)
         pixels.append(predictor.prepare(image))
-    readings = predictor.predict_pixels(np.stack(pixels), top_k)
+    readings = predictor.predict_pixels(np.stack(pixels), top_k, constraints, min_confidence)
     results = []
     for upload, reading in zip(uploads, readings):
         best = reading[0]
         result: dict[str, Any] = {"text": best.text, "confidence": round(best.confidence, 4)}
+        if best.abstained:
+            result.update(text=None, abstained=True, guess=best.text)
         if not upload.label.startswith("images["):
             result["file"] = upload.label
         if top_k > 1:
