@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
+from captchalab._tf import import_quietly
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+import_quietly()  # before Keras below, so TensorFlow's start-up noise stays off the terminal
+# ruff: noqa: E402
 
 import json
 import time
@@ -21,6 +21,7 @@ from captchalab.charset import Charset
 from captchalab.config import RunConfig, TrainConfig, apply_overrides
 from captchalab.data import pipeline
 from captchalab.data.folder import Dataset, load_dataset
+from captchalab.data.images import ImageSize, resize_pixels
 from captchalab.errors import RunFolderError, UsageError
 from captchalab.models import registry
 from captchalab.models.losses import loss_for
@@ -81,6 +82,7 @@ def train(
     config = apply_overrides(config, [f"train.epochs={epochs}"] if epochs else [])
     config = apply_overrides(config, overrides)
     _check_train_config(config.train)
+    train_set = _at_size(train_set, config.image)
     val_set = _load(val, train_set.charset, case_insensitive, skip_bad, config.image, quiet) if val else None
     folder = runs.create(Path(out) if out else runs.default_out(entry.name), force=force)
     runs.write_json(folder / "config.json", config.to_dict())
@@ -102,6 +104,13 @@ def _load(
     fixed = Charset.parse(charset, case_insensitive) if isinstance(charset, str) else charset
     with counting(f"reading {path}", quiet) as advance:
         return load_dataset(path, fixed, size, skip_bad, case_insensitive, advance)
+
+
+def _at_size(dataset: Dataset, size: ImageSize) -> Dataset:
+    """The dataset resized to the model's input size, when an override changed it."""
+    if dataset.size == size:
+        return dataset
+    return replace(dataset, pixels=resize_pixels(dataset.pixels, size))
 
 
 def _check_train_config(train_config: TrainConfig) -> None:
@@ -342,5 +351,3 @@ def _datasets(config: RunConfig, state: dict, skip_bad: bool, quiet: bool) -> tu
 def overrides_help() -> str:
     return ", ".join(f"train.{name}" for name in TrainConfig.__dataclass_fields__) + ", model.<option>"
 
-
-__all__ = ["build_model", "replace", "train"]
