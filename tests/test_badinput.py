@@ -199,10 +199,11 @@ def test_one_pixel_image_is_accepted_and_upscaled(corpus):
     assert (read(corpus, "one_pixel") == 128).all()
 
 
-def test_non_utf8_names_print_escaped(corpus, run):
+def test_non_utf8_names_print_escaped(corpus, run, tmp_path):
     path = corpus["non_utf8_name"]
-    result = run_cli("solve", path.parent, "--model", run, "--skip-bad")
+    result = run_cli("solve", path.parent, "--model", run, "--skip-bad", "--out", tmp_path / "readings.csv")
     assert result.code == 0 and "\\udcff\\udcfe-latin1-\\udce9.png\t" in result.stdout, result.text
+    assert "\\udcff\\udcfe-latin1-\\udce9.png," in (tmp_path / "readings.csv").read_text(encoding="utf-8")
 
 
 def test_solve_a_folder_reads_the_good_and_reports_the_bad(corpus, run):

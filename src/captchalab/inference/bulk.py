@@ -110,7 +110,7 @@ class _csv_writer:
     def __enter__(self):  # type: ignore[no-untyped-def]
         if self.path is None:
             return lambda file, result: None
-        self.handle = open(self.path, "x", newline="", encoding="utf-8")
+        self.handle = open(self.path, "x", newline="", encoding="utf-8", errors="backslashreplace")
         writer = csv.writer(self.handle)
         writer.writerow(["file", "text", "confidence", "error"])
 
