@@ -238,14 +238,15 @@ def diagnose_command(
         print(json.dumps(result))
         return
     positions = len(result["runs"][0]["per_position"])
-    table = Table("setup", *(f"pos {i + 1}" for i in range(positions)), "mean by epoch",
-                  title=f"validation accuracy, epoch 1 -> {epochs} (chance {result['chance']:.3f})")
+    table = Table("setup", *(f"pos {i + 1}" for i in range(positions)), "mean, each epoch",
+                  title=f"validation accuracy %, epoch 1 -> {epochs} (chance {100 * result['chance']:.1f}%)")
     for run in result["runs"]:
         first, last = run["history"][0], run["history"][-1]
-        table.add_row(run["setup"]["name"], *(f"{a:.2f}->{b:.2f}" for a, b in zip(first, last)),
+        table.add_row(run["setup"]["name"], *(f"{100 * a:.0f}->{100 * b:.0f}" for a, b in zip(first, last)),
                       " ".join(f"{100 * sum(h) / len(h):.0f}" for h in run["history"]),
                       style="green" if run["learned"] else ("red" if run["at_chance"] else None))
     out.print(table)
+    out.print("green: every position at least 3x chance; red: at chance")
     for line in result["verdict"]:
         out.print(escape(line), highlight=False)
     err.print(f"plot: {result['plot']}  ({sum(r['cpu_seconds'] for r in result['runs']) / 60:.1f} CPU minutes)")
