@@ -21,7 +21,7 @@ CONFIG_VERSION = 1
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 100
-    batch_size: int = 32
+    batch_size: int = 16
     learning_rate: float = 2e-3
     patience: int = 12
     val_fraction: float = 0.1

@@ -70,7 +70,7 @@ def train(
         model=entry.name,
         head=entry.head,
         charset=train_set.charset,
-        image=train_set.size,
+        image=entry.input_size(train_set.size) if entry.input_size else train_set.size,
         max_length=train_set.max_length,
         options=entry.options_type(),
         train=TrainConfig(),
@@ -149,9 +149,27 @@ def build_model(config: RunConfig) -> keras.Model:
     return entry.build(spec, config.options)
 
 
-def _compile(model: keras.Model, config: RunConfig, learning_rate: float) -> None:
+def training_model(model: keras.Model, config: RunConfig) -> keras.Model:
+    """The network fit() trains: the model itself, or the model plus training-only outputs."""
+    entry = registry.get(config.model)
+    if entry.training_model is None:
+        return model
+    spec = registry.ModelSpec(config.image, config.charset.num_classes, config.max_length)
+    return entry.training_model(model, spec, config.options)
+
+
+def _compile(trainer: keras.Model, config: RunConfig, learning_rate: float) -> None:
     optimizer = keras.optimizers.Adam(learning_rate, clipnorm=5.0)
-    model.compile(optimizer=optimizer, loss=loss_for(config.head))
+    if len(trainer.outputs) == 1:
+        trainer.compile(optimizer=optimizer, loss=loss_for(config.head))
+        return
+    # The second output is a per-slot reading of the same features (see models/crnn.py).
+    trainer.compile(optimizer=optimizer, loss=[loss_for(config.head), loss_for("positional")],
+                    loss_weights=[1.0, config.options.alignment_weight])
+
+
+def _targets(trainer: keras.Model, y: Any) -> Any:
+    return y if len(trainer.outputs) == 1 else (y, y)
 
 
 def _fit(
@@ -165,30 +183,39 @@ def _fit(
         tf.config.threading.set_inter_op_parallelism_threads(t.threads)
     keras.utils.set_random_seed(t.seed + state["epoch"])
     model = build_model(config)
+    trainer = training_model(model, config)
     if not state["epoch"] and state.get("init"):
         from captchalab.transfer import transfer_weights
 
         state["init_report"] = transfer_weights(model, config, Path(state["init"]))
     if state["epoch"]:
-        _load_checkpoint(model, folder)
-    _compile(model, config, state["learning_rate"])
+        _load_checkpoint(trainer, folder)
+    _compile(trainer, config, state["learning_rate"])
     data = pipeline.batches(split.train_x, split.train_y, t.batch_size, t.seed + state["epoch"], t.augment)
+    data = data.map(lambda x, y: (x, _targets(trainer, y)))
     callbacks = [
-        EpochEnd(config, folder, split, state),
+        EpochEnd(config, folder, split, state, model),
         TrainingProgress(t.epochs, quiet, initial=state["epoch"]),
     ]
     started = time.process_time()
-    model.fit(data, epochs=t.epochs, initial_epoch=state["epoch"], callbacks=callbacks, verbose=0)
+    trainer.fit(data, epochs=t.epochs, initial_epoch=state["epoch"], callbacks=callbacks, verbose=0)
     state["cpu_seconds"] = state.get("cpu_seconds", 0.0) + time.process_time() - started
-    return _finish(model, config, folder, split, state, export_onnx)
+    return _finish(model, trainer, config, folder, split, state, export_onnx)
 
 
 def _finish(
-    model: keras.Model, config: RunConfig, folder: Path, split: Split, state: dict, export_onnx: bool
+    model: keras.Model,
+    trainer: keras.Model,
+    config: RunConfig,
+    folder: Path,
+    split: Split,
+    state: dict,
+    export_onnx: bool,
 ) -> Path:
+    """Keep the best epoch's weights; save, calibrate, score and export the inference model."""
     best = folder / runs.CHECKPOINTS / "best.weights.h5"
     if best.exists():
-        model.load_weights(best)
+        trainer.load_weights(best)
     runs.atomic_write(folder / "model.keras", lambda tmp: model.save(tmp))
     _calibrate_and_plot(model, config, folder, split, state["history"])
     runs.write_json(folder / "history.json", state["history"])
@@ -227,17 +254,19 @@ class EpochEnd(keras.callbacks.Callback):
     Kept in one place so that the state saved for ``--resume`` is always consistent.
     """
 
-    def __init__(self, config: RunConfig, folder: Path, split: Split, state: dict) -> None:
+    def __init__(self, config: RunConfig, folder: Path, split: Split, state: dict, inference: keras.Model) -> None:
         super().__init__()
         self.config, self.folder, self.split, self.state = config, folder, split, state
+        self.inference = inference  # self.model is the network being trained, maybe with extra heads
         self.started = self.began = time.time()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
-        texts = [p.text for p in predict_texts(self.model, self.config, self.split.val_x)]
+        texts = [p.text for p in predict_texts(self.inference, self.config, self.split.val_x)]
         summary = metrics.summarize(texts, self.split.val_labels)
-        val_loss = float(self.model.evaluate(self.split.val_x.astype(np.float32)[..., None] / 255.0,
-                                             self.split.val_y, batch_size=256, verbose=0))
+        losses = self.model.evaluate(self.split.val_x.astype(np.float32)[..., None] / 255.0,
+                                     _targets(self.model, self.split.val_y), batch_size=256, verbose=0)
+        val_loss = float(np.ravel(losses)[0])
         record = {"epoch": epoch + 1, "loss": float(logs.get("loss", np.nan)), "val_loss": val_loss,
                   "val_sequence_accuracy": summary["sequence_accuracy"],
                   "val_char_accuracy": summary["char_accuracy"], "val_cer": summary["cer"],
@@ -306,9 +335,10 @@ def _resume(folder: Path, export_onnx: bool, quiet: bool, skip_bad: bool) -> Pat
     if state.get("stopped") or state["epoch"] >= config.train.epochs:
         state["epoch"] = max(state["epoch"], config.train.epochs)
         model = build_model(config)
-        _load_checkpoint(model, folder)
+        trainer = training_model(model, config)
+        _load_checkpoint(trainer, folder)
         split = _split(config, *_datasets(config, state, skip_bad, quiet))
-        return _finish(model, config, folder, split, state, export_onnx)
+        return _finish(model, trainer, config, folder, split, state, export_onnx)
     split = _split(config, *_datasets(config, state, skip_bad, quiet))
     return _fit(config, folder, split, state, export_onnx, quiet)
 

@@ -22,7 +22,9 @@ def image_input(height: int, width: int) -> keras.KerasTensor:
     return keras.Input((height, width, 1), name="image")
 
 
-def positional_logits(x: keras.KerasTensor, max_length: int, num_classes: int) -> keras.KerasTensor:
+def positional_logits(
+    x: keras.KerasTensor, max_length: int, num_classes: int, name: str = "logits"
+) -> keras.KerasTensor:
     """One softmax head per character slot, as a (max_length, num_classes) logits tensor."""
-    x = layers.Dense(max_length * num_classes, name="heads")(x)
-    return layers.Reshape((max_length, num_classes), name="logits")(x)
+    x = layers.Dense(max_length * num_classes, name=f"{name}_heads" if name != "logits" else "heads")(x)
+    return layers.Reshape((max_length, num_classes), name=name)(x)

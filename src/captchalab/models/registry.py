@@ -32,14 +32,26 @@ class ModelEntry:
     options_type: type
     head: Head
     summary: str
+    # Optional (model, spec, options) -> the network trained in its place: same weights plus
+    # training-only outputs; only ``build``'s network is saved and exported.
+    training_model: Callable[[Any, ModelSpec, Any], Any] | None = None
+    # Optional data image size -> the model's input size.
+    input_size: Callable[[ImageSize], ImageSize] | None = None
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register(name: str, options_type: type, head: Head, summary: str) -> Callable:
+def register(
+    name: str,
+    options_type: type,
+    head: Head,
+    summary: str,
+    training_model: Callable[[Any, ModelSpec, Any], Any] | None = None,
+    input_size: Callable[[ImageSize], ImageSize] | None = None,
+) -> Callable:
     def decorator(build: Callable[[ModelSpec, Any], Any]) -> Callable[[ModelSpec, Any], Any]:
-        _REGISTRY[name] = ModelEntry(name, build, options_type, head, summary)
+        _REGISTRY[name] = ModelEntry(name, build, options_type, head, summary, training_model, input_size)
         return build
 
     return decorator
