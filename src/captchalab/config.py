@@ -23,7 +23,7 @@ class TrainConfig:
     epochs: int = 100
     batch_size: int = 16
     learning_rate: float = 2e-3
-    patience: int = 12
+    patience: int = 10
     val_fraction: float = 0.1
     seed: int = 0
     augment: bool = True
