@@ -303,20 +303,23 @@ def _weight_shapes(graph: Any) -> dict[str, list[int]]:
 
 
 def summarize_nodes(events: list[dict], repeats: int, weights: dict[str, list[int]]) -> dict[str, Any]:
-    by_node: dict[tuple[str, str], float] = defaultdict(float)
-    by_op: dict[str, float] = defaultdict(float)
+    """Median time of each node over the runs (robust to other jobs' bursts), grouped by op type too."""
+    runs: dict[tuple[str, str], list[float]] = defaultdict(list)
     for event in events:
         if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
             continue
         name, op = event["name"][: -len("_kernel_time")], event.get("args", {}).get("op_name", "?")
-        by_node[(name, op)] += event["dur"]
-        by_op[op] += event["dur"]
-    total = sum(by_op.values()) or 1.0
-    nodes = [{"node": name, "op": op, "weight_shape": weights.get(name), "us_per_image": round(us / repeats, 1),
-              "share": round(us / total, 3)} for (name, op), us in sorted(by_node.items(), key=lambda kv: -kv[1])]
-    ops = [{"op": op, "us_per_image": round(us / repeats, 1), "share": round(us / total, 3)}
+        runs[(name, op)].append(event["dur"])
+    median = {key: statistics.median(values) for key, values in runs.items()}
+    total = sum(median.values()) or 1.0
+    by_op: dict[str, float] = defaultdict(float)
+    for (_, op), us in median.items():
+        by_op[op] += us
+    nodes = [{"node": name, "op": op, "weight_shape": weights.get(name), "us_per_image": round(us, 1),
+              "share": round(us / total, 3)} for (name, op), us in sorted(median.items(), key=lambda kv: -kv[1])]
+    ops = [{"op": op, "us_per_image": round(us, 1), "share": round(us / total, 3)}
            for op, us in sorted(by_op.items(), key=lambda kv: -kv[1])]
-    return {"total_us_per_image": round(total / repeats, 1), "by_op_type": ops,
+    return {"runs": repeats, "total_us_per_image": round(total, 1), "by_op_type": ops,
             "top_nodes": [n for n in nodes if n["share"] >= 0.01]}
 
 
