@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import sys
 import time
 from dataclasses import asdict, replace
@@ -51,7 +52,7 @@ def save(record: dict) -> None:
     runs.write_json(RESULT, record)
 
 
-def pretrained_run(audit, style_source: Path, work: Path, config, record: dict, minutes: float) -> Path:
+def pretrained_run(audit, style_source: Path, work: Path, config, record: dict, wall_minutes: float) -> Path:
     """The pretraining run: reused when finished, resumed when killed, trained otherwise."""
     from captchalab.train import train
 
@@ -63,7 +64,7 @@ def pretrained_run(audit, style_source: Path, work: Path, config, record: dict, 
         train(run, resume=run, export_onnx=False, quiet=False)
         info = {"resumed": True}
     else:
-        run, info = audit.pretrain(style_source, work, config, minutes * 60, quiet=False)
+        run, info = audit.pretrain(style_source, work, config, math.inf, quiet=False, wall_minutes=wall_minutes)
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     info.update(total_cpu_seconds_this_session=round(time.process_time() - began_cpu, 1),
                 total_wall_seconds_this_session=round(time.time() - began_wall, 1),
@@ -80,7 +81,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--counts", default="25,50,100,200,400")
     parser.add_argument("--synthetic", type=int, default=8000, help="look-alike images for pretraining")
-    parser.add_argument("--pretrain-minutes", type=float, default=90.0, help="CPU minutes for pretraining")
+    parser.add_argument("--pretrain-wall-minutes", type=float, default=360.0,
+                        help="wall-clock cap on pretraining (it stops earlier on its epoch limit or early stopping)")
     parser.add_argument("--max-cells", type=int, default=0, help="stop after this many new cells (0: all)")
     args = parser.parse_args()
     audit = importlib.import_module("captchalab.audit")
@@ -89,13 +91,13 @@ def main() -> None:
                      seeds=args.seeds, synthetic=args.synthetic)
     record = load(RESULT) or {"benchmark": "efficiency", "data": "captcha_images_v2 train.csv -> test.csv",
                               "cells": []}
-    record.update(config=asdict(config), pretrain_minutes=args.pretrain_minutes, note=NOTE,
+    record.update(config=asdict(config), pretrain_wall_minutes_cap=args.pretrain_wall_minutes, note=NOTE,
                   command=" ".join(["bench/efficiency.py", *sys.argv[1:]]))
     splits = audit.make_splits(DATA / "train.csv", DATA / "test.csv", 0.2, 500, 0)
     pool, test = splits.pool, audit.TestSet(splits.test, args.work)
     counts = audit.label_counts(config, len(pool))
     style_source = audit.write_csv(args.work / "style-source.csv", audit.subset(pool, counts[0], 0))
-    init = pretrained_run(audit, style_source, args.work, config, record, args.pretrain_minutes)
+    init = pretrained_run(audit, style_source, args.work, config, record, args.pretrain_wall_minutes)
     done = {(c["n"], c["seed"], c["method"]) for c in record["cells"]}
     new = 0
     for n, seed, method in audit.plan(counts, config.seeds):

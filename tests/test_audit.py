@@ -71,7 +71,22 @@ def test_both_methods_get_the_same_schedule() -> None:
     differ = [(a, b) for a, b in zip(scratch, tuned) if a != b]
     assert [a.split("=")[0] for a, _ in differ] == ["train.learning_rate"]
     epochs = int(next(o for o in scratch if o.startswith("train.epochs=")).split("=")[1])
-    assert epochs * 2 >= config.min_steps  # 21 training images, batch 16: 2 steps per epoch
+    steps_per_epoch = -(-22 * audit.repeats(22) // config.batch_size)  # 25 - 3 held out, repeated
+    assert epochs * steps_per_epoch >= config.min_steps and audit.repeats(22) * 22 >= audit.MIN_EPOCH_IMAGES
+
+
+def test_cell_data_holds_out_validation_and_repeats_training_images(tiny_set: Path, tmp_path: Path) -> None:
+    from captchalab.data.folder import load_dataset
+
+    pool = audit.make_splits(tiny_set, None, 0.25, 500, 0).pool
+    train_csv, val_csv = audit.cell_data(pool, 12, 0, tmp_path / "cell")
+    fit, val = load_dataset(train_csv), load_dataset(val_csv)
+    assert len(val) == audit.held_out(12) == 3
+    assert len(fit) == 9 * audit.repeats(9) and len(set(fit.labels)) <= 9
+    sources = {f.resolve() for f in fit.files}
+    assert len(sources) == 9 and not sources & {f.resolve() for f in val.files}
+    assert sources | {f.resolve() for f in val.files} == {Path(p) for p, _ in audit.subset(pool, 12, 0)}
+    assert audit.charset_of(["a-b", "0!"]) == "!0ab-"
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -27,7 +27,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from captchalab.errors import DataError, UsageError
 RATES = (0.01, 0.10, 0.50, 0.90)
 METHODS = ("pretrained", "scratch")
 SECONDS_PER_SYNTHETIC_IMAGE = 0.01  # CPU cost of rendering one look-alike (measured: ~5 ms)
+MIN_EPOCH_IMAGES = 256  # small training sets are repeated up to this many images per epoch
 Entry = tuple[str, str]  # (absolute image path, label)
 
 
@@ -57,9 +58,9 @@ class AuditConfig:
     pretrain_share: float = 0.4  # of the budget
     pretrain_epochs: int = 30
     batch_size: int = 16
-    min_steps: int = 600  # training steps per cell at least ...
+    min_steps: int = 1500  # training steps per cell at least ...
     epochs: int = 60  # ... or this many epochs, whichever is more (early stopping may end sooner)
-    patience_steps: int = 240  # early-stopping patience, in steps
+    patience_steps: int = 1200  # early-stopping patience, in steps
     learning_rate: float = 2e-3  # from scratch
     finetune_learning_rate: float = 1e-3
     threads: int = 0  # TensorFlow threads per training run; 0: all cores
@@ -142,33 +143,78 @@ class Clock:
         return max(0.05, cpu_seconds / max(1, cores or 1) / 60)
 
 
+def held_out(n: int) -> int:
+    """Validation images kept out of ``n`` labelled ones (early stopping, calibration)."""
+    return max(3, round(0.1 * n))
+
+
+def repeats(train_n: int) -> int:
+    """Copies of each training image per epoch, so that an epoch has at least MIN_EPOCH_IMAGES."""
+    return max(1, math.ceil(MIN_EPOCH_IMAGES / max(1, train_n)))
+
+
 def cell_overrides(n: int, config: AuditConfig, pretrained: bool, seed: int, max_minutes: float) -> list[str]:
-    """Training settings for ``n`` labelled images: the same schedule for both methods."""
-    val_fraction = min(0.3, max(0.1, 4 / n))
-    train_n = max(1, n - max(1, round(n * val_fraction)))
-    per_epoch = math.ceil(train_n / config.batch_size)
+    """Training settings for ``n`` labelled images: the same schedule for both methods, except the
+    learning rate. At least ``min_steps`` steps (or ``epochs`` epochs, if more); early stopping
+    after ``patience_steps`` without improvement (the trainer halves the rate every third of that)."""
+    train_n = n - held_out(n)
+    per_epoch = math.ceil(train_n * repeats(train_n) / config.batch_size)
     epochs = max(config.epochs, math.ceil(config.min_steps / per_epoch))
-    patience = max(12, math.ceil(config.patience_steps / per_epoch))
+    patience = max(3, math.ceil(config.patience_steps / per_epoch))
     rate = config.finetune_learning_rate if pretrained else config.learning_rate
     return [f"train.epochs={epochs}", f"train.batch_size={config.batch_size}", f"train.patience={patience}",
-            f"train.learning_rate={rate}", f"train.val_fraction={val_fraction}", f"train.seed={seed}",
-            f"train.threads={config.threads}", f"train.max_minutes={max_minutes:.3f}"]
+            f"train.learning_rate={rate}", f"train.seed={seed}", f"train.threads={config.threads}",
+            f"train.max_minutes={max_minutes:.3f}"]
+
+
+def cell_data(pool: Sequence[Entry], n: int, seed: int, folder: Path) -> tuple[Path, Path]:
+    """(train, validation) sets for a cell: the seed's first ``n`` images, a few held out; the
+    training images linked ``repeats`` times under distinct names so that epochs are not tiny."""
+    chosen = subset(pool, n, seed)
+    val, fit = chosen[: held_out(n)], chosen[held_out(n) :]
+    copies = repeats(len(fit))
+    rows = []
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (path, label) in enumerate(fit):
+        for k in range(copies):
+            name = f"{i:05d}-{k}{Path(path).suffix}"
+            _link(Path(path), folder / name)
+            rows.append((name, label))
+    return write_csv(folder / "labels.csv", rows), write_csv(folder.parent / f"{folder.name}-val.csv", val)
+
+
+def charset_of(labels: Iterable[str]) -> str:
+    """The symbols of these labels as a --charset value ('-' last, where it is literal, not a range)."""
+    symbols = sorted(set("".join(labels)))
+    return "".join(c for c in symbols if c != "-") + ("-" if "-" in symbols else "")
+
+
+def _link(source: Path, target: Path) -> None:
+    if target.is_symlink() or target.exists():
+        target.unlink()
+    try:
+        target.symlink_to(source)
+    except OSError:  # no symlinks here (some Windows set-ups): copy
+        target.write_bytes(source.read_bytes())
 
 
 def pretrain(
-    style_source: Path, work: Path, config: AuditConfig, cpu_seconds: float, quiet: bool = True
+    style_source: Path, work: Path, config: AuditConfig, cpu_seconds: float, quiet: bool = True,
+    wall_minutes: float | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """Render look-alikes of ``style_source`` and train on them, within ``cpu_seconds``."""
+    """Render look-alikes of ``style_source`` and train on them, within ``cpu_seconds`` (or, when
+    ``wall_minutes`` is given, ``config.synthetic`` images and training capped at that wall time)."""
     from captchalab.data.style import generate_like
     from captchalab.train import train
 
     clock = Clock(cpu_seconds / 60)
-    count = int(min(config.synthetic, max(500, 0.15 * cpu_seconds / SECONDS_PER_SYNTHETIC_IMAGE)))
+    count = config.synthetic if wall_minutes is not None else int(
+        min(config.synthetic, max(500, 0.15 * cpu_seconds / SECONDS_PER_SYNTHETIC_IMAGE)))
     synthetic = work / "synthetic"
     if not (synthetic / "labels.csv").exists():
         generate_like(synthetic, style_source, count, seed=config.seed)
     generated = clock.cpu()
-    cap = clock.wall_cap_minutes(clock.left(), config.threads)
+    cap = wall_minutes if wall_minutes is not None else clock.wall_cap_minutes(clock.left(), config.threads)
     overrides = [f"train.epochs={config.pretrain_epochs}", "train.patience=6", f"train.seed={config.seed}",
                  f"train.threads={config.threads}", f"train.max_minutes={cap:.3f}"]
     run = train(synthetic, out=work / "pretrained", overrides=overrides, export_onnx=False, quiet=quiet,
@@ -222,10 +268,11 @@ def run_cell(
 
     began_cpu, began_wall = time.process_time(), time.time()
     name = f"{method}-n{n}-s{seed}"
-    data = write_csv(work / "subsets" / f"n{n}-s{seed}.csv", subset(pool, n, seed))
+    data, val = cell_data(pool, n, seed, work / "subsets" / f"n{n}-s{seed}")
     overrides = cell_overrides(n, config, method == "pretrained", seed, max_minutes)
-    run = train(data, out=work / "cells" / name, overrides=overrides, export_onnx=False, quiet=quiet,
-                force=True, init=init if method == "pretrained" else None)
+    run = train(data, val=val, out=work / "cells" / name, overrides=overrides, export_onnx=False, quiet=quiet,
+                force=True, init=init if method == "pretrained" else None,
+                charset=charset_of(label for _, label in subset(pool, n, seed)))
     result = score(run, test)
     history = json.loads((run / "history.json").read_text(encoding="utf-8"))
     keras.utils.clear_session(free_memory=True)

@@ -311,6 +311,16 @@ def _covers(font: ImageFont.FreeTypeFont, charset: str) -> bool:
 
 def match_fonts(style: Style, fonts: Sequence[str] | None = None, keep: int = 4, seed: int = 0) -> list[FontChoice]:
     """The ``keep`` installed fonts that look most like the target, each at its matching size."""
+    key = (json.dumps(style.to_dict(), sort_keys=True), tuple(fonts) if fonts is not None else None, keep, seed)
+    if key not in _MATCHED:
+        _MATCHED[key] = _match_fonts(style, fonts, keep, seed)
+    return list(_MATCHED[key])
+
+
+_MATCHED: dict[tuple, list[FontChoice]] = {}
+
+
+def _match_fonts(style: Style, fonts: Sequence[str] | None, keep: int, seed: int) -> list[FontChoice]:
     scored = []
     for path in fonts if fonts is not None else installed_fonts():
         fitted = _fit_font(path, style, seed)
