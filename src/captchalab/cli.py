@@ -55,7 +55,8 @@ def generate(
 
 @app.command()
 def train(
-    data: Annotated[Path, typer.Argument(help="Dataset folder, or a file,label CSV.")],
+    data: Annotated[Path | None, typer.Argument(help="Dataset folder, or a file,label CSV (not with --resume).")]
+    = None,
     val: Annotated[Path | None, typer.Option(help="Validation set (default: 10% held out).")] = None,
     model: Annotated[str | None, typer.Option(help="mlp, cnn, crnn (default) or segment.")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/MODEL-TIME).")] = None,
@@ -71,13 +72,16 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Train a model; writes a run folder with model.keras, model.onnx, config, history, metrics, curves.png."""
+    from captchalab.errors import UsageError
     from captchalab.train import train as run
 
-    folder = run(data, val=val, model=model, out=out_dir, epochs=epochs, overrides=set_ or [], charset=charset,
-                 case_insensitive=case_insensitive, skip_bad=skip_bad, force=force, resume=resume, quiet=quiet,
-                 init=init)
+    if data is None and resume is None:
+        raise UsageError("train needs DATA (a dataset folder or labels CSV), or --resume RUN")
+    folder = run(data or resume, val=val, model=model, out=out_dir, epochs=epochs, overrides=set_ or [],
+                 charset=charset, case_insensitive=case_insensitive, skip_bad=skip_bad, force=force, resume=resume,
+                 quiet=quiet, init=init)
     summary = json.loads((folder / "metrics.json").read_text())
-    _report_skipped(summary.get("skipped", []), data)
+    _report_skipped(summary.get("skipped", []), data or resume)
     err.print(f"run folder: {folder}  validation sequence accuracy {summary['sequence_accuracy']:.3f}")
 
 
