@@ -70,7 +70,7 @@ def train(
         model=entry.name,
         head=entry.head,
         charset=train_set.charset,
-        image=entry.input_size(train_set.size) if entry.input_size else train_set.size,
+        image=entry.input_size(train_set.size, train_set.max_length) if entry.input_size else train_set.size,
         max_length=train_set.max_length,
         options=entry.options_type(),
         train=TrainConfig(),

@@ -22,6 +22,7 @@ from captchalab.models.layers import conv_block, image_input, positional_logits
 from captchalab.models.registry import ModelSpec, register
 
 MIN_HEIGHT = 32
+MIN_CHAR_WIDTH = 20
 
 
 @dataclass(frozen=True)
@@ -34,11 +35,14 @@ class CrnnOptions:
     alignment_weight: float = 1.0  # 0 trains on CTC alone
 
 
-def half_height(size: ImageSize) -> ImageSize:
-    """Half the height (at least 32, never upscaled), width scaled alike to a multiple of 4."""
+def half_height(size: ImageSize, max_length: int) -> ImageSize:
+    """Half the height (at least 32, never upscaled); the width scaled alike, but kept at
+    MIN_CHAR_WIDTH pixels per character where the image has them, so that crowded
+    captchas stay legible. Widths are multiples of 4 (the time-step pooling)."""
     height = min(size.height, max(MIN_HEIGHT, math.ceil(size.height / 2)))
-    width = max(16, round(size.width * height / size.height / 4) * 4)
-    return ImageSize(height, width)
+    scaled = size.width * height / size.height
+    width = max(scaled, min(size.width, MIN_CHAR_WIDTH * max_length))
+    return ImageSize(height, max(16, round(width / 4) * 4))
 
 
 def with_alignment_head(model: keras.Model, spec: ModelSpec, options: CrnnOptions) -> keras.Model:

@@ -35,8 +35,8 @@ class ModelEntry:
     # Optional (model, spec, options) -> the network trained in its place: same weights plus
     # training-only outputs; only ``build``'s network is saved and exported.
     training_model: Callable[[Any, ModelSpec, Any], Any] | None = None
-    # Optional data image size -> the model's input size.
-    input_size: Callable[[ImageSize], ImageSize] | None = None
+    # Optional (data image size, longest label) -> the model's input size.
+    input_size: Callable[[ImageSize, int], ImageSize] | None = None
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -48,7 +48,7 @@ def register(
     head: Head,
     summary: str,
     training_model: Callable[[Any, ModelSpec, Any], Any] | None = None,
-    input_size: Callable[[ImageSize], ImageSize] | None = None,
+    input_size: Callable[[ImageSize, int], ImageSize] | None = None,
 ) -> Callable:
     def decorator(build: Callable[[ModelSpec, Any], Any]) -> Callable[[ModelSpec, Any], Any]:
         _REGISTRY[name] = ModelEntry(name, build, options_type, head, summary, training_model, input_size)
