@@ -14,6 +14,7 @@ configuration replaces its record), so the expensive ones can run separately:
                 errors, which differ when a reading is shifted (CTC has no fixed alignment).
 - ``acceptance`` mlp with the default command (no --epochs) on 50k images; a killed run is
                 resumed where it stopped (``captchalab train --resume``).
+- ``snapshot``  while ``acceptance`` trains: its best checkpoint so far on the test set.
 - ``report``    markdown tables of everything recorded so far.
 
 Data: generated once with ``captchalab generate`` (seeded) into --data; the test set is a
@@ -57,6 +58,7 @@ def main() -> None:
     parser.add_argument("--test-count", type=int, default=5000)
     parser.add_argument("--harness-images", type=int, default=10000, help="images for loss/network/positions")
     parser.add_argument("--harness-epochs", type=int, default=10)
+    parser.add_argument("--doc", type=Path, default=None, help="report: write the tables into this markdown file")
     args = parser.parse_args()
     for stage in args.stages:
         STAGES[stage](args)
@@ -190,8 +192,21 @@ def train_and_test(data: Path, test: Path, model: str, out: Path, epochs: int, o
     return {**summary, "train_cpu_seconds": round(train_cpu, 1),
             "train_wall_seconds_last_process": round(train_wall, 1),
             "epochs_run": len(history), "test_cpu_ms_per_image": round(1000 * infer_cpu / len(texts), 3),
-            "errors": error_shapes(texts, test_data.labels), "run": str(folder),
+            "errors": error_shapes(texts, test_data.labels), "run": str(folder), "train_config": _train_config(folder),
             "history": [{k: h[k] for k in ("epoch", "loss", "val_char_accuracy")} for h in history]}
+
+
+def _train_config(folder: Path) -> dict[str, Any] | None:
+    """The run's training settings as its config.json recorded them (the defaults changed over time)."""
+    try:
+        return json.loads((folder / "config.json").read_text())["train"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _batch(record: dict) -> str:
+    config = record.get("train_config") or _train_config(Path(record.get("run", "/nonexistent")))
+    return f"{config['batch_size']}" if config else "?"
 
 
 def error_shapes(texts: list[str], labels: tuple[str, ...]) -> dict[str, Any]:
@@ -216,6 +231,25 @@ def stage_acceptance(args: argparse.Namespace) -> None:
     if not done("size", key):
         out = args.data / "runs" / "size-mlp-50000-default"
         record("size", key, train_and_test(train_set(args, 50000), test_set(args), "mlp", out, 0, []))
+
+
+def stage_snapshot(args: argparse.Namespace) -> None:
+    """The unfinished acceptance run's best checkpoint so far, on the test set (run it while training)."""
+    from captchalab import metrics, runs
+    from captchalab.data.folder import load_dataset
+    from captchalab.train import build_model, predict_texts
+
+    out = args.data / "runs" / "size-mlp-50000-default"
+    state = json.loads((out / "checkpoints" / "state.json").read_text())
+    config = runs.read_config(out)
+    model = build_model(config)
+    model.load_weights(out / "checkpoints" / "best.weights.h5")
+    test_data = load_dataset(test_set(args), config.charset, config.image)
+    texts = [p.text for p in predict_texts(model, config, test_data.pixels)]
+    best = max(state["history"], key=lambda h: (h["val_sequence_accuracy"], -h["val_loss"]))
+    record("snapshot", {"model": "mlp", "train_images": 50000, "epochs_cap": 0, "after_epoch": state["epoch"]},
+           {**metrics.summarize(texts, test_data.labels, 5), "best_epoch": best["epoch"],
+            "history": [{k: h[k] for k in ("epoch", "loss", "val_char_accuracy")} for h in state["history"]]})
 
 
 def stage_size(args: argparse.Namespace) -> None:
@@ -319,6 +353,8 @@ def stage_diagnose(args: argparse.Namespace) -> None:
     """``captchalab diagnose`` with its defaults on a fresh 10k set; the plot goes to docs/."""
     from captchalab.diagnose import diagnose
 
+    if done("diagnose", {"data": "fresh 10k set", "seed": DIAGNOSE_SEED}):
+        return
     folder = dataset(args, "diagnose10k", 10000, DIAGNOSE_SEED)
     started = time.process_time()
     result = diagnose(folder, plot=ROOT / "docs" / "fully-connected-diagnose.png")
@@ -328,61 +364,121 @@ def stage_diagnose(args: argparse.Namespace) -> None:
 
 
 def stage_report(args: argparse.Namespace) -> None:
-    """Markdown tables of everything measured so far (pasted into docs/fully-connected.md)."""
+    """Markdown tables of everything measured so far; with --doc, written between the doc's
+    ``<!-- name -->`` and ``<!-- /name -->`` markers."""
+    import contextlib
+    import io
+
+    sections: dict[str, str] = {}
+    for name, render in REPORTS.items():
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            render(_records_by_stage())
+        sections[name] = buffer.getvalue().strip()
+        print(f"\n<!-- {name} -->\n{sections[name]}")
+    if args.doc:
+        text = args.doc.read_text(encoding="utf-8")
+        for name, body in sections.items():
+            start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+            if start in text and end in text:
+                text = text[: text.index(start) + len(start)] + "\n" + body + "\n" + text[text.index(end):]
+        args.doc.write_text(text, encoding="utf-8")
+
+
+def _records_by_stage() -> dict[str, list[dict]]:
     records = json.loads(RESULT.read_text())["records"] if RESULT.exists() else []
     by_stage: dict[str, list[dict]] = {}
     for r in records:
         by_stage.setdefault(r["stage"], []).append(r)
-    pos = lambda values: " | ".join(f"{v:.3f}" for v in values)  # noqa: E731
-    head = "| pos 1 | pos 2 | pos 3 | pos 4 | pos 5 |"
+    return by_stage
+
+
+def _pos(values: list[float]) -> str:
+    return " | ".join(f"{v:.3f}" for v in values)
+
+
+HEAD = "pos 1 | pos 2 | pos 3 | pos 4 | pos 5 |"
+
+
+def report_diagnose(by_stage: dict[str, list[dict]]) -> None:
     for r in by_stage.get("diagnose", []):
-        print(f"\n### diagnose ({r['images']} images, {r['process_cpu_seconds']} CPU s)\n\n| setup | "
-              + head[2:] + " mean | learned |\n|" + "---|" * 8)
-        for run in r["runs"]:
-            print(f"| {run['setup']['name']} | {pos(run['per_position'])} | {run['mean']:.3f} | "
-                  f"{'yes' if run['learned'] else 'no'} |")
-        print("\n" + "\n".join(f"> {line}" for line in r["verdict"]))
-    if "loss" in by_stage:
-        print("\n### (a) loss\n\n| optimizer | loss | " + head[2:] + " mean | CPU s |\n|" + "---|" * 9)
-        for r in by_stage["loss"]:
-            k = r["key"]
-            print(f"| {k['optimizer']} (lr {k['learning_rate']}) | {k['loss']} | {pos(r['per_position'])} | "
-                  f"{r['mean']:.3f} | {r['cpu_seconds']} |")
-    if "network" in by_stage:
-        print("\n### (b) network\n\n| hidden | batch norm | inputs | pool | " + head[2:] + " mean |\n|"
+        print(f"{r['images']} images, {r['process_cpu_seconds']} CPU seconds for all 15 runs; chance "
+              f"{r['chance']:.3f}.\n\n| setup | what | {HEAD} mean | first-layer std at init | dead ReLUs |\n|"
               + "---|" * 10)
-        for r in by_stage["network"]:
-            k = r["key"]
-            print(f"| {k['hidden']} | {k['batch_norm']} | {k['inputs']} | {k['pool']} | {pos(r['per_position'])} | "
-                  f"{r['mean']:.3f} |")
-    if "positions" in by_stage:
-        print("\n### (c) positions\n\n| placement | model | " + head[2:] + " mean / char acc | seq acc |\n|"
-              + "---|" * 9)
-        for r in by_stage["positions"]:
-            k = r["key"]
-            name = k.get("setup") or f"{k['model']} (train, --epochs {k['epochs_cap'] or 'default'})"
-            values = r.get("per_position") or r.get("per_position_accuracy")
-            mean = r.get("mean", r.get("char_accuracy"))
-            print(f"| {k['placement']} | {name} | {pos(values)} | {mean:.3f} | {r.get('sequence_accuracy', '-')} |")
-    if "size" in by_stage:
-        print("\n### (d) size\n\n| model | train images | epochs run (cap) | seq acc | char acc | CER | "
-              + head[2:] + " train CPU s | test CPU ms/img |\n|" + "---|" * 13)
-        for r in sorted(by_stage["size"], key=lambda r: (r["key"]["train_images"], r["key"]["model"])):
-            k = r["key"]
-            print(f"| {k['model']} | {k['train_images']} | {r['epochs_run']} ({k['epochs_cap'] or 'default'}) | "
-                  f"{r['sequence_accuracy']:.3f} | {r['char_accuracy']:.3f} | {r['cer']:.3f} | "
-                  f"{pos(r['per_position_accuracy'])} | {r['train_cpu_seconds']} | {r['test_cpu_ms_per_image']} |")
-        print("\n### (e) errors\n\n| model | train images | wrong | mean edit distance | mean positional errors "
-              "| wrong length | shifted (positional > edit) |\n|" + "---|" * 7)
-        for r in sorted(by_stage["size"], key=lambda r: (r["key"]["train_images"], r["key"]["model"])):
-            e = r["errors"]
-            print(f"| {r['key']['model']} | {r['key']['train_images']} | {e['wrong']} | {e['mean_edit_distance']:.2f} "
-                  f"| {e['mean_positional_errors']:.2f} | {e['length_errors']} | {e['shifted']} |")
+        for run in r["runs"]:
+            print(f"| {run['setup']['name']} | {run['setup']['about']} | {_pos(run['per_position'])} | "
+                  f"{run['mean']:.3f} | {run['init_activation_std']:.3g} | {run['dead_units']:.0%} |")
+        print("\nVerdict printed by `diagnose`:\n\n" + "\n".join(f"> {line}  " for line in r["verdict"]))
+
+
+def report_loss(by_stage: dict[str, list[dict]]) -> None:
+    print(f"| optimizer | loss | {HEAD} mean | dead ReLUs | CPU s |\n|" + "---|" * 10)
+    for r in by_stage.get("loss", []):
+        k = r["key"]
+        print(f"| {k['optimizer']} (lr {k['learning_rate']}) | {k['loss']} | {_pos(r['per_position'])} | "
+              f"{r['mean']:.3f} | {r['dead_units']:.0%} | {r['cpu_seconds']} |")
+
+
+def report_network(by_stage: dict[str, list[dict]]) -> None:
+    print(f"| hidden | batch norm | inputs | pool | {HEAD} mean | CPU s |\n|" + "---|" * 11)
+    for r in by_stage.get("network", []):
+        k = r["key"]
+        print(f"| {k['hidden']} | {k['batch_norm']} | {k['inputs']} | {k['pool']} | {_pos(r['per_position'])} | "
+              f"{r['mean']:.3f} | {r['cpu_seconds']} |")
+
+
+def report_positions(by_stage: dict[str, list[dict]]) -> None:
+    print(f"| placement | model | {HEAD} mean (char acc) | sequence acc |\n|" + "---|" * 9)
+    for r in by_stage.get("positions", []):
+        k = r["key"]
+        if "setup" in k:
+            print(f"| {k['placement']} | harness: {k['setup']} | {_pos(r['per_position'])} | {r['mean']:.3f} | - |")
+        else:
+            print(f"| {k['placement']} | {k['model']} (train, {r['epochs_run']} epochs, batch {_batch(r)}) | "
+                  f"{_pos(r['per_position_accuracy'])} | {r['char_accuracy']:.3f} | {r['sequence_accuracy']:.3f} |")
+
+
+def _size_rows(by_stage: dict[str, list[dict]]) -> list[dict]:
+    return sorted(by_stage.get("size", []), key=lambda r: (r["key"]["train_images"], r["key"]["model"],
+                                                             r["key"]["epochs_cap"] or 999))
+
+
+def report_size(by_stage: dict[str, list[dict]]) -> None:
+    print(f"| model | train images | epochs run (cap) | batch | sequence acc | char acc | CER | {HEAD} "
+          "train CPU s | test CPU ms/image |\n|" + "---|" * 14)
+    for r in _size_rows(by_stage):
+        k = r["key"]
+        print(f"| {k['model']} | {k['train_images']} | {r['epochs_run']} ({k['epochs_cap'] or 'none'}) | {_batch(r)} | "
+              f"{r['sequence_accuracy']:.3f} | {r['char_accuracy']:.3f} | {r['cer']:.3f} | "
+              f"{_pos(r['per_position_accuracy'])} | {r['train_cpu_seconds'] or '-'} | {r['test_cpu_ms_per_image']} |")
+
+
+def report_snapshot(by_stage: dict[str, list[dict]]) -> None:
+    print(f"| default run after epoch | best epoch | sequence acc | char acc | CER | {HEAD}\n|" + "---|" * 10)
+    for r in by_stage.get("snapshot", []):
+        print(f"| {r['key']['after_epoch']} | {r['best_epoch']} | {r['sequence_accuracy']:.3f} | "
+              f"{r['char_accuracy']:.3f} | {r['cer']:.3f} | {_pos(r['per_position_accuracy'])} |")
+
+
+def report_errors(by_stage: dict[str, list[dict]]) -> None:
+    print("| model | train images | CER | wrong readings | mean edit distance | mean positional errors "
+          "| wrong length | shifted |\n|" + "---|" * 8)
+    for r in _size_rows(by_stage):
+        e = r["errors"]
+        print(f"| {r['key']['model']} | {r['key']['train_images']} | {r['cer']:.3f} | {e['wrong']} | "
+              f"{e['mean_edit_distance']:.2f} | {e['mean_positional_errors']:.2f} | {e['length_errors']} | "
+              f"{e['shifted']} |")
+
+
+REPORTS: dict[str, Callable[[dict[str, list[dict]]], None]] = {
+    "diagnose": report_diagnose, "loss": report_loss, "network": report_network,
+    "positions": report_positions, "size": report_size, "snapshot": report_snapshot, "errors": report_errors,
+}
 
 
 STAGES: dict[str, Callable[[argparse.Namespace], None]] = {
     "size": stage_size, "acceptance": stage_acceptance, "loss": stage_loss, "network": stage_network,
-    "positions": stage_positions, "diagnose": stage_diagnose, "report": stage_report,
+    "positions": stage_positions, "diagnose": stage_diagnose, "snapshot": stage_snapshot, "report": stage_report,
 }
 
 if __name__ == "__main__":
