@@ -280,17 +280,27 @@ class EpochEnd(keras.callbacks.Callback):
         self._save(epoch + 1)
 
     def _track_best(self, record: dict) -> None:
-        score = [record["val_sequence_accuracy"], -record["val_loss"]]
-        checkpoints = self.folder / runs.CHECKPOINTS
-        if self.state["best"] is None or score > self.state["best"]:
-            self.state["best"], self.state["wait"] = score, 0
-            runs.atomic_write(checkpoints / "best.weights.h5", self.model.save_weights)
+        """Keep the best checkpoint (accuracy, then loss); stop when accuracy stops improving.
+
+        Before any validation captcha is read correctly, progress is measured by the loss,
+        so CTC's initial plateau is not mistaken for the end of training.
+        """
+        accuracy = record["val_sequence_accuracy"]
+        score = [accuracy, -record["val_loss"]]
+        better = self.state["best"] is None or score > self.state["best"]
+        if better:
+            self.state["best"] = score
+            runs.atomic_write(self.folder / runs.CHECKPOINTS / "best.weights.h5", self.model.save_weights)
+        best_accuracy = self.state.get("best_accuracy", 0.0)
+        progressed = accuracy > best_accuracy if max(accuracy, best_accuracy) > 0 else better
+        if progressed:
+            self.state["best_accuracy"], self.state["wait"] = accuracy, 0
             return
         self.state["wait"] += 1
         patience = self.config.train.patience
         if self.state["wait"] % max(1, patience // 3) == 0:  # decay on plateau, stop on a long one
             self.model.optimizer.learning_rate = float(self.model.optimizer.learning_rate) * 0.5
-        perfect = record["val_sequence_accuracy"] == 1.0 and self.state["wait"] >= 3
+        perfect = accuracy == 1.0 and self.state["wait"] >= 3
         if self.state["wait"] >= patience or perfect:
             self.model.stop_training = True
 
