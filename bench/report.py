@@ -1,0 +1,115 @@
+"""Render the README's results tables from bench/results/*.json (nothing typed by hand).
+
+    .venv/bin/python bench/report.py            # prints the markdown
+    .venv/bin/python bench/report.py --readme   # replaces the block between the markers in README.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def crnn_vs_keras() -> str | None:
+    data = _load("crnn_vs_keras.json")
+    if not data or not {"keras", "crnn"} <= set(data["results"]):
+        return None
+    rows = ["| model | sequence acc. | char acc. | CER | epochs | training CPU s | ms/image |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for key, label in (("keras", "Keras example recipe"), ("crnn", "captchalab `crnn`")):
+        r = data["results"][key]
+        rows.append(f"| {label} | {_pct(r['sequence_accuracy'])} | {_pct(r['char_accuracy'])} | {r['cer']:.4f} | "
+                    f"{r['epochs_run']} | {r['train_cpu_seconds']:.0f} | {r['inference_ms_per_image']:.2f} |")
+    share = data.get("crnn_cpu_share_of_keras")
+    note = f"\n\ncaptchalab's training CPU time is {share:.2f}× the Keras recipe's." if share else ""
+    return ("### captcha_images_v2: captchalab `crnn` vs the Keras OCR example (`bench/crnn_vs_keras.py`)\n\n"
+            + "\n".join(rows) + note + "\n\nTrained on `train.csv` (936), scored on `test.csv` (104); "
+            "machine and versions in `bench/results/crnn_vs_keras.json`.")
+
+
+def bundled() -> str | None:
+    data = _load("bundled.json")
+    if not data:
+        return None
+    m, t = data["metrics"], data["test_set"]
+    return ("### The bundled model (`bench/train_bundled.py`)\n\n"
+            "| test set | sequence acc. | char acc. | CER | ONNX size |\n| --- | --- | --- | --- | --- |\n"
+            f"| {t['count']} fresh synthetic captchas (seed {t['seed']}, length {t['length']}, {t['size']}) | "
+            f"{_pct(m['sequence_accuracy'])} | {_pct(m['char_accuracy'])} | {m['cer']:.4f} | "
+            f"{data['onnx_bytes'] / 1e6:.2f} MB |")
+
+
+def peers() -> str | None:
+    data = _load("peers.json")
+    if not data:
+        return None
+    rows = ["| solver | set | sequence acc. | char acc. | ms/image p50 (p95), batch 1 | images/s, batch 64 |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for solver, sets in data["summary"].items():
+        for name, r in sets.items():
+            rows.append(f"| {solver} | {name} | {_pct(r['sequence_accuracy'])} | {_pct(r['char_accuracy'])} | "
+                        f"{r['batch1_ms_p50']:.1f} ({r['batch1_ms_p95']:.1f}) | {r['batch64_images_per_s']:.1f} |")
+    targets = data.get("targets", {})
+    ratio = targets.get("ratio_vs_ddddocr_batch1_images_per_s")
+    note = f"\n\ncaptchalab solves {ratio:.1f}× as many images per second as ddddocr at batch 1." if ratio else ""
+    return ("### Against other solvers, one pinned core (`bench/peers.py`)\n\n" + "\n".join(rows) + note
+            + "\n\nThe captchalab model here is a `crnn` trained on captcha_images_v2 `train.csv`, so it does not "
+            "read the synthetic style; see `bench/results/peers.json` for load times and installed sizes.")
+
+
+def serving() -> str | None:
+    soak, load = _load("soak.json"), _load("load_test.json")
+    if not soak and not load:
+        return None
+    lines = ["### Serving (`bench/load_test.py`, `bench/soak.py`)", ""]
+    if load:
+        lines.append(f"- load test: {json.dumps(load.get('summary', {}))}")
+    if soak:
+        r, m = soak["requests"], soak["memory"]
+        lines.append(f"- soak: {r['sent']} requests ({r['per_second']}/s, valid and malformed mixed), "
+                     f"{r['five_xx']} responses 5xx; server RSS {m['rss_after_warmup_mib']} MiB after warm-up, "
+                     f"{m['rss_end_mib']} MiB at the end.")
+    return "\n".join(lines)
+
+
+SECTIONS: list[Callable[[], str | None]] = [crnn_vs_keras, bundled, peers, serving]
+
+
+def render() -> str:
+    parts = [section() for section in SECTIONS]
+    extra = sorted(p.name for p in RESULTS.glob("*.json"))
+    body = "\n\n".join(p for p in parts if p)
+    return f"{body}\n\nAll result files: {', '.join(f'`bench/results/{n}`' for n in extra)}."
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--readme", action="store_true")
+    args = parser.parse_args()
+    text = render()
+    if not args.readme:
+        print(text)
+        return
+    readme = ROOT / "README.md"
+    content = readme.read_text()
+    start, end = content.index(BEGIN) + len(BEGIN), content.index(END)
+    readme.write_text(content[:start] + "\n" + text + "\n" + content[end:])
+
+
+if __name__ == "__main__":
+    main()
