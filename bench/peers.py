@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
 import os
@@ -374,7 +375,9 @@ def run_all(args: argparse.Namespace, sets: dict[str, list[Item]], charset: str,
         "command": "python bench/peers.py " + " ".join(sys.argv[1:]),
         "note": "other jobs shared this 2-core machine during the run; CPU times are given next to wall times",
         "model": {"run": str(args.model), "charset": charset, "size": size,
-                  "onnx_bytes": (args.model / "model.onnx").stat().st_size},
+                  "onnx_bytes": (args.model / "model.onnx").stat().st_size,
+                  "onnx_sha256": hashlib.sha256((args.model / "model.onnx").read_bytes()).hexdigest(),
+                  "validation_metrics": _read_json(args.model / "metrics.json")},
         "sets": {name: {"n": len(items)} for name, items in sets.items()},
         "solvers": results,
         "captchalab_profile": {"pipeline_ms_batch1": pipeline_profile(args.model, first),
@@ -410,6 +413,13 @@ def summarize(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         theirs = peer["sets"]["captcha_images_v2_test"]["batch1_cpu_ms_p50"]
         targets["ratio_vs_ddddocr_batch1_cpu_p50"] = round(theirs / test["batch1_cpu_ms_p50"], 2)
     return summary, targets
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def _version(package: str) -> str | None:
