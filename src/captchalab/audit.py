@@ -56,7 +56,7 @@ class AuditConfig:
     max_test: int = 500
     synthetic: int = 8000  # look-alike images for pretraining
     pretrain_share: float = 0.4  # of the budget
-    pretrain_epochs: int = 30
+    pretrain_epochs: int = 12
     batch_size: int = 16
     min_steps: int = 1500  # training steps per cell at least ...
     epochs: int = 60  # ... or this many epochs, whichever is more (early stopping may end sooner)
