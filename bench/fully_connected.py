@@ -402,13 +402,23 @@ HEAD = "pos 1 | pos 2 | pos 3 | pos 4 | pos 5 |"
 
 def report_diagnose(by_stage: dict[str, list[dict]]) -> None:
     for r in by_stage.get("diagnose", []):
-        print(f"{r['images']} images, {r['process_cpu_seconds']} CPU seconds for all 15 runs; chance "
+        print(f"{r['images']} images, {r['process_cpu_seconds']} CPU seconds for all {len(r['runs'])} runs; chance "
               f"{r['chance']:.3f}.\n\n| setup | what | {HEAD} mean | first-layer std at init | dead ReLUs |\n|"
               + "---|" * 10)
         for run in r["runs"]:
             print(f"| {run['setup']['name']} | {run['setup']['about']} | {_pos(run['per_position'])} | "
                   f"{run['mean']:.3f} | {run['init_activation_std']:.3g} | {run['dead_units']:.0%} |")
-        print("\nVerdict printed by `diagnose`:\n\n" + "\n".join(f"> {line}  " for line in r["verdict"]))
+        print("\nVerdict, as `diagnose` prints it (regenerated from these runs by the current code):\n\n"
+              + "\n".join(f"> {line}  " for line in _verdict(r)))
+
+
+def _verdict(record: dict) -> list[str]:
+    from captchalab.diagnose import Outcome, Setup, verdict
+
+    runs = {run["setup"]["name"]: Outcome(Setup(**run["setup"]), run["history"], run["losses"],
+                                          run["init_activation_std"], run["dead_units"], run["cpu_seconds"])
+            for run in record["runs"]}
+    return verdict(runs, record["chance"])
 
 
 def report_loss(by_stage: dict[str, list[dict]]) -> None:

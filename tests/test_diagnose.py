@@ -24,12 +24,17 @@ def test_a_cause_is_what_puts_the_fix_back_at_chance():
         "fix": outcome("fix", [0.3, 0.2, 0.2, 0.2, 0.3]),
         "fix-inverted": outcome("fix-inverted", [CHANCE] * 5),
         "fix-pool": outcome("fix-pool", [0.25, 0.15, 0.15, 0.15, 0.25]),
+        "fix-sgd": outcome("fix-sgd", [0.2, 0.06, 0.1, 0.1, 0.2]),
+        "fix-sgd-sum": outcome("fix-sgd-sum", [CHANCE] * 5),
     }
     lines = verdict(runs, CHANCE)
     assert any(line.startswith("Plateau: the asker's setup stays at chance") for line in lines)
     causes = [line for line in lines if line.startswith("Cause:")]
-    assert len(causes) == 1 and "input polarity" in causes[0] and "(chance level)" in causes[0]
+    assert len(causes) == 1 and "input polarity" in causes[0] and "back at chance" in causes[0]
+    slower = [line for line in lines if line.startswith("Slows learning:")]
+    assert len(slower) == 1 and "optimizer" in slower[0] and "0.060" in slower[0]
     assert any("Not needed" in line and "input resolution" in line for line in lines)
+    assert any(line.startswith("Learning rate vs summed loss") for line in lines)
 
 
 def test_the_summed_loss_is_blamed_only_when_one_position_learns_alone():

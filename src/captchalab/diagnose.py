@@ -72,6 +72,7 @@ def default_setups() -> list[Setup]:
                 learning_rate=0.5),
         replace(FIX, name="fix-sgd-sum", about="fix, plain SGD (lr 0.5), summed loss", optimizer="sgd",
                 learning_rate=0.5, loss="sum"),
+        replace(FIX, name="fix+sum", about="fix with the summed loss (Adam)", loss="sum"),
         replace(FIX, name="fix+batchnorm", about="fix + batch normalization", batch_norm=True),
         replace(FIX, name="fix+batchnorm-inverted", about="fix + batch normalization, inputs /255",
                 batch_norm=True, inputs="scaled"),
@@ -252,7 +253,7 @@ def _train_step(model: Any, optimizer: Any, setup: Setup, slots: int, num_classe
 FACTORS = {  # fix-minus-X run -> what X is
     "fix-inverted": "input polarity (dark text on a light background: every input near 1)",
     "fix-scaling": "input scale (raw 0..255 pixels)",
-    "fix-he": "initialisation (N(0,1) weights saturate the first layer)",
+    "fix-he": "initialisation (N(0,1) weights: huge pre-activations, saturated softmax)",
     "fix-pool": "input resolution (full-size flattened image: too many weights for the data)",
     "fix-sgd": "the optimizer (plain SGD instead of Adam)",
 }
@@ -304,6 +305,10 @@ def _question_lines(runs: dict[str, Outcome], chance: float) -> list[str]:
             outcome = runs[name]
             result = "is enough on its own" if outcome.learned(chance) else "is not enough on its own"
             lines.append(f"Of the asker's setup, {what} {result} (mean {outcome.mean:.3f}).")
+    adam_sum, fix = runs.get("fix+sum"), runs.get("fix")
+    if adam_sum and fix:
+        lines.append(f"With Adam, which scales each step by the gradient's size, the summed loss learns like the "
+                     f"mean one (mean accuracy {adam_sum.mean:.3f} vs {fix.mean:.3f}).")
     bn, bn_scaled, scaled = runs.get("fix+batchnorm"), runs.get("fix+batchnorm-inverted"), runs.get("fix-inverted")
     if bn:
         lines.append(f"Batch normalization on top of the fix: mean {bn.mean:.3f} (fix without it: "
@@ -313,10 +318,9 @@ def _question_lines(runs: dict[str, Outcome], chance: float) -> list[str]:
                      f"({bn_scaled.mean:.3f} vs {scaled.mean:.3f} without it).")
     sgd, sgd_sum = runs.get("fix-sgd"), runs.get("fix-sgd-sum")
     if sgd and sgd_sum:
-        if sgd.learned(chance) and not sgd_sum.learned(chance):
+        if sgd_sum.at_chance(chance) and not sgd.at_chance(chance):
             lines.append(f"Learning rate vs summed loss: with plain SGD the summed loss (x batch x positions) "
-                         f"fails (mean {sgd_sum.mean:.3f}) where the mean loss learns ({sgd.mean:.3f}); Adam "
-                         "normalizes the step size, so with Adam summing vs averaging changes little.")
+                         f"fails (mean {sgd_sum.mean:.3f}) where the mean loss learns ({sgd.mean:.3f}).")
         else:
             lines.append(f"Plain SGD: mean loss {sgd.mean:.3f}, summed loss {sgd_sum.mean:.3f}.")
     return lines
@@ -328,17 +332,22 @@ def _cause_lines(runs: dict[str, Outcome], fix: Outcome, chance: float) -> list[
                 f"{_fmt(fix.final)}); use more images (--limit) or epochs (--epochs)."]
     lines = [f"Fix that worked: {fix.setup.about}; per position {_fmt(fix.final)} "
              f"(chance {chance:.3f})."]
-    causes = sorted(((fix.mean - runs[name].mean, name) for name in FACTORS
-                     if name in runs and not runs[name].learned(chance)), reverse=True)
+    taken_back = sorted(((fix.mean - runs[name].mean, name) for name in FACTORS if name in runs), reverse=True)
+    causes = [(drop, name) for drop, name in taken_back if runs[name].at_chance(chance)]
     for drop, name in causes:
-        lines.append(f"Cause: {FACTORS[name]}: taking it back from the fix drops mean accuracy by {drop:.3f} "
-                     f"to {runs[name].mean:.3f}{' (chance level)' if runs[name].at_chance(chance) else ''}.")
-    harmless = [name for name in FACTORS if name in runs and runs[name].learned(chance)]
+        lines.append(f"Cause: {FACTORS[name]}: taking it back from the fix puts accuracy back at chance "
+                     f"(mean {runs[name].mean:.3f}, {drop:.3f} lower).")
+    for drop, name in taken_back:
+        outcome = runs[name]
+        if not outcome.at_chance(chance) and not outcome.learned(chance):
+            lines.append(f"Slows learning: {FACTORS[name]}: without it the fix learns less in this budget "
+                         f"(mean {outcome.mean:.3f}, {drop:.3f} lower; weakest position {min(outcome.final):.3f}).")
+    harmless = [name for _, name in taken_back if runs[name].learned(chance)]
     if harmless:
-        lines.append("Not needed in this budget (still learns without it): "
+        lines.append("Not needed in this budget (still learns every position without it): "
                      + "; ".join(FACTORS[n].split(" (")[0] for n in harmless) + ".")
     if not causes:
-        lines.append("No single factor is a cause on its own: the fix needs several of them together.")
+        lines.append("No single factor puts the fix back at chance on its own: it needs several of them together.")
     return lines
 
 
