@@ -37,6 +37,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     except OSError as error:
         raise _write_error(path, error) from None
     os.close(handle)
+    os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode a plain open() would
     tmp = Path(tmp_name)
     try:
         write(tmp)
@@ -61,6 +62,12 @@ def remove_temporaries(folder: Path) -> list[Path]:
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: Path, data: Any) -> None:
