@@ -6,12 +6,12 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
-from hypothesis import settings  # noqa: E402
+import pytest
+from hypothesis import settings
 
-from captchalab.data.synthetic import generate  # noqa: E402
+from captchalab.data.synthetic import generate
 
 # Several jobs share the 2 cores: a per-example deadline would fail tests on load, not on bugs.
 settings.register_profile("shared-machine", deadline=None)
