@@ -1,7 +1,7 @@
 """`make demo`: the main job in miniature, through the real CLI, on built-in defaults.
 
 1. generate a synthetic training set and a fresh test set (seeded);
-2. train a small crnn for a few minutes (progress bar, early stopping, ONNX export);
+2. train a small crnn for up to six minutes (progress bar, early stopping, ONNX export);
 3. evaluate it on the fresh test set;
 4. solve sample images with the new run and with the bundled model;
 5. print a short results table.
@@ -51,7 +51,7 @@ def main() -> None:
     train_set, test_set = dataset("train", 6000, 1), dataset("test", 300, 2)
     run_dir = OUT / "run"
     run("train", str(train_set), "--model", "crnn", "--out", str(run_dir), "--force",
-        "--epochs", "40", "--set", "train.max_minutes=4")
+        "--epochs", "40", "--set", "train.max_minutes=6")
     metrics = json.loads(run("evaluate", str(run_dir), str(test_set), "--json", capture=True))
     console.print_json(data=metrics)
     samples = sorted(test_set.glob("*.png"))[:5]
