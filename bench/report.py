@@ -39,7 +39,8 @@ def crnn_vs_keras() -> str | None:
     note = f"\n\ncaptchalab's training CPU time is {share:.2f}× the Keras recipe's." if share else ""
     return ("### captcha_images_v2: captchalab `crnn` vs the Keras OCR example (`bench/crnn_vs_keras.py`)\n\n"
             + "\n".join(rows) + note + "\n\nTrained on `train.csv` (936), scored on `test.csv` (104); "
-            "machine and versions in `bench/results/crnn_vs_keras.json`.")
+            "ms/image is batch 1: a compiled Keras call (TensorFlow's default threads) for the recipe, ONNX "
+            "Runtime on one thread for captchalab. Machine and versions in `bench/results/crnn_vs_keras.json`.")
 
 
 def bundled() -> str | None:
@@ -78,7 +79,11 @@ def serving() -> str | None:
         return None
     lines = ["### Serving (`bench/load_test.py`, `bench/soak.py`)", ""]
     if load:
-        lines.append(f"- load test: {json.dumps(load.get('summary', {}))}")
+        c, lat = load["checks"], load["latency_ms_valid"]
+        lines.append(f"- load test (2,000 requests, 50 concurrent, 10% malformed): zero 5xx {c['zero_5xx']}; valid "
+                     f"answers equal to in-process readings {c['valid_same_reading_as_in_process']}; malformed "
+                     f"answered with a 4xx JSON error {c['malformed_expected_4xx_json']}; latency p50 "
+                     f"{lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms (on the loaded machine).")
     if soak:
         r, m = soak["requests"], soak["memory"]
         lines.append(f"- soak: {r['sent']} requests ({r['per_second']}/s, valid and malformed mixed), "
