@@ -27,6 +27,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -148,15 +149,15 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(run: Path, port: int, workers: int, threads: int) -> subprocess.Popen:
+def start_server(run: Path, port: int, log: Path, *options: str) -> subprocess.Popen:
+    """`captchalab serve` on loopback, its stderr in ``log`` (a pipe nobody reads could fill and block it)."""
     command = [sys.executable, "-c", "from captchalab.cli import main; main()", "serve", "--model", str(run),
-               "--port", str(port), "--workers", str(workers), "--threads", str(threads),
-               "--max-bytes", str(MAX_BYTES), "--log-level", "warning"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+               "--port", str(port), "--max-bytes", str(MAX_BYTES), "--log-level", "warning", *options]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log.open("w"))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"server exited: {process.stderr.read() if process.stderr else ''}")
+            raise SystemExit(f"server exited: {log.read_text()[-2000:]}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
                 return process
@@ -211,7 +212,8 @@ def main() -> None:
     expected = [predictor.solve(data).text for _, data in images]
     planned = plan(images, args.requests, args.malformed, seed=0)
     port = free_port()
-    server = start_server(args.model, port, args.workers, args.threads)
+    log = Path(tempfile.mkdtemp(prefix="captchalab-load-")) / "server.log"
+    server = start_server(args.model, port, log, "--workers", str(args.workers), "--threads", str(args.threads))
     try:
         before = server_usage(server.pid)
         started, client_cpu = time.perf_counter(), time.process_time()

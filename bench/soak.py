@@ -27,7 +27,6 @@ import base64
 import json
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +40,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from load_test import DATA, MALFORMED, MAX_BYTES, free_port, load_images, malformed, server_usage
+from load_test import DATA, MALFORMED, MAX_BYTES, free_port, load_images, malformed, server_usage, start_server
 from machine import machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -174,23 +173,6 @@ async def soak(url: str, pid: int, images: list, args: argparse.Namespace) -> tu
     return tally, samples
 
 
-def start_server(run: Path, port: int, log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-c", "from captchalab.cli import main; main()", "serve", "--model", str(run),
-               "--port", str(port), "--threads", "1", "--max-bytes", str(MAX_BYTES), "--log-level", "warning"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log.open("w"))
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    process.kill()
-    raise SystemExit("server did not start in 120 s")
-
-
 def flatness(samples: list[dict]) -> dict[str, Any]:
     """RSS growth from the end of warm-up to the end of the soak, against a fixed bound.
 
@@ -273,7 +255,7 @@ def main() -> None:
 
     images, _ = load_images(args.data)
     port, log = free_port(), Path(tempfile.mkdtemp()) / "server.log"
-    server = start_server(args.model, port, log)
+    server = start_server(args.model, port, log, "--threads", "1")
     url = f"http://127.0.0.1:{port}"
     try:
         start = server_usage(server.pid)
