@@ -40,7 +40,7 @@ from captchalab.errors import DataError, UsageError
 RATES = (0.01, 0.10, 0.50, 0.90)
 METHODS = ("pretrained", "scratch")
 SECONDS_PER_SYNTHETIC_IMAGE = 0.01  # CPU cost of rendering one look-alike (measured: ~5 ms)
-MIN_EPOCH_IMAGES = 256  # small training sets are repeated up to this many images per epoch
+MIN_EPOCH_IMAGES = 1024  # small training sets are repeated up to this many images per epoch
 Entry = tuple[str, str]  # (absolute image path, label)
 
 
@@ -59,7 +59,7 @@ class AuditConfig:
     pretrain_epochs: int = 12
     batch_size: int = 16
     min_steps: int = 1500  # training steps per cell at least ...
-    epochs: int = 60  # ... or this many epochs, whichever is more (early stopping may end sooner)
+    epochs: int = 60  # ... or this many passes over the labelled images, if more (early stopping may end sooner)
     patience_steps: int = 1200  # early-stopping patience, in steps
     learning_rate: float = 2e-3  # from scratch
     finetune_learning_rate: float = 1e-3
@@ -155,11 +155,14 @@ def repeats(train_n: int) -> int:
 
 def cell_overrides(n: int, config: AuditConfig, pretrained: bool, seed: int, max_minutes: float) -> list[str]:
     """Training settings for ``n`` labelled images: the same schedule for both methods, except the
-    learning rate. At least ``min_steps`` steps (or ``epochs`` epochs, if more); early stopping
-    after ``patience_steps`` without improvement (the trainer halves the rate every third of that)."""
+    learning rate. Up to ``min_steps`` steps (or ``epochs`` passes over the labelled images, if
+    more); early stopping after ``patience_steps`` without improvement (the trainer halves the
+    rate every third of that, and stops 3 epochs after validation is perfect: with epochs of at
+    least MIN_EPOCH_IMAGES images that is still a few hundred steps of fine-tuning)."""
     train_n = n - held_out(n)
     per_epoch = math.ceil(train_n * repeats(train_n) / config.batch_size)
-    epochs = max(config.epochs, math.ceil(config.min_steps / per_epoch))
+    steps = max(config.min_steps, config.epochs * math.ceil(train_n / config.batch_size))
+    epochs = math.ceil(steps / per_epoch)
     patience = max(3, math.ceil(config.patience_steps / per_epoch))
     rate = config.finetune_learning_rate if pretrained else config.learning_rate
     return [f"train.epochs={epochs}", f"train.batch_size={config.batch_size}", f"train.patience={patience}",
