@@ -115,3 +115,11 @@ def test_audit_end_to_end_within_its_budget(tiny_set: Path, tmp_path: Path) -> N
     assert {(c["method"], c["n"]) for c in record["cells"]} <= {(m, n) for m in audit.METHODS for n in (10, 20, 32)}
     assert record["cells"] and record["verdict"]["level"] in ("broken", "weak", "moderate", "resisted")
     assert json.loads(outcome.stdout)["verdict"] == record["verdict"]
+
+
+def test_training_stops_on_its_cpu_budget(tiny_set: Path, tmp_path: Path) -> None:
+    from captchalab.train import train
+
+    run = train(tiny_set, out=tmp_path / "r", epochs=5, quiet=True, export_onnx=False,
+                overrides=["train.max_cpu_minutes=0.0001", "train.patience=50"])
+    assert len(json.loads((run / "history.json").read_text())) == 1

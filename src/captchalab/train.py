@@ -259,6 +259,7 @@ class EpochEnd(keras.callbacks.Callback):
         self.config, self.folder, self.split, self.state = config, folder, split, state
         self.inference = inference  # self.model is the network being trained, maybe with extra heads
         self.started = self.began = time.time()
+        self.began_cpu = time.process_time()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
@@ -305,8 +306,10 @@ class EpochEnd(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def _check_budget(self) -> None:
-        budget = self.config.train.max_minutes
+        budget, cpu_budget = self.config.train.max_minutes, self.config.train.max_cpu_minutes
         if budget and time.time() - self.began > budget * 60:
+            self.model.stop_training = True
+        if cpu_budget and time.process_time() - self.began_cpu > cpu_budget * 60:
             self.model.stop_training = True
 
     def _save(self, epoch: int) -> None:
