@@ -123,3 +123,25 @@ def test_training_stops_on_its_cpu_budget(tiny_set: Path, tmp_path: Path) -> Non
     run = train(tiny_set, out=tmp_path / "r", epochs=5, quiet=True, export_onnx=False,
                 overrides=["train.max_cpu_minutes=0.0001", "train.patience=50"])
     assert len(json.loads((run / "history.json").read_text())) == 1
+
+
+@pytest.mark.parametrize(("min_epochs", "stops_at"), [(0, 4), (6, 6)])
+def test_perfect_validation_stops_only_after_min_epochs(min_epochs: int, stops_at: int, tmp_path: Path) -> None:
+    import keras
+
+    from captchalab.charset import Charset
+    from captchalab.config import RunConfig, TrainConfig
+    from captchalab.data.images import ImageSize
+    from captchalab.train import EpochEnd
+
+    config = RunConfig("crnn", "ctc", Charset("A"), ImageSize(32, 32), 1,
+                       train=TrainConfig(patience=50, min_epochs=min_epochs))
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    callback = EpochEnd(config, tmp_path, None, {"best": None, "wait": 0}, model)  # type: ignore[arg-type]
+    callback.set_model(model)
+    for epoch in range(1, 10):
+        callback._track_best({"epoch": epoch, "val_sequence_accuracy": 1.0, "val_loss": 1.0})
+        if model.stop_training:
+            break
+    assert epoch == stops_at

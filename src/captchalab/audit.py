@@ -60,6 +60,7 @@ class AuditConfig:
     min_steps: int = 1500  # training steps per cell at least ...
     epochs: int = 60  # ... or this many passes over the labelled images, if more (early stopping may end sooner)
     patience_steps: int = 1200  # early-stopping patience, in steps
+    min_fit_steps: int = 1000  # no early stop before this many steps (validation starts perfect when fine-tuning)
     learning_rate: float = 2e-3  # from scratch
     finetune_learning_rate: float = 1e-3
     threads: int = 0  # TensorFlow threads per training run; 0: all cores
@@ -154,15 +155,18 @@ def cell_overrides(
     """Training settings for ``n`` labelled images: the same schedule for both methods, except the
     learning rate. Up to ``min_steps`` steps (or ``epochs`` passes over the labelled images, if
     more); early stopping after ``patience_steps`` without improvement (the trainer halves the
-    rate every third of that, and stops 3 epochs after validation is perfect: with epochs of at
-    least MIN_EPOCH_IMAGES images that is still a few hundred steps of fine-tuning)."""
+    rate every third of that, and stops 3 epochs after validation is perfect), but not before
+    ``min_fit_steps``: a fine-tuned model often reads its few validation images perfectly from
+    the first epoch, which says nothing about how well it has adapted."""
     train_n = n - held_out(n)
     per_epoch = math.ceil(train_n * repeats(train_n) / config.batch_size)
     steps = max(config.min_steps, config.epochs * math.ceil(train_n / config.batch_size))
     epochs = math.ceil(steps / per_epoch)
     patience = max(3, math.ceil(config.patience_steps / per_epoch))
+    least = math.ceil(config.min_fit_steps / per_epoch)
     rate = config.finetune_learning_rate if pretrained else config.learning_rate
     return [f"train.epochs={epochs}", f"train.batch_size={config.batch_size}", f"train.patience={patience}",
+            f"train.min_epochs={least}",
             f"train.learning_rate={rate}", f"train.seed={seed}", f"train.threads={config.threads}",
             f"train.max_minutes={max_minutes:.3f}", f"train.max_cpu_minutes={cpu_minutes or 0:.3f}"]
 

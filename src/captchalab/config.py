@@ -30,6 +30,7 @@ class TrainConfig:
     threads: int = 0  # 0: TensorFlow's default (all cores)
     max_minutes: float = 0.0  # stop after the epoch that passes this wall-clock budget; 0: no limit
     max_cpu_minutes: float = 0.0  # the same for CPU time of this process (all threads); 0: no limit
+    min_epochs: int = 0  # early stopping waits at least this long (fine-tuning starts near perfect)
 
 
 @dataclass(frozen=True)

@@ -302,7 +302,7 @@ class EpochEnd(keras.callbacks.Callback):
         if self.state["wait"] % max(1, patience // 3) == 0:  # decay on plateau, stop on a long one
             self.model.optimizer.learning_rate = float(self.model.optimizer.learning_rate) * 0.5
         perfect = accuracy == 1.0 and self.state["wait"] >= 3
-        if self.state["wait"] >= patience or perfect:
+        if (self.state["wait"] >= patience or perfect) and record["epoch"] >= self.config.train.min_epochs:
             self.model.stop_training = True
 
     def _check_budget(self) -> None:
