@@ -155,7 +155,8 @@ def ctc_beam_search(
         ranked = sorted(following.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))[:beam_width]
         beams = {prefix: (pb, ps) for prefix, (pb, ps) in ranked}
     merged = {charset.decode(prefix): pb + ps for prefix, (pb, ps) in beams.items() if len(prefix) >= min_length}
-    return _best(merged, top_k)
+    possible = {text: p for text, p in merged.items() if p > 0}  # a beam can be kept alive at probability 0
+    return _best(possible or merged, top_k)
 
 
 def _best(scores: dict[str, float], top_k: int) -> list[Prediction]:

@@ -272,6 +272,8 @@ def parse_top_k(value: Any) -> int:
     if value is None or value == "":
         return 1
     try:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError(value)  # int() would quietly turn true into 1 and 2.5 into 2
         top_k = int(value)
     except (TypeError, ValueError, OverflowError):  # OverflowError: JSON 1e999 is infinity
         raise HttpError(400, f"top_k must be a whole number from 1 to {MAX_TOP_K}, not {value!r}") from None
@@ -366,7 +368,12 @@ async def _read_form(request: Request, body: bytes, config: ServeConfig) -> tupl
     async def replay() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
 
-    form = await Request(request.scope, replay).form(max_files=config.max_images + 1, max_fields=20)
+    try:
+        form = await Request(request.scope, replay).form(max_files=config.max_images, max_fields=20)
+    except StarletteHTTPException as error:  # Starlette's parser refuses too many parts with a bare 400
+        if "Too many files" in str(error.detail):
+            raise HttpError(413, f"over the limit of {config.max_images} images per request") from None
+        raise HttpError(400, f"unreadable multipart body: {error.detail}") from None
     try:
         uploads, fields = [], {}
         for key, value in form.multi_items():
