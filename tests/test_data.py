@@ -22,7 +22,7 @@ def test_generate_is_deterministic_by_seed(tmp_path):
 
 def test_generate_never_overwrites(tmp_path):
     generate(tmp_path / "a", 2)
-    with pytest.raises(RunFolderError, match="not empty"):
+    with pytest.raises(RunFolderError, match="already holds files"):
         generate(tmp_path / "a", 2)
 
 

@@ -100,7 +100,7 @@ def test_unwritable_output_is_refused_before_training(tiny_set: Path, tmp_path: 
     (tmp_path / "a_file").write_text("x")
     started = time.monotonic()
     result = run_cli("train", tiny_set, "--out", tmp_path / "a_file" / "run", "--epochs", "50", "-q")
-    assert result.failed_cleanly(5, "cannot write here", "choose another --out"), result.text
+    assert result.failed_cleanly(5, "cannot create it", "choose another folder"), result.text
     assert time.monotonic() - started < 60  # refused at once, not after 50 epochs
 
 
@@ -111,7 +111,7 @@ def test_read_only_folder_is_refused(tmp_path: Path):
     locked.mkdir()
     locked.chmod(0o500)
     try:
-        with pytest.raises(RunFolderError, match="cannot write here"):
+        with pytest.raises(RunFolderError, match=r"cannot create it|cannot write here"):
             runs.create(locked / "run")
     finally:
         locked.chmod(0o700)

@@ -128,7 +128,7 @@ def test_cli_generate_like(tiny_set: Path, tmp_path: Path) -> None:
     assert (tmp_path / "like" / "style.json").exists()
     assert len(list((tmp_path / "like").glob("*.png"))) == 5
     again = run_cli("generate", tmp_path / "like", "--like", tiny_set, "--count", "5", "--quiet")
-    assert again.failed_cleanly(RunFolderError.exit_code, "not empty")
+    assert again.failed_cleanly(RunFolderError.exit_code, "already holds files")
 
 
 def test_look_alikes_of_the_captcha_generator_are_trainable_data(tmp_path: Path) -> None:

@@ -461,15 +461,9 @@ def _config(budget: float, counts: Sequence[int] | None, seeds: int, images: int
 
 
 def _out_folder(folder: Path, force: bool) -> Path:
-    from captchalab.errors import RunFolderError
+    from captchalab.runs import claim_folder
 
-    if folder.exists() and any(folder.iterdir()) and not force:
-        raise RunFolderError(f"{folder}: already holds files; pass --force to replace them or choose another --out")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise RunFolderError(f"{folder}: cannot create it ({error.strerror}); choose another --out") from None
-    return folder
+    return claim_folder(folder, reuse=force, advice="pass --force to replace them or choose another --out")
 
 
 def _pretrain_within(style_source: Path, work: Path, config: AuditConfig, clock: Clock, record: dict,

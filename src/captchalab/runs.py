@@ -80,15 +80,10 @@ def default_out(model: str) -> Path:
 
 def create(out: Path, force: bool = False) -> Path:
     """Make a new, writable run folder with room to write; never overwrite without ``force``."""
-    if out.exists() and not out.is_dir():
-        raise RunFolderError(f"{out}: exists and is a file; choose another --out")
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise RunFolderError(
-                f"{out}: already holds files; pass --force to replace them, --resume {out} "
-                "to continue that run, or choose another --out"
-            )
+    if force and out.is_dir() and any(out.iterdir()):
         shutil.rmtree(out)
+    claim_folder(out, advice=f"pass --force to replace them, --resume {out} to continue that run, "
+                             "or choose another --out")
     try:
         (out / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -98,6 +93,19 @@ def create(out: Path, force: bool = False) -> Path:
         raise RunFolderError(f"{out}: cannot write here ({error.strerror}); choose another --out") from None
     check_free_space(out)
     return out
+
+
+def claim_folder(folder: Path, reuse: bool = False, advice: str = "choose another --out") -> Path:
+    """Create ``folder`` for output; one that already holds files is refused unless ``reuse``."""
+    if folder.exists() and not folder.is_dir():
+        raise RunFolderError(f"{folder}: exists and is a file; choose another folder")
+    if not reuse and folder.exists() and any(folder.iterdir()):
+        raise RunFolderError(f"{folder}: already holds files; {advice}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunFolderError(f"{folder}: cannot create it ({error.strerror}); choose another folder") from None
+    return folder
 
 
 def check_free_space(folder: Path) -> None:

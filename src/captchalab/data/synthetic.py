@@ -19,7 +19,7 @@ from PIL import Image
 
 from captchalab.charset import Charset
 from captchalab.data.images import ImageSize
-from captchalab.errors import RunFolderError, UsageError
+from captchalab.errors import UsageError
 
 DEFAULT_SIZE = ImageSize(height=60, width=160)
 _PATCH_LOCK = threading.Lock()
@@ -139,10 +139,6 @@ def generate(
 
 
 def _new_folder(folder: Path) -> Path:
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise RunFolderError(f"{folder}: already exists and is not empty; choose a new folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise RunFolderError(f"{folder}: cannot create the folder ({error.strerror})") from None
-    return folder
+    from captchalab.runs import claim_folder
+
+    return claim_folder(folder, advice="choose a new folder")
