@@ -19,6 +19,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode="markdown",  # reflows the docstrings paragraphs to the terminal width
 )
 out = Console()
 err = Console(stderr=True)
@@ -37,7 +38,7 @@ def generate(
     seed: Annotated[int, typer.Option(help="Same seed, same images.")] = 0,
     like: Annotated[Path | None, typer.Option(help="Look like this labelled set: its size, lengths, charset, "
                                                    "colours and font size (the options above override).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Render synthetic captchas (PyPI 'captcha' generator) as a dataset folder."""
     from captchalab.data.synthetic import generate as run
@@ -61,7 +62,9 @@ def train(
     model: Annotated[str | None, typer.Option(help="mlp, cnn, crnn (default) or segment.")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/MODEL-TIME).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs (early stopping may end sooner).")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a setting: train.lr=0.001.")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override a setting, e.g. train.learning_rate=0.001 or model.rnn_units=96; repeatable.",
+    )] = None,
     charset: Annotated[str | None, typer.Option(help="Charset, e.g. '0-9A-Z' (default: from labels).")] = None,
     case_insensitive: Annotated[bool, typer.Option("--case-insensitive", help="Fold case.")] = False,
     skip_bad: SkipBad = False,
@@ -69,7 +72,7 @@ def train(
     resume: Annotated[Path | None, typer.Option(help="Continue the killed or stopped run RUN.")] = None,
     init: Annotated[Path | None, typer.Option(help="Start from the pretrained run RUN (fine-tuning; a new "
                                                    "charset gets new output classes).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train a model; writes a run folder with model.keras, model.onnx, config, history, metrics, curves.png."""
     from captchalab.errors import UsageError
