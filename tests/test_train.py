@@ -34,10 +34,18 @@ def test_overrides_are_validated(tiny_set, tmp_path):
 def test_resume_continues_to_the_requested_epochs(tiny_set, tmp_path):
     run = train(tiny_set, out=tmp_path / "r", epochs=1, quiet=True, export_onnx=False,
                 overrides=["train.patience=50"])
-    config = json.loads((run / "config.json").read_text())
-    config["train"]["epochs"] = 2
-    (run / "config.json").write_text(json.dumps(config))
     state = json.loads((run / "checkpoints" / "state.json").read_text())
     assert state["epoch"] == 1
-    train(tiny_set, resume=run, quiet=True, export_onnx=False)
+    train(tiny_set, resume=run, epochs=2, quiet=True, export_onnx=False)
     assert len(json.loads((run / "history.json").read_text())) == 2
+    assert json.loads((run / "config.json").read_text())["train"]["epochs"] == 2
+
+
+def test_resume_with_fewer_epochs_finishes_from_the_best_checkpoint(tiny_set, tmp_path):
+    run = train(tiny_set, out=tmp_path / "r", epochs=2, quiet=True, export_onnx=False,
+                overrides=["train.patience=50"])
+    (run / "model.keras").unlink()  # as if killed after its second epoch
+    train(tiny_set, resume=run, epochs=1, quiet=True, export_onnx=False)
+    assert (run / "model.keras").exists() and len(json.loads((run / "history.json").read_text())) == 2
+    with pytest.raises(UsageError, match="at least 1"):
+        train(tiny_set, resume=run, epochs=0, quiet=True, export_onnx=False)

@@ -69,7 +69,8 @@ def train(
     case_insensitive: Annotated[bool, typer.Option("--case-insensitive", help="Fold case.")] = False,
     skip_bad: SkipBad = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing run folder.")] = False,
-    resume: Annotated[Path | None, typer.Option(help="Continue the killed or stopped run RUN.")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the killed or stopped run RUN (with --epochs: its new "
+                                                     "limit; at or below the epochs done, finish it now).")] = None,
     init: Annotated[Path | None, typer.Option(help="Start from the pretrained run RUN (fine-tuning; a new "
                                                    "charset gets new output classes).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,

@@ -61,7 +61,7 @@ def train(
     (its model options and image size are kept; see transfer.py).
     """
     if resume is not None:
-        return _resume(Path(resume), export_onnx, quiet, skip_bad)
+        return _resume(Path(resume), export_onnx, quiet, skip_bad, epochs)
     init_config = runs.read_config(init) if init is not None else None
     entry = registry.get(model or (init_config.model if init_config else "crnn"))
     size = init_config.image if init_config else None
@@ -341,10 +341,15 @@ class TrainingProgress(keras.callbacks.Callback):
         self.bar.__exit__(None, None, None)
 
 
-def _resume(folder: Path, export_onnx: bool, quiet: bool, skip_bad: bool) -> Path:
+def _resume(folder: Path, export_onnx: bool, quiet: bool, skip_bad: bool, epochs: int | None = None) -> Path:
+    """Continue a run; ``epochs`` moves its limit (at or below the epochs done: finish now, from the best one)."""
     state = _read_state(folder)
     config = runs.read_config(folder)
     runs.remove_temporaries(folder)
+    if epochs is not None:
+        config = apply_overrides(config, [f"train.epochs={epochs}"])
+        _check_train_config(config.train)
+        runs.write_json(folder / "config.json", config.to_dict())
     if state.get("stopped") or state["epoch"] >= config.train.epochs:
         state["epoch"] = max(state["epoch"], config.train.epochs)
         model = build_model(config)
