@@ -39,6 +39,9 @@ def test_resume_continues_to_the_requested_epochs(tiny_set, tmp_path):
     train(tiny_set, resume=run, epochs=2, quiet=True, export_onnx=False)
     assert len(json.loads((run / "history.json").read_text())) == 2
     assert json.loads((run / "config.json").read_text())["train"]["epochs"] == 2
+    history = json.loads((run / "history.json").read_text())
+    spent = json.loads((run / "metrics.json").read_text())["train_cpu_seconds"]
+    assert spent >= sum(h["cpu_seconds"] for h in history) - 0.2  # both processes' CPU time counted
 
 
 def test_resume_with_fewer_epochs_finishes_from_the_best_checkpoint(tiny_set, tmp_path):

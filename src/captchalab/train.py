@@ -197,9 +197,7 @@ def _fit(
         EpochEnd(config, folder, split, state, model),
         TrainingProgress(t.epochs, quiet, initial=state["epoch"]),
     ]
-    started = time.process_time()
     trainer.fit(data, epochs=t.epochs, initial_epoch=state["epoch"], callbacks=callbacks, verbose=0)
-    state["cpu_seconds"] = state.get("cpu_seconds", 0.0) + time.process_time() - started
     return _finish(model, trainer, config, folder, split, state, export_onnx)
 
 
@@ -259,7 +257,8 @@ class EpochEnd(keras.callbacks.Callback):
         self.config, self.folder, self.split, self.state = config, folder, split, state
         self.inference = inference  # self.model is the network being trained, maybe with extra heads
         self.started = self.began = time.time()
-        self.began_cpu = time.process_time()
+        self.began_cpu = self.epoch_cpu = time.process_time()
+        self.cpu_before = state.get("cpu_seconds", 0.0)  # spent by earlier processes of a resumed run
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
@@ -272,8 +271,11 @@ class EpochEnd(keras.callbacks.Callback):
                   "val_sequence_accuracy": summary["sequence_accuracy"],
                   "val_char_accuracy": summary["char_accuracy"], "val_cer": summary["cer"],
                   "learning_rate": float(self.model.optimizer.learning_rate),
-                  "seconds": round(time.time() - self.started, 2)}
-        self.started = time.time()
+                  "seconds": round(time.time() - self.started, 2),
+                  "cpu_seconds": round(time.process_time() - self.epoch_cpu, 2)}
+        self.started, self.epoch_cpu = time.time(), time.process_time()
+        # counted at every epoch, so a killed run's CPU time is not lost on --resume
+        self.state["cpu_seconds"] = round(self.cpu_before + self.epoch_cpu - self.began_cpu, 1)
         self.state["history"].append(record)
         logs.update({k: v for k, v in record.items() if k.startswith("val_")})
         self._track_best(record)
