@@ -92,7 +92,52 @@ def serving() -> str | None:
     return "\n".join(lines)
 
 
-SECTIONS: list[Callable[[], str | None]] = [crnn_vs_keras, bundled, peers, serving]
+def efficiency() -> str | None:
+    data = _load("efficiency.json")
+    if not data or not data.get("curves"):
+        return None
+    curves = data["curves"]
+    counts = sorted({int(n) for c in curves.values() for n in c})
+    rows = ["| labelled images | " + " | ".join(str(n) for n in counts) + " |",
+            "| --- |" + " --- |" * len(counts)]
+    for method, label in (("pretrained", "synthetic pretraining + fine-tuning"), ("scratch", "from scratch")):
+        cells = curves.get(method, {})
+        rows.append(f"| {label} | " + " | ".join(_curve_cell(cells.get(str(n))) for n in counts) + " |")
+    beats = data.get("beats_scratch_at_every_count", {})
+    ahead = sum(beats.values())
+    return ("### Few labels: the learning curve on captcha_images_v2 (`bench/efficiency.py`)\n\n"
+            "Sequence accuracy on `test.csv` (mean over seeds, min-max in brackets) after training on the first N "
+            "images of a seeded shuffle of `train.csv`.\n\n" + "\n".join(rows)
+            + f"\n\nPretraining is ahead of training from scratch at {ahead} of {len(beats)} label counts measured "
+            "so far. Plot: `bench/results/efficiency.png`; cells, CPU times and schedules in "
+            "`bench/results/efficiency.json`; method in `docs/few-labels.md`.")
+
+
+def _curve_cell(cell: dict | None) -> str:
+    if not cell:
+        return "-"
+    spread = f" ({_pct(cell['min'])}-{_pct(cell['max'])})" if cell["seeds"] > 1 else ""
+    return f"{_pct(cell['mean'])}{spread}, {cell['seeds']} seed{'s' if cell['seeds'] > 1 else ''}"
+
+
+def fully_connected() -> str | None:
+    data = _load("fully_connected.json")
+    rows = [r for r in (data or {}).get("records", []) if r["stage"] == "size" and r["key"]["model"] == "mlp"
+            and r["key"]["train_images"] == 50000]
+    if not rows:
+        return None
+    r = max(rows, key=lambda x: x["key"]["epochs_cap"] == 0)
+    how = "the default command" if r["key"]["epochs_cap"] == 0 else f"at most {r['key']['epochs_cap']} epochs"
+    positions = " / ".join(f"{p:.3f}" for p in r["per_position_accuracy"])
+    return ("### The original question: a fully-connected net (`bench/fully_connected.py`)\n\n"
+            f"`mlp` trained with {how} on 50,000 synthetic 160x60 captchas (5 characters, 0-9A-Z), on a fresh "
+            f"test set of {r['n']}: per-position accuracy {positions} (mean {r['char_accuracy']:.3f}), sequence "
+            f"accuracy {_pct(r['sequence_accuracy'])}, in {r['epochs_run']} epochs and "
+            f"{r['train_cpu_seconds'] / 60:.0f} CPU minutes. The plateau's cause and every other table: "
+            "`docs/fully-connected.md`.")
+
+
+SECTIONS: list[Callable[[], str | None]] = [crnn_vs_keras, bundled, efficiency, fully_connected, peers, serving]
 
 
 def render() -> str:
