@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/report.py            # prints the markdown
     .venv/bin/python bench/report.py --readme   # replaces the block between the markers in README.md
+                                                # and the efficiency block in docs/few-labels.md
 """
 
 from __future__ import annotations
@@ -155,10 +156,17 @@ def main() -> None:
     if not args.readme:
         print(text)
         return
-    readme = ROOT / "README.md"
-    content = readme.read_text()
-    start, end = content.index(BEGIN) + len(BEGIN), content.index(END)
-    readme.write_text(content[:start] + "\n" + text + "\n" + content[end:])
+    _replace_block(ROOT / "README.md", BEGIN, END, text)
+    few_labels = efficiency()
+    if few_labels:
+        body = few_labels.split("\n", 2)[2]  # without the heading: the doc has its own
+        _replace_block(ROOT / "docs" / "few-labels.md", "<!-- efficiency:begin -->", "<!-- efficiency:end -->", body)
+
+
+def _replace_block(path: Path, begin: str, end: str, text: str) -> None:
+    content = path.read_text()
+    start, stop = content.index(begin) + len(begin), content.index(end)
+    path.write_text(content[:start] + "\n" + text + "\n" + content[stop:])
 
 
 if __name__ == "__main__":

@@ -61,6 +61,24 @@ def render_set(folder: Path, count: int, seed: int) -> Path:
     return folder
 
 
+def error_analysis(test_set: Path) -> dict:
+    """Which characters the bundled model confuses on the test set, and what O/0 costs."""
+    from captchalab.data.folder import load_dataset
+    from captchalab.inference.predictor import Predictor
+    from captchalab.report import confusion
+
+    predictor = Predictor.load(BUNDLED / "model.onnx", threads=1)
+    data = load_dataset(test_set, predictor.config.charset, predictor.config.image, case_insensitive=True)
+    texts = [r[0].text for r in predictor.predict_pixels(data.pixels)]
+    wrong = [(y, t) for y, t in zip(data.labels, texts) if y != t]
+    pairs = confusion([y for y, _ in wrong], [t for _, t in wrong])
+    mistakes = sorted(((n, a, b) for (a, b), n in pairs.items() if a != b), reverse=True)
+    only_o_zero = sum(all({a, b} == {"O", "0"} for a, b in zip(y, t) if a != b) and len(y) == len(t)
+                      for y, t in wrong)
+    return {"wrong_readings": len(wrong), "top_confusions": [f"{a}->{b}: {n}" for n, a, b in mistakes[:12]],
+            "wrong_only_by_O_vs_0": only_o_zero}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bundled")
@@ -71,6 +89,7 @@ def main() -> None:
                              "epochs done: finish now from the best epoch)")
     parser.add_argument("--max-cpu-minutes", type=float, default=150.0, help="stop after the epoch past this")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--measure-only", action="store_true", help="print the shipped model's scores; no training")
     args = parser.parse_args()
 
     import captchalab
@@ -81,6 +100,10 @@ def main() -> None:
     val_set = render_set(args.work / "val", 2000, SEEDS["val"])
     test_set = render_set(args.work / "test", args.test_count, SEEDS["test"])
     run = args.work / "run"
+    if args.measure_only:  # prints, writes nothing
+        result = captchalab.evaluate(BUNDLED / "model.onnx", test_set, save=False)
+        print(json.dumps({"metrics": result, "errors": error_analysis(test_set)}, indent=2))
+        return
     if args.resume and (run / "checkpoints" / "state.json").exists():
         run = train(train_set, resume=run, epochs=args.epochs)
     else:
@@ -102,6 +125,7 @@ def main() -> None:
         "wall_seconds_this_invocation": round(time.time() - started, 1),
         "onnx_bytes": (BUNDLED / "model.onnx").stat().st_size,
         "metrics": result,
+        "errors": error_analysis(test_set),
         "machine": machine_info(),
     }
     out = ROOT / "bench" / "results" / "bundled.json"
