@@ -16,7 +16,8 @@ time of each pipeline stage and of each ONNX node group at batch 1 (ORT profilin
 Setup (bench only, not package dependencies):
     apt-get install -y tesseract-ocr
     .venv/bin/pip install -e ".[bench]"          # ddddocr, pytesseract
-    .venv/bin/python bench/peers.py --model /work/runs/crnn_v2
+    .venv/bin/python bench/crnn_vs_keras.py   # first: it trains the crnn compared here, runs/bench/crnn
+    .venv/bin/python bench/peers.py
 
 Writes bench/results/peers.json.
 """
@@ -335,7 +336,8 @@ def solvers(run: Path, charset: str) -> dict[str, Callable[[], Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=Path("/work/runs/crnn_v2"), help="captchalab run folder")
+    parser.add_argument("--model", type=Path, default=ROOT / "runs" / "bench" / "crnn",
+                        help="captchalab run folder (default: the crnn that bench/crnn_vs_keras.py trains)")
     parser.add_argument("--test", type=Path, default=DATA / "test.csv")
     parser.add_argument("--synthetic", type=int, default=300, help="synthetic images (0: none)")
     parser.add_argument("--only", nargs="*", help="solver names to run (default: all)")
