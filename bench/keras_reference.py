@@ -431,7 +431,7 @@ def machine_info() -> dict:
 
 
 def main(argv=None) -> int:
-    data = Path("/work/shared/data/captcha_images_v2")
+    data = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "captcha_images_v2"
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train-csv", default=str(data / "train.csv"))
     ap.add_argument("--test-csv", default=str(data / "test.csv"))

@@ -9,7 +9,7 @@ Checks: no 5xx at all; every malformed request gets its 4xx with a JSON {"error"
 request's reading equals the in-process Predictor's reading of the same image. Reports latency
 p50/p95/p99 (valid and malformed), throughput, server CPU and memory.
 
-    .venv/bin/python bench/load_test.py --model /work/runs/crnn_v2
+    .venv/bin/python bench/load_test.py            # after bench/crnn_vs_keras.py (its crnn is the model)
 
 Writes bench/results/load_test.json.
 """
@@ -195,7 +195,8 @@ def load_images(csv_path: Path) -> tuple[list[tuple[str, bytes]], list[str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=Path("/work/runs/crnn_v2"))
+    parser.add_argument("--model", type=Path, default=ROOT / "runs" / "bench" / "crnn",
+                        help="run folder (default: the crnn that bench/crnn_vs_keras.py trains)")
     parser.add_argument("--data", type=Path, default=DATA / "test.csv")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=50)

@@ -5,7 +5,7 @@ Each case runs in a fresh process, several times; the median is kept. Peak memor
 IMAGE --json`` (ONNX Runtime), the same reading through the Keras fallback (imports TensorFlow) for
 comparison, and a bulk ``captchalab solve FOLDER --json`` over a generated set (all cores).
 
-    .venv/bin/python bench/solve_startup.py --model /work/runs/crnn_v2
+    .venv/bin/python bench/solve_startup.py            # after bench/crnn_vs_keras.py (its crnn is the model)
 
 Writes bench/results/solve_startup.json.
 """
@@ -88,7 +88,8 @@ def bulk(run: Path, count: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=Path("/work/runs/crnn_v2"))
+    parser.add_argument("--model", type=Path, default=ROOT / "runs" / "bench" / "crnn",
+                        help="run folder (default: the crnn that bench/crnn_vs_keras.py trains)")
     parser.add_argument("--image", type=Path, default=DATA / "images" / "226md.png")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--bulk", type=int, default=5000, help="images for the bulk case (0: skip)")
