@@ -53,7 +53,17 @@ def bundled() -> str | None:
             "| test set | sequence acc. | char acc. | CER | ONNX size |\n| --- | --- | --- | --- | --- |\n"
             f"| {t['count']} fresh synthetic captchas (seed {t['seed']}, length {t['length']}, {t['size']}) | "
             f"{_pct(m['sequence_accuracy'])} | {_pct(m['char_accuracy'])} | {m['cer']:.4f} | "
-            f"{data['onnx_bytes'] / 1e6:.2f} MB |")
+            f"{data['onnx_bytes'] / 1e6:.2f} MB |" + _bundled_errors(data))
+
+
+def _bundled_errors(data: dict) -> str:
+    errors = data.get("errors")
+    if not errors:
+        return ""
+    return (f"\n\nMost frequent confusions (label->reading): {', '.join(errors['top_confusions'][:6])}. "
+            f"{errors['wrong_only_by_O_vs_0']} of the {errors['wrong_readings']} wrong readings are wrong only by "
+            "O vs 0, which the generator's one font (DroidSansMono) draws almost alike. Recipe, training set and "
+            "CPU time: `bench/results/bundled.json`.")
 
 
 def peers() -> str | None:
@@ -107,11 +117,12 @@ def efficiency() -> str | None:
     beats = data.get("beats_scratch_at_every_count", {})
     ahead = sum(beats.values())
     return ("### Few labels: the learning curve on captcha_images_v2 (`bench/efficiency.py`)\n\n"
-            "Sequence accuracy on `test.csv` (mean over seeds, min-max in brackets) after training on the first N "
+            "Sequence accuracy on `test.csv` (mean over seeds, min-max in parentheses) after training on the first N "
             "images of a seeded shuffle of `train.csv`.\n\n" + "\n".join(rows)
             + f"\n\nPretraining is ahead of training from scratch at {ahead} of {len(beats)} label counts measured "
             "so far. Plot: `bench/results/efficiency.png`; cells, CPU times and schedules in "
-            "`bench/results/efficiency.json`; method in `docs/few-labels.md`.")
+            "`bench/results/efficiency.json`; method in `docs/few-labels.md`."
+            + (f"\n\n*{data['schedule_note']}*" if data.get("schedule_note") else ""))
 
 
 def _curve_cell(cell: dict | None) -> str:
