@@ -89,6 +89,9 @@ def main() -> None:
                              "epochs done: finish now from the best epoch)")
     parser.add_argument("--max-cpu-minutes", type=float, default=150.0, help="stop after the epoch past this")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--earlier-cpu-seconds", type=float, default=0.0,
+                        help="CPU time of an earlier training process that did not record it (utime+stime from "
+                             "/proc/PID/stat, read just before stopping it); added to the run's own count")
     parser.add_argument("--measure-only", action="store_true", help="print the shipped model's scores; no training")
     args = parser.parse_args()
 
@@ -121,7 +124,9 @@ def main() -> None:
         "train_count": args.train_count,
         "recipe": RECIPE,
         "epochs_run": len(history),
-        "train_cpu_seconds": json.loads((run / "metrics.json").read_text()).get("train_cpu_seconds"),
+        "train_cpu_seconds": round(json.loads((run / "metrics.json").read_text()).get("train_cpu_seconds", 0.0)
+                                   + args.earlier_cpu_seconds, 1),
+        "earlier_cpu_seconds": args.earlier_cpu_seconds,
         "wall_seconds_this_invocation": round(time.time() - started, 1),
         "onnx_bytes": (BUNDLED / "model.onnx").stat().st_size,
         "metrics": result,
