@@ -4,7 +4,10 @@ The bundled model reads captchas in the style of the PyPI ``captcha`` generator:
 characters from 0-9A-Z, 160x60. Letters are drawn in lowercase 30% of the time and the
 model is case-insensitive (it answers in uppercase): in the generator's warped fonts many
 lowercase letters (c o s u v w x z k p) are indistinguishable from their capitals, so
-one symbol per letter is the honest charset.
+one symbol per letter is the honest charset. The letter O and the digit 0 are a harder case:
+the generator's one font (DroidSansMono) draws them almost alike, and its random warps blur
+the small width difference. Both stay in the charset (0-9A-Z is what users of the generator
+draw from); the error analysis in bench/results/bundled.json counts what they cost.
 
     .venv/bin/python bench/train_bundled.py            # ~2.5 h of CPU
     .venv/bin/python bench/train_bundled.py --resume   # continue after a kill
