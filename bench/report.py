@@ -125,6 +125,19 @@ def efficiency() -> str | None:
             + (f"\n\n*{data['schedule_note']}*" if data.get("schedule_note") else ""))
 
 
+def audit_new_style() -> str | None:
+    data = _load("audit_new_style.json")
+    if not data:
+        return None
+    measured = {m: {n: c["mean"] for n, c in curve.items()} for m, curve in data["curves"].items()}
+    points = "; ".join(f"{m}: " + ", ".join(f"{_pct(v)} at {n}" for n, v in c.items()) for m, c in measured.items())
+    return ("### `audit` on a style it was not tuned on (`bench/audit_new_style.py`)\n\n"
+            f"{data['data']}; budget {data['budget_cpu_minutes']:g} CPU minutes, spent "
+            f"{data['cpu_seconds'] / 60:.1f} (within budget: {data['within_budget']}), {len(data['skipped'])} cells "
+            f"skipped for budget. Measured: {points}. Verdict: {data['verdict']['text']} Plot: "
+            "`bench/results/audit_new_style.png`.")
+
+
 def _curve_cell(cell: dict | None) -> str:
     if not cell:
         return "-"
@@ -149,7 +162,8 @@ def fully_connected() -> str | None:
             "`docs/fully-connected.md`.")
 
 
-SECTIONS: list[Callable[[], str | None]] = [crnn_vs_keras, bundled, efficiency, fully_connected, peers, serving]
+SECTIONS: list[Callable[[], str | None]] = [crnn_vs_keras, bundled, efficiency, audit_new_style, fully_connected,
+                                             peers, serving]
 
 
 def render() -> str:
