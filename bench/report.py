@@ -147,18 +147,24 @@ def _curve_cell(cell: dict | None) -> str:
 
 def fully_connected() -> str | None:
     data = _load("fully_connected.json")
-    rows = [r for r in (data or {}).get("records", []) if r["stage"] == "size" and r["key"]["model"] == "mlp"
-            and r["key"]["train_images"] == 50000]
-    if not rows:
+    records = (data or {}).get("records", [])
+    snapshots = [r for r in records if r["stage"] == "snapshot"]
+    capped = [r for r in records if r["stage"] == "size" and r["key"] == {"model": "mlp", "train_images": 50000,
+                                                                          "epochs_cap": 20}]
+    if snapshots:
+        r = max(snapshots, key=lambda x: x["key"]["after_epoch"])
+        how = (f"with every default (`captchalab train DATA --model mlp`), still training: its best checkpoint "
+               f"after {r['key']['after_epoch']} epochs")
+    elif capped:
+        r = capped[0]
+        how = "for at most 20 epochs"
+    else:
         return None
-    r = max(rows, key=lambda x: x["key"]["epochs_cap"] == 0)
-    how = "the default command" if r["key"]["epochs_cap"] == 0 else f"at most {r['key']['epochs_cap']} epochs"
     positions = " / ".join(f"{p:.3f}" for p in r["per_position_accuracy"])
     return ("### The original question: a fully-connected net (`bench/fully_connected.py`)\n\n"
-            f"`mlp` trained with {how} on 50,000 synthetic 160x60 captchas (5 characters, 0-9A-Z), on a fresh "
+            f"`mlp` trained {how}, on 50,000 synthetic 160x60 captchas (5 characters, 0-9A-Z), scored on a fresh "
             f"test set of {r['n']}: per-position accuracy {positions} (mean {r['char_accuracy']:.3f}), sequence "
-            f"accuracy {_pct(r['sequence_accuracy'])}, in {r['epochs_run']} epochs and "
-            f"{r['train_cpu_seconds'] / 60:.0f} CPU minutes. The plateau's cause and every other table: "
+            f"accuracy {_pct(r['sequence_accuracy'])}. The plateau's cause and every other table: "
             "`docs/fully-connected.md`.")
 
 
