@@ -102,14 +102,14 @@ def main() -> None:
     from captchalab.train import train
 
     started = time.time()
-    train_set = render_set(args.work / f"train-{args.train_count}", args.train_count, SEEDS["train"])
-    val_set = render_set(args.work / "val", 2000, SEEDS["val"])
     test_set = render_set(args.work / "test", args.test_count, SEEDS["test"])
-    run = args.work / "run"
-    if args.measure_only:  # prints, writes nothing
+    if args.measure_only:  # prints, writes nothing; needs only the test set
         result = captchalab.evaluate(BUNDLED / "model.onnx", test_set, save=False)
         print(json.dumps({"metrics": result, "errors": error_analysis(test_set)}, indent=2))
         return
+    train_set = render_set(args.work / f"train-{args.train_count}", args.train_count, SEEDS["train"])
+    val_set = render_set(args.work / "val", 2000, SEEDS["val"])
+    run = args.work / "run"
     if args.resume and (run / "checkpoints" / "state.json").exists():
         run = train(train_set, resume=run, epochs=args.epochs)
     else:
