@@ -36,3 +36,18 @@ def test_model_contract(name, tiny_set, tmp_path):
 def test_unknown_model_suggests_the_closest():
     with pytest.raises(UsageError, match="crnn"):
         registry.get("crn")
+
+
+@pytest.mark.parametrize("name", [n for n in registry.names() if registry.get(n).head == "positional"])
+def test_positional_models_learn_past_the_class_prior(name, tiny_set, tmp_path):
+    """A positional head whose hidden units all die predicts the class prior forever: the
+    asker's plateau. Five epochs on 40 images must take the training loss well below it."""
+    import json
+    import math
+
+    from captchalab.train import train
+
+    folder = train(tiny_set, model=name, out=tmp_path / name, epochs=5, quiet=True)
+    classes = runs.read_config(folder).charset.num_classes
+    losses = [epoch["loss"] for epoch in json.loads((folder / "history.json").read_text())]
+    assert losses[-1] < 0.8 * math.log(classes), losses

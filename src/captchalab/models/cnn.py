@@ -26,7 +26,11 @@ def build(spec: ModelSpec, options: CnnOptions) -> keras.Model:
         x = conv_block(x, filters, (2, 2))
     x = layers.Flatten()(x)
     x = layers.Dropout(options.dropout)(x)
-    x = layers.Dense(options.hidden, activation="relu")(x)
+    # Normalised before the ReLU: without it, Adam's first steps on a flattened feature map
+    # this wide left every hidden unit dead (loss stuck at the class prior, measured on 2k images).
+    x = layers.Dense(options.hidden, use_bias=False, kernel_initializer="he_normal")(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.Activation("relu")(x)
     x = layers.Dropout(options.dropout)(x)
     outputs = positional_logits(x, spec.max_length, spec.num_classes)
     return keras.Model(inputs, outputs, name="cnn")
