@@ -148,16 +148,17 @@ def _curve_cell(cell: dict | None) -> str:
 def fully_connected() -> str | None:
     data = _load("fully_connected.json")
     records = (data or {}).get("records", [])
+    finished = [r for r in records if r["stage"] == "size" and r["key"] == {"model": "mlp", "train_images": 50000,
+                                                                            "epochs_cap": 0}]
     snapshots = [r for r in records if r["stage"] == "snapshot"]
-    capped = [r for r in records if r["stage"] == "size" and r["key"] == {"model": "mlp", "train_images": 50000,
-                                                                          "epochs_cap": 20}]
-    if snapshots:
+    if finished:
+        r = finished[0]
+        how = (f"with every default (`captchalab train DATA --model mlp`, {r['epochs_run']} epochs, "
+               f"best checkpoint)")
+    elif snapshots:
         r = max(snapshots, key=lambda x: x["key"]["after_epoch"])
         how = (f"with every default (`captchalab train DATA --model mlp`), still training: its best checkpoint "
                f"after {r['key']['after_epoch']} epochs")
-    elif capped:
-        r = capped[0]
-        how = "for at most 20 epochs"
     else:
         return None
     positions = " / ".join(f"{p:.3f}" for p in r["per_position_accuracy"])

@@ -52,3 +52,24 @@ def test_resume_with_fewer_epochs_finishes_from_the_best_checkpoint(tiny_set, tm
     assert (run / "model.keras").exists() and len(json.loads((run / "history.json").read_text())) == 2
     with pytest.raises(UsageError, match="at least 1"):
         train(tiny_set, resume=run, epochs=0, quiet=True, export_onnx=False)
+
+
+def test_refresh_batch_norm_sets_the_statistics_of_the_given_images():
+    import keras
+    import numpy as np
+
+    from captchalab.train import refresh_batch_norm
+
+    inputs = keras.Input((8, 8, 1))
+    conv = keras.layers.Conv2D(3, 3, padding="same")
+    norm = keras.layers.BatchNormalization()
+    model = keras.Model(inputs, norm(conv(inputs)))
+    pixels = np.random.default_rng(0).integers(0, 256, (200, 8, 8), dtype=np.uint8)
+
+    refresh_batch_norm(model, pixels, images=192, batch_size=64)
+
+    features = np.asarray(conv(pixels[:192].astype(np.float32)[..., None] / 255.0))
+    np.testing.assert_allclose(np.asarray(norm.moving_mean), features.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-5)
+    batch_variances = [features[i : i + 64].var(axis=(0, 1, 2)) for i in range(0, 192, 64)]
+    np.testing.assert_allclose(np.asarray(norm.moving_variance), np.mean(batch_variances, axis=0), rtol=1e-3)
+    assert norm.momentum == 0.99

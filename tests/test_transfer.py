@@ -55,6 +55,29 @@ def test_fine_tuning_to_another_charset_and_size(tiny_run: Path, tmp_path: Path)
     assert (folder / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_wider_input_than_the_pretrained_run_is_read_from_the_images(tiny_run: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """--init reads images at the pretrained size; a larger --set image.* must not upsample that."""
+    import importlib
+
+    from captchalab.data.folder import load_dataset
+    from captchalab.data.images import ImageSize
+
+    data = generate(tmp_path / "wide", 12, length="4", charset="0-9", size="192x32", seed=5)
+    training = importlib.import_module("captchalab.train")  # the module; captchalab.train is the function
+    seen = {}
+
+    def stop(config, train_set, val_set):
+        seen["pixels"] = train_set.pixels
+        raise RuntimeError("split reached")
+
+    monkeypatch.setattr(training, "_split", stop)
+    with pytest.raises(RuntimeError, match="split reached"):
+        training.train(data, out=tmp_path / "wider", init=tiny_run, quiet=True, overrides=["image.width=192"])
+    direct = load_dataset(data, Charset.parse("0-9"), ImageSize(32, 192)).pixels
+    np.testing.assert_array_equal(seen["pixels"], direct)
+
+
 def test_init_from_another_model_is_a_usage_error(tiny_run: Path, tiny_set: Path, tmp_path: Path) -> None:
     from captchalab.train import train
 

@@ -31,6 +31,7 @@ class TrainConfig:
     max_minutes: float = 0.0  # stop after the epoch that passes this wall-clock budget; 0: no limit
     max_cpu_minutes: float = 0.0  # the same for CPU time of this process (all threads); 0: no limit
     min_epochs: int = 0  # early stopping waits at least this long (fine-tuning starts near perfect)
+    precise_bn: bool = True  # batch-norm statistics recomputed before each validation (train.refresh_batch_norm)
 
 
 @dataclass(frozen=True)

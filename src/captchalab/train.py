@@ -82,6 +82,9 @@ def train(
     config = apply_overrides(config, [f"train.epochs={epochs}"] if epochs else [])
     config = apply_overrides(config, overrides)
     _check_train_config(config.train)
+    if config.image.height > train_set.size.height or config.image.width > train_set.size.width:
+        # read at the pretrained run's size, but an override asks for more: never upsample what was read
+        train_set = _load(data, train_set.charset, case_insensitive, skip_bad, config.image, quiet)
     train_set = _at_size(train_set, config.image)
     val_set = _load(val, train_set.charset, case_insensitive, skip_bad, config.image, quiet) if val else None
     folder = runs.create(Path(out) if out else runs.default_out(entry.name), force=force)
@@ -246,6 +249,30 @@ def predict_texts(model: keras.Model, config: RunConfig, pixels: np.ndarray) -> 
     return decoding.greedy(decoding.softmax(logits), config.head, config.charset)
 
 
+def refresh_batch_norm(model: keras.Model, pixels: np.ndarray, images: int = 1024, batch_size: int = 64) -> None:
+    """Recompute every BatchNormalization layer's statistics for the weights as they are now.
+
+    The moving averages kept while training trail the weights by about a hundred steps; early
+    in training, when the weights move fast, the validation accuracy they give swings by up to
+    22 points from one epoch to the next (bench/results/tuning/precise_bn.json). An
+    equal-weight average over clean training images at frozen weights ("precise BN") removes
+    the lag. Only the layers up to the batch norms run (no LSTMs), so it costs little.
+    """
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    if not norms or not len(pixels):
+        return
+    upstream = keras.Model(model.input, [layer.output for layer in norms])
+    momenta = [layer.momentum for layer in norms]
+    try:
+        for step, start in enumerate(range(0, min(images, len(pixels)), batch_size)):
+            for layer in norms:  # moving = mean of the batch statistics seen so far
+                layer.momentum = step / (step + 1)
+            upstream(pixels[start : start + batch_size].astype(np.float32)[..., None] / 255.0, training=True)
+    finally:
+        for layer, momentum in zip(norms, momenta):
+            layer.momentum = momentum
+
+
 class EpochEnd(keras.callbacks.Callback):
     """Validation metrics, atomic checkpoints, early stopping and LR decay, once per epoch.
 
@@ -262,6 +289,8 @@ class EpochEnd(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
+        if self.config.train.precise_bn:
+            refresh_batch_norm(self.inference, self.split.train_x)
         texts = [p.text for p in predict_texts(self.inference, self.config, self.split.val_x)]
         summary = metrics.summarize(texts, self.split.val_labels)
         losses = self.model.evaluate(self.split.val_x.astype(np.float32)[..., None] / 255.0,

@@ -1,0 +1,58 @@
+"""Batch-norm statistics recomputed before each validation ("precise BN"), on and off.
+
+The default crnn on captcha_images_v2 ``train.csv``, scored on ``test.csv``, with
+``train.precise_bn`` true and false, same seeds, one process per run (the crnn side of
+bench/crnn_vs_keras.py). Records test accuracy, epochs, training CPU time and the
+validation curve, whose swings (largest drop between two epochs) are what the moving
+statistics' lag looks like from outside.
+
+    .venv/bin/python bench/precise_bn.py --seeds 0,1     # about 10 CPU minutes
+
+Writes bench/results/tuning/precise_bn.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from machine import machine_info
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULT = ROOT / "bench" / "results" / "tuning" / "precise_bn.json"
+
+
+def one_run(seed: int, precise: bool, work: Path) -> dict:
+    folder = work / f"seed{seed}-precise_bn-{str(precise).lower()}"
+    command = [sys.executable, str(ROOT / "bench" / "crnn_vs_keras.py"), "--child", "crnn", "--work", str(folder),
+               "--set", f"train.seed={seed}", "--set", f"train.precise_bn={str(precise).lower()}"]
+    output = subprocess.run(command, check=True, text=True, stdout=subprocess.PIPE).stdout
+    result = json.loads(next(x for x in output.splitlines()[::-1] if x.startswith("RESULT "))[len("RESULT "):])
+    curve = [h["val_sequence_accuracy"] for h in json.loads((folder / "crnn" / "history.json").read_text())]
+    drops = [a - b for a, b in itertools.pairwise(curve)]
+    return {"seed": seed, "precise_bn": precise, **{k: result[k] for k in (
+        "sequence_accuracy", "char_accuracy", "epochs_run", "train_cpu_seconds")},
+        "largest_val_drop": round(max(drops, default=0.0), 4), "val_sequence_accuracy": curve}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "tuning" / "precise_bn")
+    args = parser.parse_args()
+    rows = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for precise in (False, True):
+            rows.append(one_run(seed, precise, args.work))
+            print(json.dumps({k: v for k, v in rows[-1].items() if k != "val_sequence_accuracy"}), flush=True)
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    RESULT.write_text(json.dumps({"purpose": __doc__.splitlines()[0], "data": "captcha_images_v2 train.csv -> test.csv",
+                                  "runs": rows, "machine": machine_info()}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
