@@ -113,9 +113,10 @@ def stage_two(args: argparse.Namespace, first: Path, val_set: Path) -> Path:
     if (run / "model.keras").exists():
         return run
     if (run / "checkpoints" / "state.json").exists():
-        return train(render_set(args.work / "train-wide", args.train_count, SEEDS["wide"]), resume=run)
+        return train(render_set(args.work / "train-wide", args.train_count, SEEDS["wide"]), resume=run,
+                     epochs=args.wide_epochs)
     train_set = render_set(args.work / "train-wide", args.train_count, SEEDS["wide"])
-    return train(train_set, val=val_set, out=run, epochs=args.wide_epochs, charset=CHARSET, case_insensitive=True,
+    return train(train_set, val=val_set, out=run, epochs=args.wide_epochs or 12, charset=CHARSET, case_insensitive=True,
                  init=first, overrides=[*WIDE, f"train.max_cpu_minutes={args.max_cpu_minutes}"])
 
 
@@ -131,7 +132,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None,
                         help="maximum epochs (default 40); with --resume, the run's new limit (at or below the "
                              "epochs done: finish now from the best epoch)")
-    parser.add_argument("--wide-epochs", type=int, default=12, help="maximum epochs of stage 2")
+    parser.add_argument("--wide-epochs", type=int, default=None,
+                        help="maximum epochs of stage 2 (default 12); with --resume, its new limit")
     parser.add_argument("--max-cpu-minutes", type=float, default=150.0, help="stop a stage after the epoch past this")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--earlier-cpu-seconds", type=float, default=0.0,
