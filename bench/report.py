@@ -53,7 +53,15 @@ def bundled() -> str | None:
             "| test set | sequence acc. | char acc. | CER | ONNX size |\n| --- | --- | --- | --- | --- |\n"
             f"| {t['count']} fresh synthetic captchas (seed {t['seed']}, length {t['length']}, {t['size']}) | "
             f"{_pct(m['sequence_accuracy'])} | {_pct(m['char_accuracy'])} | {m['cer']:.4f} | "
-            f"{data['onnx_bytes'] / 1e6:.2f} MB |" + _bundled_errors(data))
+            f"{data['onnx_bytes'] / 1e6:.2f} MB |" + _bundled_training(data) + _bundled_errors(data))
+
+
+def _bundled_training(data: dict) -> str:
+    if "epochs_run_stage_2" not in data:
+        return ""
+    return (f"\n\nTrained in two stages: {data['epochs_run']} epochs at 32x120 on {data['train_count']:,} images, then "
+            f"{data['epochs_run_stage_2']} epochs fine-tuning at 32x160 on {data['train_count']:,} fresh ones; "
+            f"{data['train_cpu_seconds'] / 60:.0f} CPU minutes of training in all.")
 
 
 def _bundled_errors(data: dict) -> str:
