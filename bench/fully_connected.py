@@ -454,11 +454,13 @@ def _size_rows(by_stage: dict[str, list[dict]]) -> list[dict]:
 
 
 def report_size(by_stage: dict[str, list[dict]]) -> None:
-    print(f"| model | train images | epochs run (cap) | batch | sequence acc | char acc | CER | {HEAD} "
-          "train CPU s | test CPU ms/image |\n|" + "---|" * 14)
+    print(f"| model | train images | epochs run (cap) | batch | precise BN | sequence acc | char acc | CER | {HEAD} "
+          "train CPU s | test CPU ms/image |\n|" + "---|" * 15)
     for r in _size_rows(by_stage):
         k = r["key"]
+        precise = "yes" if (r.get("train_config") or {}).get("precise_bn") else "no"
         print(f"| {k['model']} | {k['train_images']} | {r['epochs_run']} ({k['epochs_cap'] or 'none'}) | {_batch(r)} | "
+              f"{precise} | "
               f"{r['sequence_accuracy']:.3f} | {r['char_accuracy']:.3f} | {r['cer']:.3f} | "
               f"{_pos(r['per_position_accuracy'])} | {r['train_cpu_seconds'] or '-'} | {r['test_cpu_ms_per_image']} |")
 
