@@ -110,7 +110,7 @@ def stage_two(args: argparse.Namespace, first: Path, val_set: Path) -> Path:
     from captchalab.train import train
 
     run = args.work / "run-wide"
-    if (run / "model.keras").exists():
+    if (run / "model.keras").exists() and not (args.resume and args.wide_epochs):
         return run
     if (run / "checkpoints" / "state.json").exists():
         return train(render_set(args.work / "train-wide", args.train_count, SEEDS["wide"]), resume=run,
