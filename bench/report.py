@@ -59,8 +59,11 @@ def bundled() -> str | None:
 def _bundled_training(data: dict) -> str:
     if "epochs_run_stage_2" not in data:
         return ""
-    return (f"\n\nTrained in two stages: {data['epochs_run']} epochs at 32x120 on {data['train_count']:,} images, then "
-            f"{data['epochs_run_stage_2']} epochs fine-tuning at 32x160 on {data['train_count']:,} fresh ones; "
+    first = dict(item.split("=", 1) for item in data["recipe"])
+    second = {**first, **dict(item.split("=", 1) for item in data["recipe_stage_2"])}
+    return (f"\n\nTrained in two stages: {data['epochs_run']} epochs at {first['image.height']}x"
+            f"{first['image.width']} on {data['train_count']:,} images, then {data['epochs_run_stage_2']} epochs "
+            f"fine-tuning at {second['image.height']}x{second['image.width']} on {data['train_count']:,} fresh ones; "
             f"{data['train_cpu_seconds'] / 60:.0f} CPU minutes of training in all.")
 
 

@@ -112,10 +112,9 @@ def stage_two(args: argparse.Namespace, first: Path, val_set: Path) -> Path:
     run = args.work / "run-wide"
     if (run / "model.keras").exists() and not (args.resume and args.wide_epochs):
         return run
-    if (run / "checkpoints" / "state.json").exists():
-        return train(render_set(args.work / "train-wide", args.train_count, SEEDS["wide"]), resume=run,
-                     epochs=args.wide_epochs)
     train_set = render_set(args.work / "train-wide", args.train_count, SEEDS["wide"])
+    if (run / "checkpoints" / "state.json").exists():
+        return train(train_set, resume=run, epochs=args.wide_epochs)
     return train(train_set, val=val_set, out=run, epochs=args.wide_epochs or 12, charset=CHARSET, case_insensitive=True,
                  init=first, overrides=[*WIDE, f"train.max_cpu_minutes={args.max_cpu_minutes}"])
 
