@@ -73,3 +73,24 @@ def test_refresh_batch_norm_sets_the_statistics_of_the_given_images():
     batch_variances = [features[i : i + 64].var(axis=(0, 1, 2)) for i in range(0, 192, 64)]
     np.testing.assert_allclose(np.asarray(norm.moving_variance), np.mean(batch_variances, axis=0), rtol=1e-3)
     assert norm.momentum == 0.99
+
+
+def test_refresh_batch_norm_sees_the_features_without_dropout():
+    """A BatchNormalization after a Dropout must get the statistics it meets at inference."""
+    import keras
+    import numpy as np
+
+    from captchalab.train import refresh_batch_norm
+
+    inputs = keras.Input((8, 8, 1))
+    flat = keras.layers.Flatten()
+    drop = keras.layers.Dropout(0.8)
+    norm = keras.layers.BatchNormalization()
+    model = keras.Model(inputs, norm(drop(flat(inputs))))
+    pixels = np.random.default_rng(0).integers(0, 256, (128, 8, 8), dtype=np.uint8)
+
+    refresh_batch_norm(model, pixels, images=128, batch_size=128)
+
+    features = pixels.reshape(128, -1).astype(np.float32) / 255.0
+    np.testing.assert_allclose(np.asarray(norm.moving_variance), features.var(axis=0), rtol=1e-3)
+    assert drop.rate == 0.8

@@ -257,14 +257,18 @@ def refresh_batch_norm(model: keras.Model, pixels: np.ndarray, images: int = 102
     An equal-weight average over clean training images at frozen weights ("precise BN")
     removes the lag: 100% instead of 99.0% on captcha_images_v2 in two seeds, epoch-to-epoch
     validation swings halved (bench/precise_bn.py). Only the layers up to the batch norms run
-    (no LSTMs), so it costs little.
+    (no LSTMs), so it costs little. Dropout is off for the pass: a batch norm behind a dropout
+    layer must learn the statistics it will meet at inference, not those of dropped features.
     """
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     if not norms or not len(pixels):
         return
     upstream = keras.Model(model.input, [layer.output for layer in norms])
-    momenta = [layer.momentum for layer in norms]
+    drops = [layer for layer in upstream.layers if isinstance(layer, keras.layers.Dropout)]
+    momenta, rates = [layer.momentum for layer in norms], [layer.rate for layer in drops]
     try:
+        for layer in drops:
+            layer.rate = 0.0
         for step, start in enumerate(range(0, min(images, len(pixels)), batch_size)):
             for layer in norms:  # moving = mean of the batch statistics seen so far
                 layer.momentum = step / (step + 1)
@@ -272,6 +276,8 @@ def refresh_batch_norm(model: keras.Model, pixels: np.ndarray, images: int = 102
     finally:
         for layer, momentum in zip(norms, momenta):
             layer.momentum = momentum
+        for layer, rate in zip(drops, rates):
+            layer.rate = rate
 
 
 class EpochEnd(keras.callbacks.Callback):
