@@ -117,13 +117,29 @@ def finish(audit, record: dict) -> None:
     record.update(audit.summary(record["cells"]), machine=machine_info())
     table = {m: {int(n): v for n, v in c.items()} for m, c in record["curves"].items()}
     audit.plot(table, PLOT, "captcha_images_v2: sequence accuracy on test.csv (mean, min-max over seeds)")
-    record["beats_scratch_at_every_count"] = _beats(record["curves"])
+    record["comparison"] = compare(record["cells"])
+    record["beats_scratch_at_every_count"] = {n: c["outcome"] == "ahead" for n, c in record["comparison"].items()}
     save(record)
 
 
-def _beats(curves: dict) -> dict[str, bool]:
-    pretrained, scratch = curves.get("pretrained", {}), curves.get("scratch", {})
-    return {n: pretrained[n]["mean"] > scratch[n]["mean"] for n in pretrained if n in scratch}
+def compare(cells: list[dict]) -> dict[str, dict]:
+    """Per label count measured by both methods: means over seeds of sequence accuracy (the
+    criterion), char accuracy and CPU seconds, and whether pretraining is ahead, tied or behind
+    on sequence accuracy (ties happen at the top, where both read all 104 test images)."""
+    def mean(n: int, method: str, key: str) -> float:
+        values = [c[key] for c in cells if c["n"] == n and c["method"] == method]
+        return sum(values) / len(values)
+
+    counts = {m: {c["n"] for c in cells if c["method"] == m} for m in ("pretrained", "scratch")}
+    both = sorted(counts["pretrained"] & counts["scratch"])
+    table = {}
+    for n in both:
+        row = {key: {m: round(mean(n, m, key), 4) for m in ("pretrained", "scratch")}
+               for key in ("sequence_accuracy", "char_accuracy", "cpu_seconds")}
+        ahead = row["sequence_accuracy"]["pretrained"] - row["sequence_accuracy"]["scratch"]
+        row["outcome"] = "ahead" if ahead > 1e-9 else "behind" if ahead < -1e-9 else "tied"
+        table[str(n)] = row
+    return table
 
 
 if __name__ == "__main__":

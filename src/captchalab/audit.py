@@ -388,7 +388,7 @@ def plot(table: dict[str, dict[int, dict[str, float]]], path: Path, title: str) 
     axis.set_ylim(0, 1.02)
     axis.set_title(title, fontsize=10)
     if any(table.values()):
-        axis.legend(loc="upper left", fontsize=8)
+        axis.legend(loc="best", fontsize=8)
     png = report._png(figure)
     runs.atomic_write(path, lambda tmp: tmp.write_bytes(png))
 
