@@ -266,8 +266,10 @@ def score(run: Path, test: TestSet) -> dict[str, float]:
 def run_cell(
     pool: Sequence[Entry], n: int, seed: int, method: str, init: Path | None, test: TestSet, work: Path,
     config: AuditConfig, max_minutes: float, quiet: bool = True, cpu_minutes: float | None = None,
+    extra: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Train one learning-curve point and score it on the test set."""
+    """Train one learning-curve point and score it on the test set; ``extra``: more ``--set``
+    overrides, applied last (for benchmarks that vary one setting)."""
     import keras
 
     from captchalab.train import train
@@ -275,7 +277,7 @@ def run_cell(
     began_cpu, began_wall = time.process_time(), time.time()
     name = f"{method}-n{n}-s{seed}"
     data, val = cell_data(pool, n, seed, work / "subsets" / f"n{n}-s{seed}")
-    overrides = cell_overrides(n, config, method == "pretrained", seed, max_minutes, cpu_minutes)
+    overrides = [*cell_overrides(n, config, method == "pretrained", seed, max_minutes, cpu_minutes), *extra]
     run = train(data, val=val, out=work / "cells" / name, overrides=overrides, export_onnx=False, quiet=quiet,
                 force=True, init=init if method == "pretrained" else None,
                 charset=charset_of(label for _, label in subset(pool, n, seed)))
