@@ -82,8 +82,23 @@ def _augment_ablation(data: dict) -> str:
             f"{_pct(test['sequence_accuracy'])} sequence / {_pct(test['char_accuracy'])} char accuracy on this test "
             f"set (best validation {_pct(ablation['best_val_sequence_accuracy'])}). Fresh images from the very "
             "generator of the test set leave augmentation nothing to add but a shift away from the test "
-            "distribution; for a few hundred real images, the usual case, `train.augment` stays on by default "
-            "(not re-measured here).")
+            "distribution. With few real labelled images, the usual case, training from scratch depends on it, so "
+            "`train.augment` stays on by default" + _augment_few_labels() + "; fine-tuning from look-alikes did a "
+            "little better without it there, on too few test images to act on yet.")
+
+
+def _augment_few_labels() -> str:
+    data = _load("tuning/augment.json")
+    if not data:
+        return ""
+    groups: dict[tuple[str, int], dict[bool, list[float]]] = {}
+    for cell in data["cells"]:
+        groups.setdefault((cell["method"], cell["n"]), {True: [], False: []})[cell["augment"]].append(
+            cell["sequence_accuracy"])
+    parts = [f"{method} at {n} labels {_pct(sum(on) / len(on))} with vs {_pct(sum(off) / len(off))} without"
+             for (method, n), runs in groups.items() for on, off in [(runs[True], runs[False])] if on and off]
+    seeds = len({cell["seed"] for cell in data["cells"]})
+    return (f" (captcha_images_v2 `test.csv`, `bench/augment.py`, mean of {seeds} seeds: " + "; ".join(parts) + ")")
 
 
 def _bundled_errors(data: dict) -> str:
