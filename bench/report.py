@@ -107,7 +107,9 @@ def _bundled_errors(data: dict) -> str:
         return ""
     return (f"\n\nMost frequent confusions (label->reading): {', '.join(errors['top_confusions'][:6])}. "
             f"{errors['wrong_only_by_O_vs_0']} of the {errors['wrong_readings']} wrong readings are wrong only by "
-            "O vs 0, which the generator's one font (DroidSansMono) draws almost alike. Recipe, training set and "
+            "O vs 0, which the generator's one font (DroidSansMono) draws almost alike"
+            + (f"; {errors['wrong_length'] or 'none'} of them the wrong length" if "wrong_length" in errors else "")
+            + ". Recipe, training set and "
             "CPU time: `bench/results/bundled.json`.")
 
 

@@ -98,7 +98,7 @@ def error_analysis(test_set: Path) -> dict:
     only_o_zero = sum(all({a, b} == {"O", "0"} for a, b in zip(y, t) if a != b) and len(y) == len(t)
                       for y, t in wrong)
     return {"wrong_readings": len(wrong), "top_confusions": [f"{a}->{b}: {n}" for n, a, b in mistakes[:12]],
-            "wrong_only_by_O_vs_0": only_o_zero}
+            "wrong_only_by_O_vs_0": only_o_zero, "wrong_length": sum(len(y) != len(t) for y, t in wrong)}
 
 
 def stage_one(args: argparse.Namespace, val_set: Path) -> Path:
