@@ -46,8 +46,6 @@ def one_run(seed: int, precise: bool, work: Path) -> dict:
 
 
 def dropout_check(run: Path, train_data: Path, test_data: Path) -> dict:
-    import keras
-
     from captchalab import metrics, runs
     from captchalab.data.folder import load_dataset
     from captchalab.export import load_keras
@@ -65,16 +63,7 @@ def dropout_check(run: Path, train_data: Path, test_data: Path) -> dict:
     stored = score()
     refresh_batch_norm(model, train_x)
     dropout_off = score()
-    # what the pass did before: the same averaging, with dropout active
-    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    upstream = keras.Model(model.input, [layer.output for layer in norms])
-    momenta = [layer.momentum for layer in norms]
-    for step, start in enumerate(range(0, len(train_x), 64)):
-        for layer in norms:
-            layer.momentum = step / (step + 1)
-        upstream(train_x[start : start + 64].astype("float32")[..., None] / 255.0, training=True)
-    for layer, momentum in zip(norms, momenta):
-        layer.momentum = momentum
+    refresh_batch_norm(model, train_x, keep_dropout=True)  # what the pass did before
     return {"run": str(run), "model": config.model, "test_images": len(test), "test_sequence_accuracy": {
         "stored_statistics": stored, "recomputed_dropout_on": score(), "recomputed_dropout_off": dropout_off}}
 

@@ -95,8 +95,12 @@ def _augment_few_labels() -> str:
     for cell in data["cells"]:
         groups.setdefault((cell["method"], cell["n"]), {True: [], False: []})[cell["augment"]].append(
             cell["sequence_accuracy"])
-    parts = [f"{method} at {n} labels {_pct(sum(on) / len(on))} with vs {_pct(sum(off) / len(off))} without"
-             for (method, n), runs in groups.items() for on, off in [(runs[True], runs[False])] if on and off]
+    parts = []
+    for (method, n), runs in groups.items():
+        on, off = runs[True], runs[False]
+        if on and off:
+            with_it, without = _pct(sum(on) / len(on)), _pct(sum(off) / len(off))
+            parts.append(f"{method} at {n} labels {with_it} with vs {without} without")
     seeds = len({cell["seed"] for cell in data["cells"]})
     return (f" (captcha_images_v2 `test.csv`, `bench/augment.py`, mean of {seeds} seeds: " + "; ".join(parts) + ")")
 

@@ -118,11 +118,16 @@ def stage_one(args: argparse.Namespace, val_set: Path) -> Path:
 
 def fine_tune(args: argparse.Namespace, stage: int, init: Path, val_set: Path) -> Path:
     """Stage ``stage`` (2, 3, ...): train --init the previous stage on its own fresh set."""
+    name, seed, recipe, default_epochs = STAGES[stage - 2]
+    return _fine_tune_run(args, args.work / name, seed, recipe, init, val_set, default_epochs,
+                          args.stage_epochs.get(stage))
+
+
+def _fine_tune_run(args: argparse.Namespace, run: Path, seed: str, recipe: list[str], init: Path, val_set: Path,
+                   default_epochs: int, epochs: int | None = None) -> Path:
+    """Reused when finished (unless --resume with a new epoch limit), resumed when killed, started otherwise."""
     from captchalab.train import train
 
-    name, seed, recipe, default_epochs = STAGES[stage - 2]
-    epochs = args.stage_epochs.get(stage)
-    run = args.work / name
     if (run / "model.keras").exists() and not (args.resume and epochs):
         return run
     train_set = render_set(_train_folder(args, seed), args.train_count, SEEDS[seed])
@@ -147,25 +152,19 @@ def ablate_augment(args: argparse.Namespace, val_set: Path, test_set: Path) -> d
     """The last stage again, from the same start on the same images, with augmentation on:
     what switching it off was worth, apart from the fresh images and the lower rate."""
     import captchalab
-    from captchalab.train import train
 
     _, seed, recipe, epochs = STAGES[-1]
     previous = args.work / (STAGES[-2][0] if len(STAGES) > 1 else "run")
-    out = args.work / "ablation-augment"
-    train_set = render_set(_train_folder(args, seed), args.train_count, SEEDS[seed])
     changed = [item for item in recipe if not item.startswith("train.augment=")] + ["train.augment=true"]
-    if (out / "model.onnx").exists():
-        run = out
-    elif (out / "checkpoints" / "state.json").exists():
-        run = train(train_set, resume=out)
-    else:
-        run = train(train_set, val=val_set, out=out, epochs=epochs, charset=CHARSET, case_insensitive=True,
-                    init=previous, overrides=[*changed, f"train.max_cpu_minutes={args.max_cpu_minutes}"])
+    run = _fine_tune_run(args, args.work / "ablation-augment", seed, changed, previous, val_set, epochs)
+    return {"stage": len(STAGES) + 1, "recipe": changed, **_summary(run),
+            "test": captchalab.evaluate(run / "model.onnx", test_set, save=False), "machine": machine_info()}
+
+
+def _summary(run: Path) -> dict:
     history = _history(run)
-    return {"stage": len(STAGES) + 1, "recipe": changed, "epochs_run": len(history),
-            "best_val_sequence_accuracy": max(e["val_sequence_accuracy"] for e in history),
-            "train_cpu_seconds": _cpu(run), "test": captchalab.evaluate(run / "model.onnx", test_set, save=False),
-            "machine": machine_info()}
+    return {"epochs_run": len(history), "train_cpu_seconds": _cpu(run),
+            "best_val_sequence_accuracy": max(e["val_sequence_accuracy"] for e in history)}
 
 
 def _history(run: Path) -> list[dict]:
@@ -227,10 +226,8 @@ def main() -> None:
                      "charset": CHARSET, "lowercase_share": LOWERCASE_SHARE},
         "train_count": args.train_count,
         "recipe": RECIPE,
-        "epochs_run": len(json.loads((first / "history.json").read_text())),
-        "stages": [{"recipe": recipe, "train_seed": SEEDS[seed], "epochs_run": len(_history(later)),
-                    "train_cpu_seconds": _cpu(later),
-                    "best_val_sequence_accuracy": max(e["val_sequence_accuracy"] for e in _history(later))}
+        "epochs_run": len(_history(first)),
+        "stages": [{"recipe": recipe, "train_seed": SEEDS[seed], **_summary(later)}
                    for (_, seed, recipe, _), later in zip(STAGES, runs[1:])],
         "train_cpu_seconds": round(args.earlier_cpu_seconds + sum(_cpu(r) for r in runs), 1),
         "earlier_cpu_seconds": args.earlier_cpu_seconds,

@@ -249,7 +249,9 @@ def predict_texts(model: keras.Model, config: RunConfig, pixels: np.ndarray) -> 
     return decoding.greedy(decoding.softmax(logits), config.head, config.charset)
 
 
-def refresh_batch_norm(model: keras.Model, pixels: np.ndarray, images: int = 1024, batch_size: int = 64) -> None:
+def refresh_batch_norm(
+    model: keras.Model, pixels: np.ndarray, images: int = 1024, batch_size: int = 64, keep_dropout: bool = False
+) -> None:
     """Recompute every BatchNormalization layer's statistics for the weights as they are now.
 
     The moving averages kept while training trail the weights by about a hundred steps, so
@@ -258,13 +260,14 @@ def refresh_batch_norm(model: keras.Model, pixels: np.ndarray, images: int = 102
     removes the lag: 100% instead of 99.0% on captcha_images_v2 in two seeds, epoch-to-epoch
     validation swings halved (bench/precise_bn.py). Only the layers up to the batch norms run
     (no LSTMs), so it costs little. Dropout is off for the pass: a batch norm behind a dropout
-    layer must learn the statistics it will meet at inference, not those of dropped features.
+    layer must learn the statistics it will meet at inference, not those of dropped features
+    (``keep_dropout`` leaves it on, only to measure that choice: bench/precise_bn.py).
     """
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     if not norms or not len(pixels):
         return
     upstream = keras.Model(model.input, [layer.output for layer in norms])
-    drops = [layer for layer in upstream.layers if isinstance(layer, keras.layers.Dropout)]
+    drops = [] if keep_dropout else [layer for layer in upstream.layers if isinstance(layer, keras.layers.Dropout)]
     momenta, rates = [layer.momentum for layer in norms], [layer.rate for layer in drops]
     try:
         for layer in drops:
