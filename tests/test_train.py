@@ -1,3 +1,4 @@
+import itertools
 import json
 
 import pytest
@@ -94,3 +95,67 @@ def test_refresh_batch_norm_sees_the_features_without_dropout():
     features = pixels.reshape(128, -1).astype(np.float32) / 255.0
     np.testing.assert_allclose(np.asarray(norm.moving_variance), features.var(axis=0), rtol=1e-3)
     assert drop.rate == 0.8
+
+
+def test_the_epoch_budget_grows_with_fewer_images_and_has_a_floor():
+    from captchalab.train import MIN_EPOCHS, auto_epochs
+
+    small, medium, large = (auto_epochs(n, 16, 2500) for n in (450, 1080, 3600))
+    assert small > medium >= large == MIN_EPOCHS
+    assert small * 29 >= 2500 and medium * 68 >= 2500  # every set gets its minimum of steps
+
+
+def test_an_automatic_budget_is_written_to_the_run_config(tiny_set, tmp_path):
+    from captchalab.train import auto_epochs
+
+    run = train(tiny_set, out=tmp_path / "r", quiet=True, export_onnx=False,
+                overrides=["train.min_steps=4", "train.batch_size=8"])
+    epochs = json.loads((run / "config.json").read_text())["train"]["epochs"]
+    assert epochs == auto_epochs(36, 8, 4)  # 40 images less the 10% held out: 20 epochs, the floor
+
+
+def test_the_cosine_schedule_falls_from_the_rate_to_its_floor():
+    from captchalab.config import TrainConfig
+    from captchalab.train import FINAL_RATE, learning_rate_at
+
+    config = TrainConfig(epochs=10, learning_rate=1e-3)
+    rates = [learning_rate_at(config, e / 10) for e in range(11)]
+    assert rates[0] == pytest.approx(1e-3) and rates[10] == pytest.approx(FINAL_RATE * 1e-3)
+    assert all(a > b for a, b in itertools.pairwise(rates))
+
+
+def test_an_unknown_schedule_is_refused(tiny_set, tmp_path):
+    with pytest.raises(UsageError, match=r"train\.schedule"):
+        train(tiny_set, out=tmp_path / "r", quiet=True, overrides=["train.schedule=step"])
+
+
+def test_validation_loss_is_the_inference_heads_alone(tmp_path):
+    """crnn trains a per-slot head beside CTC; val_loss must not include it (it can overfit while
+    CTC still improves, and then early stopping ends a run that is learning)."""
+    import keras
+    import numpy as np
+
+    from captchalab.charset import Charset
+    from captchalab.config import RunConfig, TrainConfig
+    from captchalab.data.images import ImageSize
+    from captchalab.data.pipeline import encode_labels
+    from captchalab.models import registry
+    from captchalab.models.losses import ctc_loss
+    from captchalab.train import EpochEnd, Split, build_model, training_model
+
+    charset = Charset.parse("0-9")
+    config = RunConfig("crnn", "ctc", charset, ImageSize(32, 64), 4, registry.get("crnn").options_type(),
+                       TrainConfig(epochs=1))
+    model = build_model(config)
+    trainer = training_model(model, config)
+    trainer.compile(loss=["mse", "mse"])
+    labels = ("1234", "567", "0000", "98")
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 32, 64), dtype=np.uint8)
+    targets = encode_labels(labels, charset, 4)
+    callback = EpochEnd(config, tmp_path, Split(pixels, targets, pixels, labels, targets), {}, model)
+    callback.set_model(trainer)
+
+    _, loss = callback._validate()
+
+    logits = model.predict(pixels.astype(np.float32)[..., None] / 255.0, verbose=0)
+    assert loss == pytest.approx(float(np.mean(keras.ops.convert_to_numpy(ctc_loss(targets, logits)))), rel=1e-5)

@@ -61,7 +61,9 @@ def train(
     val: Annotated[Path | None, typer.Option(help="Validation set (default: 10% held out).")] = None,
     model: Annotated[str | None, typer.Option(help="mlp, cnn, crnn (default) or segment.")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/MODEL-TIME).")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Maximum epochs (early stopping may end sooner).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epoch budget; the learning rate follows a cosine over it and "
+                                                    "early stopping may end sooner (default: scaled to the data, "
+                                                    "at least train.min_steps steps and 20 epochs).")] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Override a setting, e.g. train.learning_rate=0.001 or model.rnn_units=96; repeatable.",
     )] = None,
@@ -87,6 +89,9 @@ def train(
     summary = json.loads((folder / "metrics.json").read_text())
     _report_skipped(summary.get("skipped", []), data or resume)
     err.print(f"run folder: {folder}  validation sequence accuracy {summary['sequence_accuracy']:.3f}")
+    for finding in summary.get("diagnosis", []):
+        err.print(f"[yellow]likely cause:[/] {escape(finding['cause'])} ({escape(finding['evidence'])}); "
+                  f"{escape(finding['advice'])}")
 
 
 @app.command()

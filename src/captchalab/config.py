@@ -18,11 +18,18 @@ from captchalab.errors import CharsetError, ModelError, UsageError
 CONFIG_VERSION = 1
 
 
+SCHEDULES = ("cosine", "plateau")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 100
+    epochs: int = 0  # 0: scaled to the data, enough epochs for ``min_steps`` steps (train.auto_epochs)
+    min_steps: int = 2500  # optimizer steps the automatic epoch budget gives a small data set at least
     batch_size: int = 16
     learning_rate: float = 2e-3
+    # "cosine": the rate falls from learning_rate to 2% of it over the epoch budget, whatever validation
+    # does; "plateau": halved after every third of ``patience`` epochs without progress (before 0.2).
+    schedule: str = "cosine"
     patience: int = 10
     val_fraction: float = 0.1
     seed: int = 0

@@ -8,6 +8,7 @@ import_quietly()  # before Keras below, so TensorFlow's start-up noise stays off
 # ruff: noqa: E402
 
 import json
+import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,9 +17,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from captchalab import decoding, metrics, runs
+from captchalab import decoding, failure, metrics, runs
 from captchalab.charset import Charset
-from captchalab.config import RunConfig, TrainConfig, apply_overrides
+from captchalab.config import SCHEDULES, RunConfig, TrainConfig, apply_overrides
 from captchalab.data import pipeline
 from captchalab.data.folder import Dataset, load_dataset
 from captchalab.data.images import ImageSize, resize_pixels
@@ -28,6 +29,10 @@ from captchalab.models.losses import loss_for
 from captchalab.progress import counting, live_bar
 
 STATE = "state.json"
+MIN_EPOCHS = 20  # the automatic budget's least number of passes over the training images
+FINAL_RATE = 0.02  # the cosine schedule ends at this share of the initial learning rate
+PROGRESS = 0.01  # a validation loss this much (relatively) below the best so far counts as progress
+PERFECT_EPOCHS = 3  # stop after this many epochs in a row that read every validation image
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,8 @@ def train(
         config = adopt(config, init_config, str(init))
     config = apply_overrides(config, [f"train.epochs={epochs}"] if epochs else [])
     config = apply_overrides(config, overrides)
+    config = _with_epoch_budget(config, len(train_set) if val is not None else
+                                round(len(train_set) * (1 - config.train.val_fraction)))
     _check_train_config(config.train)
     if config.image.height > train_set.size.height or config.image.width > train_set.size.width:
         # read at the pretrained run's size, but an override asks for more: never upsample what was read
@@ -116,9 +123,36 @@ def _at_size(dataset: Dataset, size: ImageSize) -> Dataset:
     return replace(dataset, pixels=resize_pixels(dataset.pixels, size))
 
 
+def auto_epochs(images: int, batch_size: int, min_steps: int) -> int:
+    """The epoch budget for ``images`` training images: enough passes for ``min_steps``
+    optimizer steps, and at least MIN_EPOCHS passes.
+
+    A fixed number of epochs gives a small set too few steps to leave CTC's start-up plateau
+    (500 images are 29 steps an epoch) and a large one more than it needs; a fixed number of
+    steps gives a large set too few passes. bench/zoo.py measured both ends.
+    """
+    steps_per_epoch = max(1, math.ceil(images / batch_size))
+    return max(MIN_EPOCHS, math.ceil(min_steps / steps_per_epoch))
+
+
+def _with_epoch_budget(config: RunConfig, images: int) -> RunConfig:
+    if config.train.epochs:
+        return config
+    epochs = auto_epochs(images, config.train.batch_size, config.train.min_steps)
+    return replace(config, train=replace(config.train, epochs=epochs))
+
+
+def learning_rate_at(train_config: TrainConfig, progress: float) -> float:
+    """The cosine schedule's rate at ``progress`` (0: the start, 1: the end of the budget)."""
+    progress = min(1.0, max(0.0, progress))
+    return train_config.learning_rate * (FINAL_RATE + (1 - FINAL_RATE) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
 def _check_train_config(train_config: TrainConfig) -> None:
     if train_config.epochs < 1 or train_config.batch_size < 1 or train_config.learning_rate <= 0:
         raise UsageError("epochs and batch_size must be at least 1 and learning_rate above 0")
+    if train_config.schedule not in SCHEDULES:
+        raise UsageError(f"train.schedule must be one of {', '.join(SCHEDULES)}, got '{train_config.schedule}'")
     if not 0 < train_config.val_fraction < 1:
         raise UsageError("train.val_fraction must be between 0 and 1")
 
@@ -225,6 +259,8 @@ def _finish(
     summary.update({"split": "validation", "model": config.model, "charset": config.charset.symbols,
                     "train_cpu_seconds": round(state.get("cpu_seconds", 0.0), 1),
                     "epochs_run": state["epoch"]})
+    if summary["sequence_accuracy"] < failure.NEAR_ZERO:
+        summary["diagnosis"] = _diagnosis(model, config, split, state["history"], texts)
     if state.get("skipped"):
         summary["skipped"] = state["skipped"]
     runs.write_json(folder / "metrics.json", summary)
@@ -233,6 +269,13 @@ def _finish(
 
         export(folder, model=model, config=config)
     return folder
+
+
+def _diagnosis(model: keras.Model, config: RunConfig, split: Split, history: list, texts: list[str]) -> list:
+    steps = int(model.output.shape[1]) if config.head == "ctc" else None
+    return failure.diagnose_run(history, texts, config.head, config.image.width, steps, config.max_length,
+                                len(split.train_y), int(np.count_nonzero(split.train_y)),
+                                config.charset.num_classes - 1)
 
 
 def _calibrate_and_plot(model: keras.Model, config: RunConfig, folder: Path, split: Split, history: list) -> None:
@@ -297,15 +340,25 @@ class EpochEnd(keras.callbacks.Callback):
         self.began_cpu = self.epoch_cpu = time.process_time()
         self.cpu_before = state.get("cpu_seconds", 0.0)  # spent by earlier processes of a resumed run
 
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if self.config.train.schedule == "cosine":
+            self.model.optimizer.learning_rate = learning_rate_at(self.config.train, self._progress(epoch))
+
+    def _progress(self, epoch: int) -> float:
+        """How much of the budget is spent: epochs, or the wall-clock or CPU limit if one comes first."""
+        t = self.config.train
+        spent = [epoch / t.epochs]
+        if t.max_minutes:
+            spent.append((time.time() - self.began) / (t.max_minutes * 60))
+        if t.max_cpu_minutes:
+            spent.append((time.process_time() - self.began_cpu) / (t.max_cpu_minutes * 60))
+        return max(spent)
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
         if self.config.train.precise_bn:
             refresh_batch_norm(self.inference, self.split.train_x)
-        texts = [p.text for p in predict_texts(self.inference, self.config, self.split.val_x)]
-        summary = metrics.summarize(texts, self.split.val_labels)
-        losses = self.model.evaluate(self.split.val_x.astype(np.float32)[..., None] / 255.0,
-                                     _targets(self.model, self.split.val_y), batch_size=256, verbose=0)
-        val_loss = float(np.ravel(losses)[0])
+        summary, val_loss = self._validate()
         record = {"epoch": epoch + 1, "loss": float(logs.get("loss", np.nan)), "val_loss": val_loss,
                   "val_sequence_accuracy": summary["sequence_accuracy"],
                   "val_char_accuracy": summary["char_accuracy"], "val_cer": summary["cer"],
@@ -321,29 +374,41 @@ class EpochEnd(keras.callbacks.Callback):
         self._check_budget()
         self._save(epoch + 1)
 
-    def _track_best(self, record: dict) -> None:
-        """Keep the best checkpoint (accuracy, then loss); stop when accuracy stops improving.
+    def _validate(self) -> tuple[dict, float]:
+        """Metrics and loss of the inference model: the loss of its own head only, since a
+        training-only head (crnn's per-slot reading) can overfit while the model it trains
+        still improves."""
+        logits = self.inference.predict(self.split.val_x.astype(np.float32)[..., None] / 255.0, batch_size=256,
+                                        verbose=0)
+        texts = [p.text for p in decoding.greedy(decoding.softmax(logits), self.config.head, self.config.charset)]
+        loss = keras.ops.convert_to_numpy(loss_for(self.config.head)(self.split.val_y, logits))
+        return metrics.summarize(texts, self.split.val_labels), float(np.mean(loss))
 
-        Before any validation captcha is read correctly, progress is measured by the loss,
-        so CTC's initial plateau is not mistaken for the end of training.
+    def _track_best(self, record: dict) -> None:
+        """Keep the best checkpoint; stop when validation has stopped improving.
+
+        Best is the highest sequence accuracy, then the lowest CER, then the lowest loss.
+        CER and loss move long before the first whole captcha is read (CTC's start-up
+        plateau), so progress counts on any of the three: a run that is still learning is
+        neither stopped nor has its learning rate cut while its sequence accuracy sits at 0.
         """
-        accuracy = record["val_sequence_accuracy"]
-        score = [accuracy, -record["val_loss"]]
-        better = self.state["best"] is None or score > self.state["best"]
-        if better:
+        score = [record["val_sequence_accuracy"], -record["val_cer"], -record["val_loss"]]
+        if self.state["best"] is None or score > self.state["best"]:
             self.state["best"] = score
             runs.atomic_write(self.folder / runs.CHECKPOINTS / "best.weights.h5", self.model.save_weights)
-        best_accuracy = self.state.get("best_accuracy", 0.0)
-        progressed = accuracy > best_accuracy if max(accuracy, best_accuracy) > 0 else better
-        if progressed:
-            self.state["best_accuracy"], self.state["wait"] = accuracy, 0
-            return
-        self.state["wait"] += 1
-        patience = self.config.train.patience
-        if self.state["wait"] % max(1, patience // 3) == 0:  # decay on plateau, stop on a long one
+        bests = self.state.get("bests") or {"accuracy": -1.0, "cer": math.inf, "loss": math.inf}
+        progressed = (record["val_sequence_accuracy"] > bests["accuracy"] or record["val_cer"] < bests["cer"] - 1e-3
+                      or record["val_loss"] < bests["loss"] * (1 - PROGRESS))
+        self.state["bests"] = bests
+        bests.update(accuracy=max(bests["accuracy"], record["val_sequence_accuracy"]),
+                     cer=min(bests["cer"], record["val_cer"]), loss=min(bests["loss"], record["val_loss"]))
+        self.state["wait"] = 0 if progressed else self.state["wait"] + 1
+        self.state["perfect"] = self.state.get("perfect", 0) + 1 if record["val_sequence_accuracy"] == 1.0 else 0
+        t = self.config.train
+        if t.schedule == "plateau" and self.state["wait"] and self.state["wait"] % max(1, t.patience // 3) == 0:
             self.model.optimizer.learning_rate = float(self.model.optimizer.learning_rate) * 0.5
-        perfect = accuracy == 1.0 and self.state["wait"] >= 3
-        if (self.state["wait"] >= patience or perfect) and record["epoch"] >= self.config.train.min_epochs:
+        done = self.state["wait"] >= t.patience or self.state["perfect"] >= PERFECT_EPOCHS
+        if done and record["epoch"] >= t.min_epochs:
             self.model.stop_training = True
 
     def _check_budget(self) -> None:

@@ -1,0 +1,98 @@
+"""Why a training run reads (almost) nothing: causes inferred from what the run measured.
+
+``train`` calls :func:`diagnose_run` when a finished run's validation sequence accuracy is
+near zero, stores the findings in metrics.json (``diagnosis``) and prints them. Each finding
+names its evidence, so the advice can be checked rather than trusted. NumPy only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+NEAR_ZERO = 0.05  # validation sequence accuracy below this gets a diagnosis
+MIN_PIXELS_PER_CHAR = 8  # model-input columns per character below which glyphs are hard to tell apart
+MIN_PER_SYMBOL = 40  # training examples per symbol below which a model from scratch rarely learns them
+CTC_STEPS_PER_CHAR = 2  # CTC needs a blank between repeats: about two time steps per character
+
+
+@dataclass(frozen=True)
+class Finding:
+    cause: str
+    evidence: str
+    advice: str
+
+
+def diagnose_run(
+    history: Sequence[dict[str, Any]],
+    readings: Sequence[str],
+    head: str,
+    input_width: int,
+    time_steps: int | None,
+    max_length: int,
+    train_images: int,
+    train_characters: int,
+    num_symbols: int,
+) -> list[dict[str, str]]:
+    """Findings, most likely cause first; empty when nothing explains the failure."""
+    findings = [
+        *_plateau(history, readings, head),
+        *_slots(head, time_steps, max_length),
+        *_resolution(input_width, max_length),
+        *_examples(train_images, train_characters, num_symbols),
+        *_overfit(history),
+    ]
+    return [asdict(f) for f in findings]
+
+
+def _plateau(history: Sequence[dict[str, Any]], readings: Sequence[str], head: str) -> list[Finding]:
+    empty = sum(not r for r in readings) / max(1, len(readings))
+    if head != "ctc" or empty < 0.5:
+        return []
+    first, last = (history[0]["loss"], history[-1]["loss"]) if history else (float("nan"), float("nan"))
+    falling = len(history) >= 2 and last < 0.9 * first
+    advice = ("it was still learning: give it more epochs (train --resume RUN --epochs N)" if falling else
+              "try a lower learning rate (--set train.learning_rate=0.0005) or more images")
+    return [Finding("never left CTC's start-up plateau (it outputs blanks)",
+                    f"{empty:.0%} of validation readings are empty; training loss {first:.2f} -> {last:.2f} "
+                    f"over {len(history)} epochs", advice)]
+
+
+def _slots(head: str, time_steps: int | None, max_length: int) -> list[Finding]:
+    if head != "ctc" or time_steps is None or time_steps >= CTC_STEPS_PER_CHAR * max_length:
+        return []
+    return [Finding("labels too long for the model's time steps",
+                    f"{time_steps} time steps for labels of up to {max_length} characters",
+                    "widen the input (--set image.width=...) or train the cnn model")]
+
+
+def _resolution(input_width: int, max_length: int) -> list[Finding]:
+    per_char = input_width / max(1, max_length)
+    if per_char >= MIN_PIXELS_PER_CHAR:
+        return []
+    return [Finding("images too small for the text",
+                    f"{input_width} input columns for up to {max_length} characters ({per_char:.1f} per character)",
+                    "train at a larger input size (--set image.width=... image.height=...)")]
+
+
+def _examples(images: int, characters: int, num_symbols: int) -> list[Finding]:
+    per_symbol = characters / max(1, num_symbols)
+    if per_symbol >= MIN_PER_SYMBOL:
+        return []
+    return [Finding("too few images per symbol",
+                    f"{images} training images show each of {num_symbols} symbols about "
+                    f"{per_symbol:.0f} times",
+                    "label more images, or pretrain on look-alikes first (docs/few-labels.md)")]
+
+
+def _overfit(history: Sequence[dict[str, Any]]) -> list[Finding]:
+    if len(history) < 4:
+        return []
+    best_val = min(range(len(history)), key=lambda i: history[i]["val_loss"])
+    train_fell = history[-1]["loss"] < 0.7 * history[best_val]["loss"]
+    if best_val > len(history) // 2 or not train_fell:
+        return []
+    return [Finding("memorised the training images",
+                    f"validation loss was lowest at epoch {best_val + 1} of {len(history)} while training loss "
+                    "kept falling", "more labelled images, or look-alike pretraining (docs/few-labels.md)")]

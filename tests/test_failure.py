@@ -1,0 +1,35 @@
+from captchalab.failure import diagnose_run
+
+
+def _history(losses, val_losses=None):
+    val_losses = val_losses or losses
+    return [{"epoch": i + 1, "loss": a, "val_loss": b} for i, (a, b) in enumerate(zip(losses, val_losses))]
+
+
+def _causes(**kwargs):
+    args = {"history": _history([50, 40, 30, 25]), "readings": ["AB12"] * 10, "head": "ctc", "input_width": 128,
+            "time_steps": 32, "max_length": 6, "train_images": 2000, "train_characters": 10000, "num_symbols": 36}
+    args.update(kwargs)
+    return [f["cause"] for f in diagnose_run(**args)]
+
+
+def test_a_run_whose_causes_are_all_absent_gets_no_finding():
+    assert _causes() == []
+
+
+def test_all_blank_readings_are_the_ctc_plateau_and_a_falling_loss_asks_for_more_epochs():
+    findings = diagnose_run(_history([50, 40, 30]), [""] * 9 + ["A"], "ctc", 128, 32, 6, 2000, 10000, 36)
+    assert "plateau" in findings[0]["cause"] and "more epochs" in findings[0]["advice"]
+    flat = diagnose_run(_history([50, 49.8, 49.9]), [""] * 10, "ctc", 128, 32, 6, 2000, 10000, 36)
+    assert "learning rate" in flat[0]["advice"]
+
+
+def test_too_few_time_steps_too_few_pixels_and_too_few_examples_are_named():
+    assert any("time steps" in c for c in _causes(time_steps=10))
+    assert any("too small" in c for c in _causes(input_width=40, max_length=8))
+    assert any("per symbol" in c for c in _causes(train_images=50, train_characters=250))
+
+
+def test_validation_loss_rising_while_training_loss_falls_is_memorising():
+    history = _history([50, 30, 15, 8, 4, 2], [20, 18, 19, 22, 25, 30])
+    assert any("memorised" in c for c in _causes(history=history))
