@@ -141,7 +141,7 @@ def test_perfect_validation_stops_only_after_min_epochs(min_epochs: int, stops_a
     callback = EpochEnd(config, tmp_path, None, {"best": None, "wait": 0}, model)  # type: ignore[arg-type]
     callback.set_model(model)
     for epoch in range(1, 10):
-        callback._track_best({"epoch": epoch, "val_sequence_accuracy": 1.0, "val_loss": 1.0})
+        callback._track_best({"epoch": epoch, "val_sequence_accuracy": 1.0, "val_cer": 0.0, "val_loss": 1.0})
         if model.stop_training:
             break
     assert epoch == stops_at
