@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/report.py            # prints the markdown
     .venv/bin/python bench/report.py --readme   # replaces the block between the markers in README.md
-                                                # and the efficiency block in docs/few-labels.md
+                                                # and the blocks in docs/few-labels.md and docs/recipe.md
 """
 
 from __future__ import annotations
@@ -299,6 +299,10 @@ def main() -> None:
         print(text)
         return
     _replace_block(ROOT / "README.md", BEGIN, END, text)
+    table = zoo()
+    if table:
+        body = table.split("\n", 2)[2]  # without the heading: the doc has its own
+        _replace_block(ROOT / "docs" / "recipe.md", "<!-- zoo:begin -->", "<!-- zoo:end -->", body)
     few_labels = efficiency()
     if few_labels:
         body = few_labels.split("\n", 2)[2]  # without the heading: the doc has its own

@@ -159,3 +159,29 @@ def test_validation_loss_is_the_inference_heads_alone(tmp_path):
 
     logits = model.predict(pixels.astype(np.float32)[..., None] / 255.0, verbose=0)
     assert loss == pytest.approx(float(np.mean(keras.ops.convert_to_numpy(ctc_loss(targets, logits)))), rel=1e-5)
+
+
+def test_patience_does_not_run_out_on_the_start_up_plateau(tmp_path):
+    """Sequence accuracy 0, CER 1 and a loss creeping down by less than 1% an epoch: the
+    model has read nothing yet, but it may still leave the plateau; only the budget ends it."""
+    import keras
+
+    from captchalab.charset import Charset
+    from captchalab.config import RunConfig, TrainConfig
+    from captchalab.data.images import ImageSize
+    from captchalab.train import EpochEnd
+
+    config = RunConfig("crnn", "ctc", Charset("A"), ImageSize(32, 32), 1, train=TrainConfig(patience=3))
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    callback = EpochEnd(config, tmp_path, None, {"best": None, "wait": 0}, model)  # type: ignore[arg-type]
+    callback.set_model(model)
+    for epoch in range(1, 12):
+        callback._track_best({"epoch": epoch, "val_sequence_accuracy": 0.0, "val_cer": 1.0,
+                              "val_loss": 30.0 - 0.05 * epoch})
+        assert not model.stop_training
+    for epoch in range(12, 20):  # then it reads some characters, and stops improving
+        callback._track_best({"epoch": epoch, "val_sequence_accuracy": 0.1, "val_cer": 0.5, "val_loss": 10.0})
+        if model.stop_training:
+            break
+    assert epoch == 12 + 3

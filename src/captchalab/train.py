@@ -32,6 +32,7 @@ STATE = "state.json"
 MIN_EPOCHS = 20  # the automatic budget's least number of passes over the training images
 FINAL_RATE = 0.02  # the cosine schedule ends at this share of the initial learning rate
 PROGRESS = 0.01  # a validation loss this much (relatively) below the best so far counts as progress
+PLATEAU_CER = 0.9  # a run whose best validation CER is above this has not left CTC's start-up plateau
 PERFECT_EPOCHS = 4  # stop after this many epochs in a row read every validation image (the first and 3 more)
 
 
@@ -391,6 +392,9 @@ class EpochEnd(keras.callbacks.Callback):
         CER and loss move long before the first whole captcha is read (CTC's start-up
         plateau), so progress counts on any of the three: a run that is still learning is
         neither stopped nor has its learning rate cut while its sequence accuracy sits at 0.
+        On the plateau itself the validation loss can creep down by less than PROGRESS per
+        epoch for many epochs before the model reads its first characters, so no patience
+        runs out there: the epoch budget alone ends a run that never leaves it.
         """
         score = [record["val_sequence_accuracy"], -record["val_cer"], -record["val_loss"]]
         if self.state["best"] is None or score > self.state["best"]:
@@ -405,6 +409,8 @@ class EpochEnd(keras.callbacks.Callback):
         self.state["wait"] = 0 if progressed else self.state["wait"] + 1
         self.state["perfect"] = self.state.get("perfect", 0) + 1 if record["val_sequence_accuracy"] == 1.0 else 0
         t = self.config.train
+        if bests["cer"] > PLATEAU_CER:  # nothing read yet: only the budget ends the start-up plateau
+            self.state["wait"] = 0
         if t.schedule == "plateau" and self.state["wait"] and self.state["wait"] % max(1, t.patience // 3) == 0:
             self.model.optimizer.learning_rate = float(self.model.optimizer.learning_rate) * 0.5
         done = self.state["wait"] >= t.patience or self.state["perfect"] >= PERFECT_EPOCHS
