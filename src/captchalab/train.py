@@ -198,16 +198,18 @@ def training_model(model: keras.Model, config: RunConfig) -> keras.Model:
 
 def _compile(trainer: keras.Model, config: RunConfig, learning_rate: float) -> None:
     optimizer = keras.optimizers.Adam(learning_rate, clipnorm=5.0)
-    if len(trainer.outputs) == 1:
+    entry = registry.get(config.model)
+    extra = entry.training_losses(config.options) if entry.training_losses and len(trainer.outputs) > 1 else []
+    if not extra:
         trainer.compile(optimizer=optimizer, loss=loss_for(config.head))
         return
-    # The second output is a per-slot reading of the same features (see models/crnn.py).
-    trainer.compile(optimizer=optimizer, loss=[loss_for(config.head), loss_for("positional")],
-                    loss_weights=[1.0, config.options.alignment_weight])
+    # Training-only outputs read the same features another way (see models/crnn.py).
+    trainer.compile(optimizer=optimizer, loss=[loss_for(config.head), *(loss for loss, _ in extra)],
+                    loss_weights=[1.0, *(weight for _, weight in extra)])
 
 
 def _targets(trainer: keras.Model, y: Any) -> Any:
-    return y if len(trainer.outputs) == 1 else (y, y)
+    return y if len(trainer.outputs) == 1 else (y,) * len(trainer.outputs)
 
 
 def _fit(
