@@ -185,13 +185,3 @@ def test_patience_does_not_run_out_on_the_start_up_plateau(tmp_path):
         if model.stop_training:
             break
     assert epoch == 12 + 3
-
-
-def test_the_presence_head_trains_beside_ctc_and_is_not_saved(tiny_set, tmp_path):
-    import keras
-
-    run = train(tiny_set, out=tmp_path / "r", epochs=1, quiet=True, export_onnx=False,
-                overrides=["model.presence_weight=1.0"])
-    assert json.loads((run / "config.json").read_text())["options"]["presence_weight"] == 1.0
-    saved = keras.saving.load_model(run / "model.keras", compile=False, safe_mode=True)
-    assert len(saved.outputs) == 1 and saved.output.shape[-1] == 17  # 0-9A-F and the blank

@@ -198,18 +198,16 @@ def training_model(model: keras.Model, config: RunConfig) -> keras.Model:
 
 def _compile(trainer: keras.Model, config: RunConfig, learning_rate: float) -> None:
     optimizer = keras.optimizers.Adam(learning_rate, clipnorm=5.0)
-    entry = registry.get(config.model)
-    extra = entry.training_losses(config.options) if entry.training_losses and len(trainer.outputs) > 1 else []
-    if not extra:
+    if len(trainer.outputs) == 1:
         trainer.compile(optimizer=optimizer, loss=loss_for(config.head))
         return
-    # Training-only outputs read the same features another way (see models/crnn.py).
-    trainer.compile(optimizer=optimizer, loss=[loss_for(config.head), *(loss for loss, _ in extra)],
-                    loss_weights=[1.0, *(weight for _, weight in extra)])
+    # The second output is a per-slot reading of the same features (see models/crnn.py).
+    trainer.compile(optimizer=optimizer, loss=[loss_for(config.head), loss_for("positional")],
+                    loss_weights=[1.0, config.options.alignment_weight])
 
 
 def _targets(trainer: keras.Model, y: Any) -> Any:
-    return y if len(trainer.outputs) == 1 else (y,) * len(trainer.outputs)
+    return y if len(trainer.outputs) == 1 else (y, y)
 
 
 def _fit(

@@ -19,7 +19,6 @@ from keras import layers
 
 from captchalab.data.images import ImageSize
 from captchalab.models.layers import conv_block, image_input, positional_logits
-from captchalab.models.losses import loss_for, presence_loss
 from captchalab.models.registry import ModelSpec, register
 
 MIN_HEIGHT = 32
@@ -36,9 +35,6 @@ class CrnnOptions:
     # 2.0 rather than 1.0: >=99% on captcha_images_v2 test.csv in 4 of 4 seeded runs, against
     # 1 of 2 at 1.0, at the same CPU (bench/results/tuning/crnn_defaults.json). 0: CTC alone.
     alignment_weight: float = 2.0
-    # The weight of a second training-only head that needs no alignment (losses.presence_loss),
-    # for variable lengths and text whose position shifts; 0: off.
-    presence_weight: float = 0.0
 
 
 def half_height(size: ImageSize, max_length: int) -> ImageSize:
@@ -51,27 +47,17 @@ def half_height(size: ImageSize, max_length: int) -> ImageSize:
     return ImageSize(height, max(16, round(width / 4) * 4))
 
 
-def with_training_heads(model: keras.Model, spec: ModelSpec, options: CrnnOptions) -> keras.Model:
-    """The model plus its training-only heads (per slot, presence), as weighted in ``options``."""
-    outputs = [model.output]
-    if options.alignment_weight > 0:
-        features = model.get_layer("sequence_features").output
-        x = layers.Dropout(0.3)(layers.Flatten()(features))
-        outputs.append(positional_logits(x, spec.max_length, spec.num_classes, name="alignment"))
-    if options.presence_weight > 0:
-        probabilities = layers.Softmax(name="step_probabilities")(model.output)
-        outputs.append(layers.GlobalMaxPooling1D(name="presence")(probabilities))
-    return model if len(outputs) == 1 else keras.Model(model.input, outputs, name="crnn_training")
-
-
-def training_losses(options: CrnnOptions) -> list[tuple[object, float]]:
-    """(loss, weight) of each training-only output, in with_training_heads' order."""
-    heads = [(loss_for("positional"), options.alignment_weight), (presence_loss, options.presence_weight)]
-    return [(loss, weight) for loss, weight in heads if weight > 0]
+def with_alignment_head(model: keras.Model, spec: ModelSpec, options: CrnnOptions) -> keras.Model:
+    if options.alignment_weight <= 0:
+        return model
+    features = model.get_layer("sequence_features").output
+    x = layers.Dropout(0.3)(layers.Flatten()(features))
+    slots = positional_logits(x, spec.max_length, spec.num_classes, name="alignment")
+    return keras.Model(model.input, [model.output, slots], name="crnn_training")
 
 
 @register("crnn", CrnnOptions, "ctc", "conv + BiLSTM + CTC; variable length (default)",
-          training_model=with_training_heads, training_losses=training_losses, input_size=half_height)
+          training_model=with_alignment_head, input_size=half_height)
 def build(spec: ModelSpec, options: CrnnOptions) -> keras.Model:
     inputs = image_input(spec.image.height, spec.image.width)
     x = inputs

@@ -17,19 +17,6 @@ def ctc_loss(y_true: keras.KerasTensor, y_pred: keras.KerasTensor) -> keras.Kera
     return ops.ctc_loss(labels, y_pred, label_length, logit_length, mask_index=0)
 
 
-@keras.saving.register_keras_serializable(package="captchalab")
-def presence_loss(y_true: keras.KerasTensor, y_pred: keras.KerasTensor) -> keras.KerasTensor:
-    """Binary cross-entropy of "symbol c appears somewhere" against each class's highest
-    per-step probability (blank, class 0, left out), summed over the classes.
-
-    It needs no alignment: whatever the label's length or position, some time step must
-    light up for each symbol the label has and none for the others (crnn's presence head)."""
-    classes = y_pred.shape[-1]
-    present = ops.max(ops.one_hot(ops.cast(y_true, "int32"), classes), axis=1)[:, 1:]
-    p = ops.clip(y_pred[:, 1:], 1e-6, 1.0 - 1e-6)
-    return -ops.sum(present * ops.log(p) + (1.0 - present) * ops.log(1.0 - p), axis=-1)
-
-
 def loss_for(head: str) -> object:
     if head == "ctc":
         return ctc_loss

@@ -35,8 +35,6 @@ class ModelEntry:
     # Optional (model, spec, options) -> the network trained in its place: same weights plus
     # training-only outputs; only ``build``'s network is saved and exported.
     training_model: Callable[[Any, ModelSpec, Any], Any] | None = None
-    # Optional options -> [(loss, weight)] of the training model's outputs after the first.
-    training_losses: Callable[[Any], list[tuple[Any, float]]] | None = None
     # Optional (data image size, longest label) -> the model's input size.
     input_size: Callable[[ImageSize, int], ImageSize] | None = None
 
@@ -50,12 +48,10 @@ def register(
     head: Head,
     summary: str,
     training_model: Callable[[Any, ModelSpec, Any], Any] | None = None,
-    training_losses: Callable[[Any], list[tuple[Any, float]]] | None = None,
     input_size: Callable[[ImageSize, int], ImageSize] | None = None,
 ) -> Callable:
     def decorator(build: Callable[[ModelSpec, Any], Any]) -> Callable[[ModelSpec, Any], Any]:
-        _REGISTRY[name] = ModelEntry(name, build, options_type, head, summary, training_model, training_losses,
-                                     input_size)
+        _REGISTRY[name] = ModelEntry(name, build, options_type, head, summary, training_model, input_size)
         return build
 
     return decorator
