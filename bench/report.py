@@ -33,23 +33,26 @@ def zoo() -> str | None:
         return None
     before = {(c["style"], c["n"]): c for c in data["cells"] if c["tag"] == "baseline"}
     cells.sort(key=lambda c: (c["sequence_accuracy"], c["char_accuracy"]))
-    rows = ["| style | labelled images | sequence acc. | char acc. | epochs | training CPU s | before: sequence acc., "
-            "epochs |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    paired = any((c["style"], c["n"]) in before for c in cells)
+    rows = ["| style | labelled images | sequence acc. | char acc. | epochs | training CPU s |"
+            + (" before: sequence acc., epochs |" if paired else ""), "| --- " * (7 if paired else 6) + "|"]
     for c in cells:
         old = before.get((c["style"], c["n"]))
-        was = f"{_pct(old['sequence_accuracy'])}, {old['epochs']}" if old else "-"
+        was = (f" {_pct(old['sequence_accuracy'])}, {old['epochs']} |" if old else " - |") if paired else ""
         rows.append(f"| {c['style']} | {c['n']} | {_pct(c['sequence_accuracy'])} | {_pct(c['char_accuracy'])} | "
-                    f"{c['epochs']} | {c['train_cpu_seconds']:.0f} | {was} |")
+                    f"{c['epochs']} | {c['train_cpu_seconds']:.0f} |{was}")
     worst, mean = cells[0], sum(c["sequence_accuracy"] for c in cells) / len(cells)
-    styles = data.get("styles", {})
-    legend = "; ".join(f"`{name}`: {text}" for name, text in styles.items())
+    legend = "; ".join(f"`{name}`: {text}" for name, text in data.get("styles", {}).items())
+    commits = sorted({c["code"]["commit"] for c in before.values() if c.get("code")})
     return ("### The style zoo: one recipe on many captcha styles, worst first (`bench/zoo.py`)\n\n"
             f"**Worst cell: {_pct(worst['sequence_accuracy'])}** ({worst['style']}, {worst['n']} labelled images); "
-            f"mean {_pct(mean)} over {len(cells)} cells. `captchalab train` with every default on the first N "
-            "images of each style's labelled pool, scored on 500 held-out images of the style (captcha_images_v2: "
-            "its 104 `test.csv` images); \"before\" is the recipe of the previous release on the same images, in the "
-            "same run.\n\n" + "\n".join(rows) + f"\n\nStyles: {legend}. Samples: `docs/zoo.png`; recipe and method: "
-            "`docs/recipe.md`; cells, input sizes, CPU times and commits in `bench/results/zoo.json`.")
+            f"mean {_pct(mean)} over the {len(cells)} cell(s) measured so far. `captchalab train` with every default "
+            "on the first N images of each style's labelled pool, scored on 500 held-out images of the style "
+            "(captcha_images_v2: its 104 `test.csv` images)"
+            + (f"; \"before\" is the previous recipe (commit {', '.join(commits)}) on the same images, trained side "
+               "by side" if commits else "") + ".\n\n" + "\n".join(rows)
+            + f"\n\nStyles: {legend}. Samples: `docs/zoo.png`; recipe and method: `docs/recipe.md`; cells, input "
+            "sizes, CPU times and commits in `bench/results/zoo.json`.")
 
 
 def crnn_vs_keras() -> str | None:
