@@ -98,11 +98,12 @@ def test_refresh_batch_norm_sees_the_features_without_dropout():
 
 
 def test_the_epoch_budget_grows_with_fewer_images_and_has_a_floor():
-    from captchalab.train import MIN_EPOCHS, auto_epochs
+    from captchalab.train import MAX_EPOCHS, MIN_EPOCHS, auto_epochs
 
     small, medium, large = (auto_epochs(n, 16, 2500) for n in (450, 1080, 3600))
     assert small > medium >= large == MIN_EPOCHS
     assert small * 29 >= 2500 and medium * 68 >= 2500  # every set gets its minimum of steps
+    assert auto_epochs(5, 16, 2500) == MAX_EPOCHS
 
 
 def test_an_automatic_budget_is_written_to_the_run_config(tiny_set, tmp_path):

@@ -30,6 +30,7 @@ from captchalab.progress import counting, live_bar
 
 STATE = "state.json"
 MIN_EPOCHS = 20  # the automatic budget's least number of passes over the training images
+MAX_EPOCHS = 500  # ... and its most
 FINAL_RATE = 0.02  # the cosine schedule ends at this share of the initial learning rate
 PROGRESS = 0.01  # a validation loss this much (relatively) below the best so far counts as progress
 PLATEAU_CER = 0.9  # a run whose best validation CER is above this has not left CTC's start-up plateau
@@ -126,14 +127,15 @@ def _at_size(dataset: Dataset, size: ImageSize) -> Dataset:
 
 def auto_epochs(images: int, batch_size: int, min_steps: int) -> int:
     """The epoch budget for ``images`` training images: enough passes for ``min_steps``
-    optimizer steps, and at least MIN_EPOCHS passes.
+    optimizer steps, and at least MIN_EPOCHS passes, at most MAX_EPOCHS (a handful of images
+    would otherwise spend more time validating and saving than training).
 
     A fixed number of epochs gives a small set too few steps to leave CTC's start-up plateau
     (500 images are 29 steps an epoch) and a large one more than it needs; a fixed number of
     steps gives a large set too few passes. bench/zoo.py measured both ends.
     """
     steps_per_epoch = max(1, math.ceil(images / batch_size))
-    return max(MIN_EPOCHS, math.ceil(min_steps / steps_per_epoch))
+    return min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(min_steps / steps_per_epoch)))
 
 
 def _with_epoch_budget(config: RunConfig, images: int) -> RunConfig:
