@@ -155,9 +155,11 @@ def cell_overrides(
     """Training settings for ``n`` labelled images: the same schedule for both methods, except the
     learning rate. Up to ``min_steps`` steps (or ``epochs`` passes over the labelled images, if
     more); early stopping after ``patience_steps`` without improvement (the trainer halves the
-    rate every third of that, and stops 3 epochs after validation is perfect), but not before
-    ``min_fit_steps``: a fine-tuned model often reads its few validation images perfectly from
-    the first epoch, which says nothing about how well it has adapted."""
+    rate every third of that: the ``plateau`` schedule the efficiency curve was measured with,
+    kept until bench/efficiency.py has measured the cosine one; it stops 3 epochs after
+    validation is perfect), but not before ``min_fit_steps``: a fine-tuned model often reads
+    its few validation images perfectly from the first epoch, which says nothing about how
+    well it has adapted."""
     train_n = n - held_out(n)
     per_epoch = math.ceil(train_n * repeats(train_n) / config.batch_size)
     steps = max(config.min_steps, config.epochs * math.ceil(train_n / config.batch_size))
@@ -166,7 +168,7 @@ def cell_overrides(
     least = math.ceil(config.min_fit_steps / per_epoch)
     rate = config.finetune_learning_rate if pretrained else config.learning_rate
     return [f"train.epochs={epochs}", f"train.batch_size={config.batch_size}", f"train.patience={patience}",
-            f"train.min_epochs={least}",
+            f"train.min_epochs={least}", "train.schedule=plateau",
             f"train.learning_rate={rate}", f"train.seed={seed}", f"train.threads={config.threads}",
             f"train.max_minutes={max_minutes:.3f}", f"train.max_cpu_minutes={cpu_minutes or 0:.3f}"]
 
