@@ -34,13 +34,14 @@ def zoo() -> str | None:
     before = {(c["style"], c["n"]): c for c in data["cells"] if c["tag"] == "baseline"}
     cells.sort(key=lambda c: (c["sequence_accuracy"], c["char_accuracy"]))
     paired = any((c["style"], c["n"]) in before for c in cells)
-    rows = ["| style | labelled images | sequence acc. | char acc. | epochs | training CPU s |"
-            + (" before: sequence acc., epochs |" if paired else ""), "| --- " * (7 if paired else 6) + "|"]
+    rows = ["| style | labelled images | sequence acc. | char acc. | on its training images | epochs | training "
+            "CPU s |" + (" before: sequence acc., epochs |" if paired else ""), "| --- " * (8 if paired else 7) + "|"]
     for c in cells:
         old = before.get((c["style"], c["n"]))
         was = (f" {_pct(old['sequence_accuracy'])}, {old['epochs']} |" if old else " - |") if paired else ""
+        fit = _pct(c["train_sequence_accuracy"]) if "train_sequence_accuracy" in c else "-"
         rows.append(f"| {c['style']} | {c['n']} | {_pct(c['sequence_accuracy'])} | {_pct(c['char_accuracy'])} | "
-                    f"{c['epochs']} | {c['train_cpu_seconds']:.0f} |{was}")
+                    f"{fit} | {c['epochs']} | {c['train_cpu_seconds']:.0f} |{was}")
     worst, mean = cells[0], sum(c["sequence_accuracy"] for c in cells) / len(cells)
     legend = "; ".join(f"`{name}`: {text}" for name, text in data.get("styles", {}).items())
     commits = sorted({c["code"]["commit"] for c in before.values() if c.get("code")})

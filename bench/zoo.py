@@ -257,13 +257,16 @@ def run_cell(name: str, n: int, work: Path, model: str, tag: str, overrides: lis
                            overrides=overrides)
     train_cpu = time.process_time() - began[0]
     scores = captchalab.evaluate(run, test, save=False)
+    fit = captchalab.evaluate(run, data, save=False)  # its own training images: under- or overfitting?
     history = json.loads((run / "history.json").read_text(encoding="utf-8"))
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     keras.utils.clear_session(free_memory=True)
     best = max(range(len(history)), key=lambda i: history[i]["val_sequence_accuracy"]) if history else -1
     return {"style": name, "n": n, "model": model, "tag": tag,
             "sequence_accuracy": scores["sequence_accuracy"], "char_accuracy": scores["char_accuracy"],
-            "cer": scores["cer"], "test_images": scores["n"], "epochs": len(history), "best_epoch": best + 1,
+            "cer": scores["cer"], "test_images": scores["n"],
+            "train_sequence_accuracy": fit["sequence_accuracy"], "train_char_accuracy": fit["char_accuracy"],
+            "epochs": len(history), "best_epoch": best + 1,
             "train_cpu_seconds": round(train_cpu, 1), "wall_seconds": round(time.time() - began[1], 1),
             "input_size": json.loads((run / "config.json").read_text(encoding="utf-8"))["image"],
             "diagnosis": metrics.get("diagnosis"), "overrides": overrides, "code": code}
