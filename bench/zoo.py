@@ -272,6 +272,20 @@ def run_cell(name: str, n: int, work: Path, model: str, tag: str, overrides: lis
             "diagnosis": metrics.get("diagnosis"), "overrides": overrides, "code": code}
 
 
+def rescore(work: Path) -> None:
+    """Add the training-image scores to cells recorded before zoo.py measured them."""
+    import captchalab
+
+    for cell in load_record()["cells"]:
+        run = work / "cells" / cell["tag"] / f"{cell['style']}-{cell['n']}"
+        data = work / "subsets" / cell["style"] / f"first{cell['n']}.csv"
+        if "train_sequence_accuracy" in cell or not (run / "model.onnx").exists() or not data.exists():
+            continue
+        fit = captchalab.evaluate(run, data, save=False)
+        add_cell({**cell, "train_sequence_accuracy": fit["sequence_accuracy"],
+                  "train_char_accuracy": fit["char_accuracy"]})
+
+
 def code_version() -> dict:
     """The commit of the captchalab code this process imported (a baseline may import another checkout's)."""
     import captchalab
@@ -333,11 +347,16 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "zoo")
     parser.add_argument("--redo", action="store_true", help="measure cells already in the results again")
     parser.add_argument("--samples", type=Path, help="only draw a grid of samples to this PNG")
+    parser.add_argument("--rescore", action="store_true",
+                        help="only score finished cells that lack it on their own training images")
     parser.add_argument("--jobs", type=int, default=2, help="cells trained side by side, one thread each")
     parser.add_argument("--cell", help=argparse.SUPPRESS)  # STYLE:N, one cell in this process (a worker)
     args = parser.parse_args()
     if args.samples:
         samples(args.samples)
+        return
+    if args.rescore:
+        rescore(args.work)
         return
     names = [s for s in args.styles.split(",") if s]
     unknown = [s for s in names if s not in STYLES]
