@@ -28,7 +28,7 @@ class TrainConfig:
     batch_size: int = 16
     learning_rate: float = 2e-3
     # "cosine": the rate falls from learning_rate to 2% of it over the epoch budget, whatever validation
-    # does; "plateau": halved after every third of ``patience`` epochs without progress (before 0.2).
+    # does; "plateau": halved after every third of ``patience`` epochs without progress (the previous rule).
     schedule: str = "cosine"
     patience: int = 10
     val_fraction: float = 0.1

@@ -130,9 +130,8 @@ def auto_epochs(images: int, batch_size: int, min_steps: int) -> int:
     optimizer steps, and at least MIN_EPOCHS passes, at most MAX_EPOCHS (a handful of images
     would otherwise spend more time validating and saving than training).
 
-    A fixed number of epochs gives a small set too few steps to leave CTC's start-up plateau
-    (500 images are 29 steps an epoch) and a large one more than it needs; a fixed number of
-    steps gives a large set too few passes. bench/zoo.py measured both ends.
+    A fixed number of epochs gives a small set few steps (450 training images are 29 steps of
+    16 an epoch) and a large one many; a fixed number of steps gives a large set few passes.
     """
     steps_per_epoch = max(1, math.ceil(images / batch_size))
     return min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(min_steps / steps_per_epoch)))
