@@ -364,6 +364,9 @@ def main() -> None:
         raise SystemExit(f"unknown style(s) {unknown}; known: {', '.join(STYLES)}")
     if args.cell:
         name, n = args.cell.split(":")
+        finished = {(c["style"], c["n"], c["tag"]) for c in load_record()["cells"]}
+        if not args.redo and (name, int(n), args.tag) in finished:
+            return  # finished meanwhile by another invocation
         cell = run_cell(name, int(n), args.work, args.model, args.tag, args.overrides)
         add_cell(cell)
         print(f"{args.tag} {name} n={n}: {cell['sequence_accuracy']:.3f} seq, {cell['epochs']} epochs, "
@@ -382,7 +385,7 @@ def run_parallel(todo: list[tuple[str, int]], args: argparse.Namespace) -> None:
     """Each cell in its own process on one TensorFlow thread, ``--jobs`` at a time: the crnn's
     small convolutions and LSTM steps barely run faster on a second thread, so cells side by
     side finish about twice as many per hour (each cell's CPU and wall seconds are recorded)."""
-    common = ["--model", args.model, "--tag", args.tag, "--work", str(args.work),
+    common = ["--model", args.model, "--tag", args.tag, "--work", str(args.work), *(["--redo"] if args.redo else []),
               *(f"--set={o}" for o in [*args.overrides, "train.threads=1"])]
     pending, running = list(todo), []
     while pending or running:
