@@ -10,7 +10,8 @@ trains ``captchalab train`` with every default on the first N images of the pool
 No setting is chosen per style: one recipe. The README table lists the worst cell first.
 
 Resumable: every finished cell is written to bench/results/zoo.json at once, and a rerun
-skips the cells already there (``--redo`` measures them again). Rendered data and runs go
+skips the cells already there (``--redo`` measures them again) and continues a killed cell
+from its last epoch (``train --resume``). Rendered data and runs go
 to ``--work`` (runs/zoo by default).
 
     .venv/bin/python bench/zoo.py                          # every style and size: hours of CPU
@@ -253,13 +254,19 @@ def run_cell(name: str, n: int, work: Path, model: str, tag: str, overrides: lis
     data = first(pool, n, work / "subsets" / name)
     code = code_version()  # before training: later commits must not be credited with this cell
     began = time.process_time(), time.time()
-    run = captchalab.train(data, model=model, out=work / "cells" / tag / f"{name}-{n}", force=True, quiet=True,
-                           overrides=overrides)
+    folder = work / "cells" / tag / f"{name}-{n}"
+    resumed = (folder / "checkpoints" / "state.json").exists() and not (folder / "model.onnx").exists()
+    if resumed:  # a cell killed part-way (a session ended) goes on from its last epoch
+        run = captchalab.train(folder, resume=folder, quiet=True)
+    else:
+        run = captchalab.train(data, model=model, out=folder, force=True, quiet=True, overrides=overrides)
     train_cpu = time.process_time() - began[0]
     scores = captchalab.evaluate(run, test, save=False)
     fit = captchalab.evaluate(run, data, save=False)  # its own training images: under- or overfitting?
     history = json.loads((run / "history.json").read_text(encoding="utf-8"))
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    if resumed:  # every process's epochs, as the run counted them
+        train_cpu = metrics["train_cpu_seconds"]
     keras.utils.clear_session(free_memory=True)
     best = max(range(len(history)), key=lambda i: history[i]["val_sequence_accuracy"]) if history else -1
     return {"style": name, "n": n, "model": model, "tag": tag,
@@ -269,7 +276,7 @@ def run_cell(name: str, n: int, work: Path, model: str, tag: str, overrides: lis
             "epochs": len(history), "best_epoch": best + 1,
             "train_cpu_seconds": round(train_cpu, 1), "wall_seconds": round(time.time() - began[1], 1),
             "input_size": json.loads((run / "config.json").read_text(encoding="utf-8"))["image"],
-            "diagnosis": metrics.get("diagnosis"), "overrides": overrides, "code": code}
+            "diagnosis": metrics.get("diagnosis"), "overrides": overrides, "code": code, "resumed": resumed}
 
 
 def rescore(work: Path) -> None:
