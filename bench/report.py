@@ -34,7 +34,7 @@ def zoo() -> str | None:
     before = {(c["style"], c["n"]): c for c in data["cells"] if c["tag"] == "baseline"}
     cells.sort(key=lambda c: (c["sequence_accuracy"], c["char_accuracy"]))
     paired = any((c["style"], c["n"]) in before for c in cells)
-    rows = ["| style | labelled images | sequence acc. | char acc. | on its training images | epochs | training "
+    rows = ["| style | labelled images | sequence acc. | char acc. | on its labelled images | epochs | training "
             "CPU s |" + (" before: sequence acc., epochs |" if paired else ""), "| --- " * (8 if paired else 7) + "|"]
     for c in cells:
         old = before.get((c["style"], c["n"]))

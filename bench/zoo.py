@@ -262,13 +262,14 @@ def run_cell(name: str, n: int, work: Path, model: str, tag: str, overrides: lis
         run = captchalab.train(data, model=model, out=folder, force=True, quiet=True, overrides=overrides)
     train_cpu = time.process_time() - began[0]
     scores = captchalab.evaluate(run, test, save=False)
-    fit = captchalab.evaluate(run, data, save=False)  # its own training images: under- or overfitting?
+    fit = captchalab.evaluate(run, data, save=False)  # its labelled images (train + validation): underfitting?
     history = json.loads((run / "history.json").read_text(encoding="utf-8"))
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     if resumed:  # every process's epochs, as the run counted them
         train_cpu = metrics["train_cpu_seconds"]
     keras.utils.clear_session(free_memory=True)
-    best = max(range(len(history)), key=lambda i: history[i]["val_sequence_accuracy"]) if history else -1
+    rank = lambda h: (h["val_sequence_accuracy"], -h["val_cer"], -h["val_loss"])  # noqa: E731  as train ranks
+    best = max(range(len(history)), key=lambda i: rank(history[i])) if history else -1
     return {"style": name, "n": n, "model": model, "tag": tag,
             "sequence_accuracy": scores["sequence_accuracy"], "char_accuracy": scores["char_accuracy"],
             "cer": scores["cer"], "test_images": scores["n"],
@@ -390,8 +391,9 @@ def main() -> None:
 
 def run_parallel(todo: list[tuple[str, int]], args: argparse.Namespace) -> None:
     """Each cell in its own process on one TensorFlow thread, ``--jobs`` at a time: the crnn's
-    small convolutions and LSTM steps barely run faster on a second thread, so cells side by
-    side finish about twice as many per hour (each cell's CPU and wall seconds are recorded)."""
+    small convolutions and LSTM steps barely run faster on a second thread, so two cells side by
+    side use two cores better than one cell on both (each cell's CPU and wall seconds are
+    recorded). Run one invocation per tag at a time: two would train the same cell at once."""
     common = ["--model", args.model, "--tag", args.tag, "--work", str(args.work), *(["--redo"] if args.redo else []),
               *(f"--set={o}" for o in [*args.overrides, "train.threads=1"])]
     pending, running = list(todo), []
@@ -400,6 +402,8 @@ def run_parallel(todo: list[tuple[str, int]], args: argparse.Namespace) -> None:
             name, n = pending.pop(0)
             running.append(subprocess.Popen([sys.executable, __file__, "--cell", f"{name}:{n}", *common]))
         time.sleep(2)
+        for p in [p for p in running if p.poll() not in (None, 0)]:
+            print(f"a cell failed (exit {p.returncode}): {' '.join(p.args[2:4])}", file=sys.stderr, flush=True)
         running = [p for p in running if p.poll() is None]
 
 

@@ -110,9 +110,9 @@ def test_an_automatic_budget_is_written_to_the_run_config(tiny_set, tmp_path):
     from captchalab.train import auto_epochs
 
     run = train(tiny_set, out=tmp_path / "r", quiet=True, export_onnx=False,
-                overrides=["train.min_steps=4", "train.batch_size=8", "train.max_cpu_minutes=0.0001"])
+                overrides=["train.min_steps=1000", "train.batch_size=1", "train.max_cpu_minutes=0.0001"])
     epochs = json.loads((run / "config.json").read_text())["train"]["epochs"]
-    assert epochs == auto_epochs(36, 8, 4) == 20  # 40 images less the 10% held out; the floor (1 epoch run)
+    assert epochs == auto_epochs(36, 1, 1000) == 28  # 40 images less the 4 held out (one epoch run)
 
 
 def test_the_cosine_schedule_falls_from_the_rate_to_its_floor():
@@ -186,3 +186,18 @@ def test_patience_does_not_run_out_on_the_start_up_plateau(tmp_path):
         if model.stop_training:
             break
     assert epoch == 12 + 3
+
+
+def test_a_run_saved_before_the_schedule_setting_resumes_with_its_rules(tiny_run, tmp_path):
+    from captchalab import runs
+    from captchalab.train import _rescore_best
+
+    data = json.loads((tiny_run / "config.json").read_text())
+    del data["train"]["schedule"]
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    assert runs.read_config(tmp_path).train.schedule == "plateau"
+    history = [{"val_sequence_accuracy": 0.5, "val_cer": 0.2, "val_loss": 3.0},
+               {"val_sequence_accuracy": 0.5, "val_cer": 0.1, "val_loss": 4.0}]
+    state = {"best": [0.5, -3.0], "history": history}  # the old [accuracy, -loss] ranking
+    _rescore_best(state)
+    assert state["best"] == [0.5, -0.1, -4.0]

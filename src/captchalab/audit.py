@@ -155,8 +155,9 @@ def cell_overrides(
     """Training settings for ``n`` labelled images: the same schedule for both methods, except the
     learning rate. Up to ``min_steps`` steps (or ``epochs`` passes over the labelled images, if
     more); early stopping after ``patience_steps`` without improvement (the trainer halves the
-    rate every third of that: the ``plateau`` schedule the efficiency curve was measured with,
-    kept until bench/efficiency.py has measured the cosine one; it stops 3 epochs after
+    rate every third of that: the ``plateau`` learning-rate rule the efficiency curve was
+    measured with, kept until bench/efficiency.py has measured the cosine one; what counts as
+    progress has changed since that measurement (docs/recipe.md); it stops 3 epochs after
     validation is perfect), but not before ``min_fit_steps``: a fine-tuned model often reads
     its few validation images perfectly from the first epoch, which says nothing about how
     well it has adapted."""

@@ -127,7 +127,8 @@ def from_dict(
                             _bounded(image["width"], "image.width", 8, MAX_SIDE)),
             max_length=_bounded(data["max_length"], "max_length", 1, 256),
             options=options,
-            train=_build(TrainConfig, data.get("train", {})),
+            # a run saved before the schedule was a setting was trained with the plateau rule
+            train=_build(TrainConfig, {"schedule": "plateau", **data.get("train", {})}),
         )
     except KeyError as error:
         raise ModelError(f"{source}: invalid config (missing field {error.args[0]!r}); retrain or restore the "

@@ -7,6 +7,7 @@ names its evidence, so the advice can be checked rather than trusted. NumPy only
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -50,7 +51,10 @@ def _plateau(history: Sequence[dict[str, Any]], readings: Sequence[str], head: s
     empty = sum(not r for r in readings) / max(1, len(readings))
     if head != "ctc" or empty < 0.5:
         return []
-    first, last = (history[0]["loss"], history[-1]["loss"]) if history else (float("nan"), float("nan"))
+    if not history:
+        return [Finding("never left CTC's start-up plateau (it outputs blanks)",
+                        f"{empty:.0%} of validation readings are empty", "train for more epochs")]
+    first, last = history[0]["loss"], history[-1]["loss"]
     falling = len(history) >= 2 and last < 0.9 * first
     advice = ("it was still learning: give it more epochs (train --resume RUN --epochs N)" if falling else
               "try a lower learning rate (--set train.learning_rate=0.0005) or more images")
@@ -87,11 +91,12 @@ def _examples(images: int, characters: int, num_symbols: int) -> list[Finding]:
 
 
 def _overfit(history: Sequence[dict[str, Any]]) -> list[Finding]:
-    if len(history) < 4:
+    finite = [i for i, h in enumerate(history) if math.isfinite(h["val_loss"]) and math.isfinite(h["loss"])]
+    if len(finite) < 4:
         return []
-    best_val = min(range(len(history)), key=lambda i: history[i]["val_loss"])
-    train_fell = history[-1]["loss"] < 0.7 * history[best_val]["loss"]
-    if best_val > len(history) // 2 or not train_fell:
+    best_val = min(finite, key=lambda i: history[i]["val_loss"])
+    train_fell = history[finite[-1]]["loss"] < 0.7 * history[best_val]["loss"]
+    if best_val + 1 > len(history) / 2 or not train_fell:
         return []
     return [Finding("memorised the training images",
                     f"validation loss was lowest at epoch {best_val + 1} of {len(history)} while training loss "

@@ -34,7 +34,7 @@ MAX_EPOCHS = 500  # ... and its most
 FINAL_RATE = 0.02  # the cosine schedule ends at this share of the initial learning rate
 PROGRESS = 0.01  # a validation loss this much (relatively) below the best so far counts as progress
 PLATEAU_CER = 0.9  # a run whose best validation CER is above this has not left CTC's start-up plateau
-PERFECT_EPOCHS = 4  # stop after this many epochs in a row read every validation image (the first and 3 more)
+PERFECT_EPOCHS = 4  # stop after this many epochs in a row read every validation image
 
 
 @dataclass(frozen=True)
@@ -88,8 +88,9 @@ def train(
         config = adopt(config, init_config, str(init))
     config = apply_overrides(config, [f"train.epochs={epochs}"] if epochs else [])
     config = apply_overrides(config, overrides)
-    config = _with_epoch_budget(config, len(train_set) if val is not None else
-                                round(len(train_set) * (1 - config.train.val_fraction)))
+    fit_images = len(train_set) - (0 if val is not None else pipeline.held_out(len(train_set),
+                                                                              config.train.val_fraction))
+    config = _with_epoch_budget(config, fit_images)
     _check_train_config(config.train)
     if config.image.height > train_set.size.height or config.image.width > train_set.size.width:
         # read at the pretrained run's size, but an override asks for more: never upsample what was read
@@ -343,18 +344,12 @@ class EpochEnd(keras.callbacks.Callback):
         self.cpu_before = state.get("cpu_seconds", 0.0)  # spent by earlier processes of a resumed run
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        # The cosine follows the epoch budget only: a wall-clock or CPU limit (train.max_minutes)
+        # stops a run but does not speed up its decay: under make demo's six-minute limit a decay
+        # that followed the clock had the rate near its floor by the time the model left CTC's
+        # start-up plateau.
         if self.config.train.schedule == "cosine":
-            self.model.optimizer.learning_rate = learning_rate_at(self.config.train, self._progress(epoch))
-
-    def _progress(self, epoch: int) -> float:
-        """How much of the budget is spent: epochs, or the wall-clock or CPU limit if one comes first."""
-        t = self.config.train
-        spent = [epoch / t.epochs]
-        if t.max_minutes:
-            spent.append((time.time() - self.began) / (t.max_minutes * 60))
-        if t.max_cpu_minutes:
-            spent.append((time.process_time() - self.began_cpu) / (t.max_cpu_minutes * 60))
-        return max(spent)
+            self.model.optimizer.learning_rate = learning_rate_at(self.config.train, epoch / self.config.train.epochs)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
@@ -410,7 +405,7 @@ class EpochEnd(keras.callbacks.Callback):
         self.state["wait"] = 0 if progressed else self.state["wait"] + 1
         self.state["perfect"] = self.state.get("perfect", 0) + 1 if record["val_sequence_accuracy"] == 1.0 else 0
         t = self.config.train
-        if bests["cer"] > PLATEAU_CER:  # nothing read yet: only the budget ends the start-up plateau
+        if self.config.head == "ctc" and bests["cer"] > PLATEAU_CER:  # only the budget ends CTC's plateau
             self.state["wait"] = 0
         if t.schedule == "plateau" and self.state["wait"] and self.state["wait"] % max(1, t.patience // 3) == 0:
             self.model.optimizer.learning_rate = float(self.model.optimizer.learning_rate) * 0.5
@@ -463,6 +458,8 @@ def _resume(folder: Path, export_onnx: bool, quiet: bool, skip_bad: bool, epochs
         config = apply_overrides(config, [f"train.epochs={epochs}"])
         _check_train_config(config.train)
         runs.write_json(folder / "config.json", config.to_dict())
+        state["stopped"] = state.get("stopped") and epochs <= state["epoch"]  # a larger limit means go on
+    _rescore_best(state)
     if state.get("stopped") or state["epoch"] >= config.train.epochs:
         state["epoch"] = max(state["epoch"], config.train.epochs)
         model = build_model(config)
@@ -472,6 +469,14 @@ def _resume(folder: Path, export_onnx: bool, quiet: bool, skip_bad: bool, epochs
         return _finish(model, trainer, config, folder, split, state, export_onnx)
     split = _split(config, *_datasets(config, state, skip_bad, quiet))
     return _fit(config, folder, split, state, export_onnx, quiet)
+
+
+def _rescore_best(state: dict) -> None:
+    """A run saved before the best checkpoint was ranked by [accuracy, -CER, -loss] gets its
+    best score in today's form from its history (its best.weights.h5 stays the one it chose)."""
+    if state.get("best") is None or len(state["best"]) == 3 or not state["history"]:
+        return
+    state["best"] = max([h["val_sequence_accuracy"], -h["val_cer"], -h["val_loss"]] for h in state["history"])
 
 
 def _read_state(folder: Path) -> dict:

@@ -20,10 +20,15 @@ def encode_labels(labels: Sequence[str], charset: Charset, max_length: int) -> n
     return targets
 
 
+def held_out(n: int, fraction: float) -> int:
+    """How many of ``n`` images ``split`` keeps for validation: at least one, never all."""
+    return min(n - 1, max(1, round(n * fraction)))
+
+
 def split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded (train, validation) index arrays; validation keeps at least one item."""
     order = np.random.default_rng(seed).permutation(n)
-    n_val = min(n - 1, max(1, round(n * fraction)))
+    n_val = held_out(n, fraction)
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
