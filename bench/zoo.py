@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from captchalab.audit import write_csv
 from machine import machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -205,17 +206,8 @@ def render(name: str, folder: Path, count: int, seed: int) -> Path:
         file = f"{i:05d}.png"
         image.save(folder / file)
         rows.append((file, label))
-    write_csv(labels, rows)
+    write_csv(labels, rows)  # last: its presence marks the style as rendered
     return labels
-
-
-def write_csv(path: Path, rows: list[tuple[str, str]]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "label"])
-        writer.writerows(rows)
-    tmp.replace(path)
 
 
 def read_csv(path: Path) -> list[tuple[str, str]]:
@@ -248,6 +240,7 @@ def run_cell(name: str, n: int, work: Path, model: str, tag: str, overrides: lis
     import keras
 
     import captchalab
+    from captchalab.train import checkpoint_rank  # imports TensorFlow: workers only
 
     pool, test = style_data(name, work)
     n = min(n, len(read_csv(pool)))
@@ -268,8 +261,7 @@ def run_cell(name: str, n: int, work: Path, model: str, tag: str, overrides: lis
     if resumed:  # every process's epochs, as the run counted them
         train_cpu = metrics["train_cpu_seconds"]
     keras.utils.clear_session(free_memory=True)
-    rank = lambda h: (h["val_sequence_accuracy"], -h["val_cer"], -h["val_loss"])  # noqa: E731  as train ranks
-    best = max(range(len(history)), key=lambda i: rank(history[i])) if history else -1
+    best = max(range(len(history)), key=lambda i: checkpoint_rank(history[i])) if history else -1
     return {"style": name, "n": n, "model": model, "tag": tag,
             "sequence_accuracy": scores["sequence_accuracy"], "char_accuracy": scores["char_accuracy"],
             "cer": scores["cer"], "test_images": scores["n"],

@@ -103,11 +103,16 @@ def subset(pool: Sequence[Entry], n: int, seed: int) -> list[Entry]:
 
 
 def write_csv(path: Path, entries: Sequence[Entry]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "label"])
-        writer.writerows(entries)
+    """A ``file,label`` CSV, written atomically (runs.atomic_write)."""
+    from captchalab.runs import atomic_write
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["file", "label"])
+            writer.writerows(entries)
+
+    atomic_write(path, write)
     return path
 
 

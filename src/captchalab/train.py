@@ -285,14 +285,26 @@ def _calibrate_and_plot(model: keras.Model, config: RunConfig, folder: Path, spl
     """Fit the confidence temperature on the validation images; draw the loss/accuracy curves."""
     from captchalab import calibration, report
 
-    logits = model.predict(split.val_x.astype(np.float32)[..., None] / 255.0, batch_size=256, verbose=0)
+    logits = predict_logits(model, split.val_x)
     calibration.save(folder, calibration.fit(logits, split.val_labels, config.head, config.charset))
     report.save_training_curves(folder / report.CURVES, history)
 
 
+def predict_logits(model: keras.Model, pixels: np.ndarray) -> np.ndarray:
+    return model.predict(pixels.astype(np.float32)[..., None] / 255.0, batch_size=256, verbose=0)
+
+
 def predict_texts(model: keras.Model, config: RunConfig, pixels: np.ndarray) -> list[decoding.Prediction]:
-    logits = model.predict(pixels.astype(np.float32)[..., None] / 255.0, batch_size=256, verbose=0)
+    return _read(predict_logits(model, pixels), config)
+
+
+def _read(logits: np.ndarray, config: RunConfig) -> list[decoding.Prediction]:
     return decoding.greedy(decoding.softmax(logits), config.head, config.charset)
+
+
+def checkpoint_rank(record: dict) -> list[float]:
+    """How epochs compare: sequence accuracy, then CER, then loss (higher is better)."""
+    return [record["val_sequence_accuracy"], -record["val_cer"], -record["val_loss"]]
 
 
 def refresh_batch_norm(
@@ -375,9 +387,8 @@ class EpochEnd(keras.callbacks.Callback):
         """Metrics and loss of the inference model: the loss of its own head only, since a
         training-only head (crnn's per-slot reading) can overfit while the model it trains
         still improves."""
-        logits = self.inference.predict(self.split.val_x.astype(np.float32)[..., None] / 255.0, batch_size=256,
-                                        verbose=0)
-        texts = [p.text for p in decoding.greedy(decoding.softmax(logits), self.config.head, self.config.charset)]
+        logits = predict_logits(self.inference, self.split.val_x)
+        texts = [p.text for p in _read(logits, self.config)]
         loss = keras.ops.convert_to_numpy(loss_for(self.config.head)(self.split.val_y, logits))
         return metrics.summarize(texts, self.split.val_labels), float(np.mean(loss))
 
@@ -392,7 +403,7 @@ class EpochEnd(keras.callbacks.Callback):
         epoch for many epochs before the model reads its first characters, so no patience
         runs out there: the epoch budget alone ends a run that never leaves it.
         """
-        score = [record["val_sequence_accuracy"], -record["val_cer"], -record["val_loss"]]
+        score = checkpoint_rank(record)
         if self.state["best"] is None or score > self.state["best"]:
             self.state["best"] = score
             runs.atomic_write(self.folder / runs.CHECKPOINTS / "best.weights.h5", self.model.save_weights)
@@ -476,7 +487,7 @@ def _rescore_best(state: dict) -> None:
     best score in today's form from its history (its best.weights.h5 stays the one it chose)."""
     if state.get("best") is None or len(state["best"]) == 3 or not state["history"]:
         return
-    state["best"] = max([h["val_sequence_accuracy"], -h["val_cer"], -h["val_loss"]] for h in state["history"])
+    state["best"] = max(checkpoint_rank(h) for h in state["history"])
 
 
 def _read_state(folder: Path) -> dict:
