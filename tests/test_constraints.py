@@ -165,7 +165,8 @@ def test_serve_accepts_constraints_and_min_confidence(tiny_run, tiny_set) -> Non
         from fastapi.testclient import TestClient
 
     images = [base64.b64encode(p.read_bytes()).decode() for p in sorted(tiny_set.glob("*.png"))[:3]]
-    with TestClient(create_app(ServeConfig(models=(("default", str(tiny_run)),)))) as client:
+    app = create_app(ServeConfig(models=(("default", str(tiny_run)),)))
+    with TestClient(app, base_url="http://localhost") as client:
         reply = client.post("/solve", json={"images": images, "length": "4", "allowed": "0-9", "case": "upper"})
         assert reply.status_code == 200, reply.text
         assert all(r["text"] == "" or (len(r["text"]) == 4 and r["text"].isdigit()) for r in reply.json()["results"])

@@ -17,7 +17,7 @@ from captchalab.inference.http import ServeConfig, create_app
 def client(tiny_run: Path):
     from fastapi.testclient import TestClient
 
-    with TestClient(create_app(ServeConfig(models=(("default", str(tiny_run)),))),
+    with TestClient(create_app(ServeConfig(models=(("default", str(tiny_run)),))), base_url="http://localhost",
                     raise_server_exceptions=False) as test_client:
         yield test_client
 
@@ -40,7 +40,7 @@ HOSTILE = {
     "pixel bomb": ({"files": {"file": ("bomb.png", bilevel_png(100_000, 100_000, rows=8), "image/png")}}, 400),
     "truncated image": ({"json": {"images": [png()[:60]]}}, 400),
     "multipart without boundary": ({"content": b"xx", "headers": {"content-type": "multipart/form-data"}}, 400),
-    "model name as a list": ({"json": {"images": [png()], "model": ["default"]}}, 404),
+    "model name as a list": ({"json": {"images": [png()], "model": ["default"]}}, 400),
 }
 
 

@@ -32,7 +32,7 @@ assert solve_files([image], run, as_json=True) == 0
 from fastapi.testclient import TestClient
 
 app = create_app(ServeConfig(models=(("default", run),)))
-with TestClient(app) as client, open(image, "rb") as handle:
+with TestClient(app, base_url="http://localhost") as client, open(image, "rb") as handle:
     response = client.post("/solve", files={"file": ("a.png", handle.read())})
 assert response.status_code == 200 and response.json()["results"][0]["text"] == reading.text, response.text
 heavy = sorted(name for name in sys.modules if name.split(".")[0] in ("tensorflow", "keras", "tf2onnx"))

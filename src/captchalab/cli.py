@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from captchalab.errors import CaptchaLabError
+from captchalab.inference.http_config import API_KEY_ENV, ServeConfig
 
 app = typer.Typer(
     help="Train, evaluate, diagnose and serve solvers for text image CAPTCHAs.",
@@ -165,16 +166,32 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="Server processes.")] = 1,
     max_loaded: Annotated[int, typer.Option(min=1, help="Models kept in memory per process (LRU).")] = 4,
     threads: Annotated[int, typer.Option(min=0, help="Inference threads per model (0: all cores).")] = 1,
-    max_bytes: Annotated[int, typer.Option(min=1, help="Upload limit per image, bytes.")] = 1024 * 1024,
-    max_pixels: Annotated[int, typer.Option(min=1, help="Pixel limit per image (width x height).")] = 1_000_000,
-    max_images: Annotated[int, typer.Option(min=1, help="Images per request.")] = 64,
-    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to receive, and to answer, a request.")] = 30.0,
+    max_bytes: Annotated[int, typer.Option(min=1, help="Upload limit per image, bytes.")] = ServeConfig.max_bytes,
+    max_pixels: Annotated[int, typer.Option(min=1, help="Pixel limit per image (width x height).")]
+    = ServeConfig.max_pixels,
+    max_images: Annotated[int, typer.Option(min=1, help="Images per request.")] = ServeConfig.max_images,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to receive, and to answer, a request.")]
+    = ServeConfig.timeout,
     log_level: Annotated[str, typer.Option(help="critical, error, warning, info or debug.")] = "info",
+    allowed_host: Annotated[list[str] | None, typer.Option(
+        help="A Host name clients may use besides localhost and --host (repeat; '*': any).")] = None,
+    cors_origin: Annotated[list[str] | None, typer.Option(
+        help="A web origin (https://site.example) whose pages may call the API (repeat; none by default).")]
+    = None,
+    api_key: Annotated[str | None, typer.Option(
+        envvar=API_KEY_ENV, show_default=False,
+        help="Require this key (X-API-Key header) for /solve and /model; set it when binding beyond localhost.")]
+    = None,
+    max_connections: Annotated[int, typer.Option(min=1, help="Open connections per process; more are closed.")]
+    = ServeConfig.max_connections,
 ) -> None:
-    """HTTP API: POST /solve (multipart 'file' or JSON base64 'images'), GET /model, GET /healthz."""
+    """HTTP API: POST /solve (multipart 'file', JSON base64 'images' or an image/* body), GET /model,
+    GET /healthz; its documentation at /docs."""
     from captchalab.inference.http import serve as run
 
-    run(model, host, port, workers, max_loaded, threads, max_bytes, max_pixels, max_images, timeout, log_level)
+    run(model, host, port, workers, max_loaded, threads, max_bytes, max_pixels, max_images, timeout, log_level,
+        allowed_hosts=allowed_host or (), cors_origins=cors_origin or (), api_key=api_key,
+        max_connections=max_connections)
 
 
 @app.command("export")

@@ -49,8 +49,14 @@ class Constraints:
             raise UsageError("the allowed characters are empty; give e.g. --allowed 'a-z0-9'")
 
     @classmethod
-    def parse(cls, length: int | str | None = None, allowed: str | None = None, case: str | None = None) -> Constraints:
-        """From command-line style values: ``length`` "5", "4-6", "4-" or "-6"; ``allowed`` "a-z0-9"."""
+    def parse(
+        cls, length: int | str | None = None, allowed: str | None = None, case: str | None = None,
+        charset: Charset | None = None,
+    ) -> Constraints:
+        """From command-line style values: ``length`` "5", "4-6", "4-" or "-6"; ``allowed`` "a-z0-9".
+
+        With the model's ``charset``, ``allowed`` is kept to the symbols it can produce (in either case),
+        so ranges are never expanded past it: the cost is bounded by the charset, whatever is asked."""
         low, high = 0, None
         if length is not None and str(length).strip():
             low_text, dash, high_text = str(length).strip().partition("-")
@@ -59,7 +65,15 @@ class Constraints:
                 high = (int(high_text) if high_text else None) if dash else low
             except ValueError:
                 raise UsageError(f"length '{length}' is not a number or a range like 4-6") from None
-        return cls(low, high, expand_ranges(allowed) if allowed else None, case or "any")
+        if not allowed:
+            return cls(low, high, None, case or "any")
+        if charset is None:
+            return cls(low, high, expand_ranges(allowed), case or "any")
+        symbols = charset.symbols
+        kept = expand_ranges(allowed, "".join(dict.fromkeys(symbols + symbols.lower() + symbols.upper())))
+        if not kept:
+            raise UsageError(f"none of the allowed characters '{allowed[:40]}' is in the model's charset '{symbols}'")
+        return cls(low, high, kept, case or "any")
 
     @property
     def active(self) -> bool:

@@ -1,14 +1,16 @@
-"""``captchalab serve``: the HTTP API of DESIGN.md on top of the one Predictor.
+"""``captchalab serve``: the HTTP API on top of the one Predictor (docs/serving.md).
 
-``POST /solve`` takes multipart ``file`` fields (one or more) or JSON ``{"images": [base64, ...]}``
-and answers ``{"model": NAME, "results": [{"text", "confidence"}, ...]}``; ``GET /healthz``;
-``GET /model`` (name, charset, size, metrics). Every error is JSON ``{"error": "..."}``.
+``POST /solve`` takes multipart ``file`` fields, JSON ``{"images": [base64, ...]}`` or one raw
+``image/*`` body and answers ``{"model": NAME, "results": [{"text", "confidence"}, ...]}``;
+``GET /healthz``; ``GET /model`` (name, charset, size, metrics); ``/docs``, ``/redoc`` and
+``/openapi.json`` describe them. Every error is JSON ``{"error": "..."}``.
 
-Limits (bytes per image, pixels, images per request) are checked before any image is decoded.
+What a request may cost is bounded before the work starts: the edge (``http_guard``) checks Host,
+Origin, API key, body size, body time and buffered bytes; pydantic models (``http_schema``) bound
+every option; counts and sizes are checked before an image is decoded. Parsing JSON, decoding
+base64 and images, and running the model happen on worker threads, never on the event loop.
 Several models can be served at once; they load on first use and at most ``max_loaded`` stay in
-memory (least recently used are dropped). ``uvicorn`` workers build the app with
-:func:`app_from_env`, which reads the settings that :func:`serve` put in ``CAPTCHALAB_SERVE``.
-No TensorFlow is imported unless a served run has no ``model.onnx``.
+memory. No TensorFlow is imported unless a served run has no ``model.onnx``.
 """
 
 from __future__ import annotations
@@ -16,11 +18,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import dataclasses
 import json
 import logging
 import os
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -29,104 +29,60 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Form, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
+from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from captchalab.data import images
 from captchalab.decoding import Constraints
-from captchalab.errors import CaptchaLabError, ImageError, ModelError, UsageError
+from captchalab.errors import CaptchaLabError, DataError, ModelError, UsageError
+from captchalab.inference.http_config import (
+    API_KEY_ENV,
+    DEFAULT_NAME,
+    ENV_VAR,
+    LOCAL_HOSTS,
+    NAME_PATTERN,
+    ModelSpec,
+    ServeConfig,
+    parse_models,
+)
+from captchalab.inference.http_guard import Guard, GuardedH11Protocol, error_body, quiet_repeats
+from captchalab.inference.http_schema import (
+    ERRORS_DOC,
+    SOLVE_BODY_DOC,
+    Health,
+    ModelInfo,
+    Reading,
+    SolveForm,
+    SolveJSON,
+    SolveOptions,
+    SolveResponse,
+    SolveResult,
+)
 from captchalab.inference.predictor import Predictor, bundled_model_path
 
-ENV_VAR = "CAPTCHALAB_SERVE"
-DEFAULT_NAME = "default"
-MAX_TOP_K = 20
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+__all__ = ["DEFAULT_NAME", "ENV_VAR", "ModelPool", "ServeConfig", "app_from_env", "create_app", "parse_models",
+           "serve", "uvicorn_options"]
 log = logging.getLogger("captchalab.serve")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    """Everything a server process needs; JSON-serialisable so workers can read it from the environment."""
-
-    models: tuple[tuple[str, str], ...] = ()  # (name, run folder or .onnx); empty: the bundled model
-    default: str = DEFAULT_NAME
-    host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = 1
-    max_bytes: int = 1024 * 1024  # per image, as uploaded (before base64 encoding)
-    max_pixels: int = 1_000_000  # width * height, read from the header before decoding
-    max_side: int = 4096
-    max_images: int = 64  # per request
-    max_loaded: int = 4  # models kept in memory at once
-    threads: int = 1  # ONNX Runtime intra-op threads per model
-    timeout: float = 30.0  # seconds to receive a request body, and again to answer it
-    log_level: str = "info"
-
-    def __post_init__(self) -> None:
-        for key in ("port", "workers", "max_bytes", "max_pixels", "max_side", "max_images", "max_loaded"):
-            if getattr(self, key) < (0 if key == "port" else 1):
-                raise UsageError(f"serve: {key.replace('_', '-')} must be positive, not {getattr(self, key)}")
-        if self.threads < 0 or self.timeout <= 0:
-            raise UsageError("serve: threads must be >= 0 and timeout > 0")
-
-    @property
-    def max_body(self) -> int:
-        """Largest request body accepted: every image at the limit, base64-encoded, plus form overhead."""
-        return self.max_images * (self.max_bytes * 4 // 3 + 1024) + 64 * 1024
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> ServeConfig:
-        data = json.loads(text)
-        data["models"] = tuple(tuple(pair) for pair in data.get("models", ()))
-        return cls(**data)
-
-
-ModelSpec = str | Path | Sequence[str | Path] | Mapping[str, str | Path] | None
-
-
-def parse_models(model: ModelSpec) -> tuple[tuple[tuple[str, str], ...], str]:
-    """``RUN``, ``["site_a=RUN_A", "RUN"]`` or ``{"site_a": RUN_A}`` -> ((name, path), ...), default name.
-
-    A plain RUN is served as ``default`` and is the default; with only named models the first one is;
-    with none, the bundled model is served as ``default``.
-    """
-    if model is None:
-        return (), DEFAULT_NAME
-    if isinstance(model, Mapping):
-        items = [(str(name), str(path)) for name, path in model.items()]
-    else:
-        items = [_split_spec(str(spec)) for spec in ([model] if isinstance(model, str | Path) else model)]
-    names = [name for name, _ in items]
-    for name in names:
-        if not _NAME.match(name):
-            raise UsageError(f"--model: '{name}' is not a usable name (letters, digits, '_', '.', '-')")
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise UsageError(f"--model: {', '.join(duplicates)} given more than once; give each model its own name")
-    if not items:
-        return (), DEFAULT_NAME
-    return tuple(items), DEFAULT_NAME if DEFAULT_NAME in names else names[0]
-
-
-def _split_spec(spec: str) -> tuple[str, str]:
-    name, sep, path = spec.partition("=")
-    if sep and _NAME.match(name) and not Path(spec).exists():
-        return name, path
-    return DEFAULT_NAME, spec
+API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="Only when the server has a key.")
 
 
 class UnknownModel(CaptchaLabError):
     exit_code = 2
+
+
+class ModelUnavailable(ModelError):
+    """A served model that cannot be loaded; its message names the model, never the server's paths."""
 
 
 class ModelPool:
@@ -146,13 +102,20 @@ class ModelPool:
                 if name in self._loaded:
                     self._loaded.move_to_end(name)
                     return self._loaded[name]
-            predictor = Predictor.load(self.paths[name], threads=self.threads)
+            predictor = self._load(name)
             with self._lock:
                 self._loaded[name] = predictor
                 while len(self._loaded) > self.max_loaded:
                     dropped, _ = self._loaded.popitem(last=False)
                     log.info("unloaded model %s (max-loaded %d)", dropped, self.max_loaded)
             return predictor
+
+    def _load(self, name: str) -> Predictor:
+        try:
+            return Predictor.load(self.paths[name], threads=self.threads)
+        except ModelError as error:  # the message names files of this machine: the log may see it, clients not
+            log.error("model %s could not be loaded: %s", name, error)
+            raise ModelUnavailable(f"model '{name}' could not be loaded; the server log says why") from None
 
     def ready(self, name: str) -> Predictor | None:
         """The model if it is loaded (marked as just used), without waiting for a load."""
@@ -175,8 +138,9 @@ class HttpError(Exception):
 
 @dataclass(frozen=True)
 class Upload:
-    label: str  # how errors name it: the uploaded file name or images[i]
+    label: str  # how errors name it: the uploaded file name, images[i] or "body"
     data: bytes
+    file: str | None = None  # the multipart file name, echoed in the result
 
 
 def check_models(config: ServeConfig) -> None:
@@ -186,27 +150,40 @@ def check_models(config: ServeConfig) -> None:
             raise ModelError(f"--model {name}={path}: no such run folder or .onnx file")
     if not config.models and not bundled_model_path().exists():
         raise ModelError("no bundled model in this installation; pass --model RUN")
-    pool = ModelPool(_paths(config), 1, config.threads)
-    pool.get(config.default)
+    Predictor.load(dict(_paths(config))[config.default], threads=config.threads)
 
 
 def _paths(config: ServeConfig) -> dict[str, str | None]:
     return dict(config.models) if config.models else {DEFAULT_NAME: None}
 
 
+class AsciiJSON(JSONResponse):
+    """JSON with non-ASCII escaped: a lone surrogate echoed from a request cannot fail the encoding."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def create_app(config: ServeConfig) -> FastAPI:
     """The ASGI app for ``config``; models load on first use."""
     pool = ModelPool(_paths(config), config.max_loaded, config.threads)
     executor = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="captchalab-infer")
+    quiet_repeats()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         executor.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="captchalab", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app = FastAPI(title="captchalab", summary="Read text CAPTCHAs.", version=_version(), lifespan=lifespan,
+                  default_response_class=AsciiJSON)
     app.state.pool, app.state.config = pool, config
+    if config.cors_origins:  # none by default: no web page of another origin may read the answers
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Content-Type", "X-API-Key", "Authorization"])
+    app.add_middleware(Guard, config=config)  # added last: the outermost, before any body is read
     _install_error_handlers(app)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
 
     async def in_thread(function: Callable[[], T]) -> T:
         deadline = time.monotonic() + config.timeout
@@ -221,34 +198,71 @@ def create_app(config: ServeConfig) -> FastAPI:
         except (asyncio.TimeoutError, TimeoutError):
             raise HttpError(503, f"the server took longer than {config.timeout:g} s; retry later") from None
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "default": config.default, "models": list(pool.paths), "loaded": pool.loaded()}
+    protected = [Security(API_KEY_HEADER)] if config.api_key else []  # declared for /docs; checked by Guard
 
-    @app.get("/model")
-    async def model_info(request: Request) -> dict[str, Any]:
-        name = request.query_params.get("model") or config.default
+    @app.get("/healthz", response_model=Health)
+    async def healthz() -> Health:
+        """Liveness: the served model names and those loaded now. Never needs the API key."""
+        return Health(status="ok", default=config.default, models=list(pool.paths), loaded=pool.loaded())
+
+    @app.get("/model", response_model=ModelInfo, responses=_errors(401, 404, 500), dependencies=protected)
+    async def model_info(
+        model: Annotated[str | None, Query(max_length=64, pattern=NAME_PATTERN, description="A served model.")]
+        = None,
+    ) -> ModelInfo:
+        """Describe a served model: charset, input size, head, metrics of its run."""
+        name = model or config.default
         predictor = await in_thread(lambda: pool.get(name))
-        return describe(name, predictor)
+        return ModelInfo.model_validate(describe(name, predictor))
 
-    @app.post("/solve")
-    async def solve(request: Request) -> dict[str, Any]:
-        uploads, fields = await read_request(request, config)
-        name = str(fields.get("model") or request.query_params.get("model") or config.default)
-        top_k = parse_top_k(fields.get("top_k", request.query_params.get("top_k")))
-        constraints, min_confidence = parse_decoding(fields, request.query_params)
+    @app.post("/solve", response_model=SolveResponse, response_model_exclude_unset=True, dependencies=protected,
+              openapi_extra=SOLVE_BODY_DOC, responses=_errors(400, 401, 403, 404, 408, 413, 415, 500, 503))
+    async def solve(
+        request: Request,
+        query: Annotated[SolveOptions, Query()],
+        form: Annotated[SolveForm, Form(media_type="multipart/form-data")],
+    ) -> SolveResponse:
+        """Read one or more images: multipart `file` fields, JSON base64 `images`, or one raw image body.
+
+        All images of a request go through the model as one batch; results come in the order sent."""
+        uploads, options = await read_request(request, query, form, config, in_thread)
+        name = options.model or config.default
         predictor = pool.ready(name) or await in_thread(lambda: pool.get(name))
-        results = await in_thread(
-            lambda: solve_uploads(predictor, uploads, top_k, config, constraints, min_confidence))
-        return {"model": name, "results": results}
+        results = await in_thread(lambda: solve_uploads(predictor, uploads, options, config))
+        return SolveResponse(model=name, results=results)
 
     return app
 
 
 def app_from_env() -> FastAPI:
     """App factory for uvicorn workers: settings come from the ``CAPTCHALAB_SERVE`` environment variable."""
-    raw = os.environ.get(ENV_VAR)
-    return create_app(ServeConfig.from_json(raw) if raw else ServeConfig())
+    return create_app(ServeConfig.from_env())
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("captchalab")
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: ERRORS_DOC[status] for status in statuses}
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, less the 422 it adds to every route: this API answers validation errors with 400."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        for path in schema["paths"].values():
+            for operation in path.values():
+                operation.get("responses", {}).pop("422", None)
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(unused, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def describe(name: str, predictor: Predictor) -> dict[str, Any]:
@@ -263,156 +277,91 @@ def _metrics(source: Path) -> dict[str, Any] | None:
     path = source.parent / "metrics.json"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
 
 
-def parse_top_k(value: Any) -> int:
-    if value is None or value == "":
-        return 1
-    try:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError(value)  # int() would quietly turn true into 1 and 2.5 into 2
-        top_k = int(value)
-    except (TypeError, ValueError, OverflowError):  # OverflowError: JSON 1e999 is infinity
-        raise HttpError(400, f"top_k must be a whole number from 1 to {MAX_TOP_K}, not {value!r}") from None
-    if not 1 <= top_k <= MAX_TOP_K:
-        raise HttpError(400, f"top_k must be from 1 to {MAX_TOP_K}, not {top_k}")
-    return top_k
+# --------------------------------------------------------------------------- reading a request
 
 
-def parse_decoding(fields: dict[str, Any], query: Any) -> tuple[Constraints, float | None]:
-    """Decode-time constraints (``length`` "5" or "4-6", ``allowed`` "a-z0-9", ``case`` any/lower/upper)
-    and ``min_confidence`` from the request fields or query; bad values are 400s."""
-    values = {key: fields.get(key, query.get(key)) for key in ("length", "allowed", "case", "min_confidence")}
-    for key, value in values.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, str | int | float)):
-            raise HttpError(400, f"{key} must be a string or a number, not {type(value).__name__}")
-    raw = values["min_confidence"]
-    try:
-        min_confidence = None if raw in (None, "") else float(raw)
-    except ValueError:
-        raise HttpError(400, f"min_confidence must be a number from 0 to 1, not {raw!r}") from None
-    if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
-        raise HttpError(400, f"min_confidence must be from 0 to 1, not {min_confidence}")
-    text = {key: None if values[key] in (None, "") else str(values[key]) for key in ("length", "allowed", "case")}
-    return Constraints.parse(text["length"], text["allowed"], text["case"]), min_confidence
-
-
-def solve_uploads(
-    predictor: Predictor, uploads: Sequence[Upload], top_k: int, config: ServeConfig,
-    constraints: Constraints | None = None, min_confidence: float | None = None,
-) -> list[dict]:
-    """Decode (within the limits) and read all uploads in one batch; a bad image fails the request.
-
-    A best reading under ``min_confidence`` comes back as ``"text": null, "abstained": true`` with its ``guess``."""
-    pixels = []
-    for upload in uploads:
-        image = images.open_image(upload.data, upload.label, config.max_bytes, config.max_pixels, config.max_side)
-        pixels.append(predictor.prepare(image))
-    readings = predictor.predict_pixels(np.stack(pixels), top_k, constraints, min_confidence)
-    results = []
-    for upload, reading in zip(uploads, readings):
-        best = reading[0]
-        result: dict[str, Any] = {"text": best.text, "confidence": round(best.confidence, 4)}
-        if best.abstained:
-            result.update(text=None, abstained=True, guess=best.text)
-        if not upload.label.startswith("images["):
-            result["file"] = upload.label
-        if top_k > 1:
-            result["top_k"] = [{"text": p.text, "confidence": round(p.confidence, 4)} for p in reading]
-        results.append(result)
-    return results
-
-
-async def read_request(request: Request, config: ServeConfig) -> tuple[list[Upload], dict[str, Any]]:
-    """The uploads and the other fields (model, top_k) of a multipart or JSON request."""
-    body = await read_body(request, config)
+async def read_request(
+    request: Request, query: SolveOptions, form: SolveForm, config: ServeConfig,
+    in_thread: Callable[[Callable[[], Any]], Any],
+) -> tuple[list[Upload], SolveOptions]:
+    """The uploads and the options (body fields over query parameters) of a multipart, JSON or image request."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "multipart/form-data":
-        uploads, fields = await _read_form(request, body, config)
+        uploads, body_options = await _read_form(request, form, config), form
     elif kind == "application/json" or kind.endswith("+json"):
-        uploads, fields = _read_json(body, config)
+        body = await request.body()
+        uploads, body_options = await in_thread(lambda: parse_json(body, config))
+    elif kind.startswith("image/"):
+        uploads, body_options = [Upload("body", check_size(await request.body(), "body", config))], None
     else:
-        raise HttpError(415, "send multipart/form-data with 'file' fields, or JSON {\"images\": [base64, ...]}")
+        raise HttpError(415, "send multipart/form-data with 'file' fields, JSON {\"images\": [base64, ...]}, "
+                             "or one image as an image/* body")
     if not uploads:
         raise HttpError(400, "no images in the request; send one or more 'file' fields or a non-empty 'images' list")
     if len(uploads) > config.max_images:
         raise HttpError(413, f"{len(uploads)} images is over the limit of {config.max_images} per request")
-    return uploads, fields
+    return uploads, merge_options(query, body_options)
 
 
-async def read_body(request: Request, config: ServeConfig) -> bytes:
-    """The whole body, refused as soon as it passes ``max_body`` and cut off after ``timeout`` seconds."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > config.max_body:
-        raise HttpError(413, f"request body of {declared} bytes is over the {config.max_body}-byte limit")
+def merge_options(query: SolveOptions, body: SolveOptions | None) -> SolveOptions:
+    fields = query.model_dump(exclude_unset=True)
+    if body is not None:
+        fields.update(body.model_dump(exclude_unset=True, include=set(SolveOptions.model_fields)))
+    return SolveOptions.model_construct(**fields)
 
-    async def collect() -> bytes:
-        chunks, total = [], 0
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total > config.max_body:
-                raise HttpError(413, f"request body is over the {config.max_body}-byte limit")
-            chunks.append(chunk)
-        return b"".join(chunks)
 
+async def _read_form(request: Request, form: SolveForm, config: ServeConfig) -> list[Upload]:
+    for key, value in (await request.form()).multi_items():  # parsed already, by FastAPI; this is its cache
+        if isinstance(value, UploadFile) and key != "file":
+            raise HttpError(400, f"unexpected file field '{key}'; send images as 'file' fields")
+    if len(form.file) > config.max_images:
+        raise HttpError(413, f"{len(form.file)} images is over the limit of {config.max_images} per request")
+    uploads = []
+    for index, upload in enumerate(form.file):
+        label = upload.filename or f"file[{index}]"
+        data = await upload.read(config.max_bytes + 1)  # never more than one byte past the limit
+        uploads.append(Upload(label, check_size(data, label, config), label))
+    return uploads
+
+
+def parse_json(body: bytes, config: ServeConfig) -> tuple[list[Upload], SolveJSON]:
+    """A JSON body to uploads and options; runs on a worker thread."""
+    # In a list or an object every value but the first follows a comma, and nesting is capped by the
+    # parser; so counting commas (at memchr speed) bounds the values the parser would build: 20 MB of
+    # [0,0,0,...] is refused here rather than becoming 7 million objects (and 400 MB) there.
+    if body.count(b",") > 4 * config.max_images + 1024:
+        raise HttpError(413, f"the JSON body holds too many values; send at most {config.max_images} images "
+                             "and the options")
     try:
-        return await asyncio.wait_for(collect(), config.timeout)
-    except (asyncio.TimeoutError, TimeoutError):
-        raise HttpError(408, f"the request body did not arrive within {config.timeout:g} s") from None
-
-
-async def _read_form(request: Request, body: bytes, config: ServeConfig) -> tuple[list[Upload], dict[str, Any]]:
-    async def replay() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    try:
-        form = await Request(request.scope, replay).form(max_files=config.max_images, max_fields=20)
-    except StarletteHTTPException as error:  # Starlette's parser refuses too many parts with a bare 400
-        if "Too many files" in str(error.detail):
-            raise HttpError(413, f"over the limit of {config.max_images} images per request") from None
-        raise HttpError(400, f"unreadable multipart body: {error.detail}") from None
-    try:
-        uploads, fields = [], {}
-        for key, value in form.multi_items():
-            if isinstance(value, UploadFile):
-                if key != "file":
-                    raise HttpError(400, f"unexpected file field '{key}'; send images as 'file' fields")
-                label = value.filename or f"file[{len(uploads)}]"
-                uploads.append(Upload(label, check_size(await value.read(), label, config)))
-            else:
-                fields[key] = value
-        return uploads, fields
-    finally:
-        await form.close()
-
-
-def _read_json(body: bytes, config: ServeConfig) -> tuple[list[Upload], dict[str, Any]]:
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[... nested past the limit
-        raise HttpError(400, "the body is not valid JSON; send {\"images\": [base64, ...]}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise HttpError(400, "JSON body must be an object with an 'images' list of base64 strings")
-    if len(data["images"]) > config.max_images:
-        raise HttpError(413, f"{len(data['images'])} images is over the limit of {config.max_images} per request")
+        data = SolveJSON.model_validate_json(body)
+    except ValidationError as error:
+        if any(e["type"] == "json_invalid" for e in error.errors()):
+            raise HttpError(400, "the body is not valid JSON; send {\"images\": [base64, ...]}") from None
+        raise HttpError(400, "JSON body must be an object with an 'images' list of base64 strings "
+                             f"({problems(error.errors())})") from None
+    if len(data.images) > config.max_images:
+        raise HttpError(413, f"{len(data.images)} images is over the limit of {config.max_images} per request")
     uploads = [Upload(f"images[{i}]", decode_base64(item, f"images[{i}]", config)) for i, item in
-               enumerate(data["images"])]
-    return uploads, {key: value for key, value in data.items() if key != "images"}
+               enumerate(data.images)]
+    return uploads, data
 
 
-def decode_base64(item: Any, label: str, config: ServeConfig) -> bytes:
-    if not isinstance(item, str):
-        raise HttpError(400, f"{label}: expected a base64 string, got {type(item).__name__}")
-    text = item.split(",", 1)[1] if item.startswith("data:") else item  # data URLs are welcome
+def decode_base64(text: str, label: str, config: ServeConfig) -> bytes:
+    if text.startswith("data:"):  # data URLs are welcome: data:image/png;base64,<data>
+        _, comma, text = text.partition(",")
+        if not comma:
+            raise HttpError(400, f"{label}: a data: URL needs a ',' before its base64 data")
     text = "".join(text.split())
     if len(text) > (config.max_bytes + 2) // 3 * 4:
         raise HttpError(413, f"{label}: over the {config.max_bytes}-byte limit per image")
     try:
         data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError):  # ValueError: characters outside ASCII
         raise HttpError(400, f"{label}: not valid base64") from None
     return check_size(data, label, config)
 
@@ -425,11 +374,51 @@ def check_size(data: bytes, label: str, config: ServeConfig) -> bytes:
     return data
 
 
-def _install_error_handlers(app: FastAPI) -> None:
-    """Every error leaves as ``{"error": "..."}``: ours, Starlette's 404/405, validation, and crashes."""
+def problems(errors: Sequence[Any]) -> str:
+    """Pydantic's errors as ``where: what; ...``: the first three, without the values sent."""
+    listed = [f"{'.'.join(map(str, e.get('loc', ()))) or 'body'}: {e.get('msg')}" for e in errors[:3]]
+    return "; ".join(listed) + (f"; and {len(errors) - 3} more" if len(errors) > 3 else "")
 
-    def reply(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status)
+
+# --------------------------------------------------------------------------- solving
+
+
+def solve_uploads(predictor: Predictor, uploads: Sequence[Upload], options: SolveOptions,
+                  config: ServeConfig) -> list[SolveResult]:
+    """Decode (within the limits) and read all uploads in one batch; a bad image fails the request.
+
+    A best reading under ``min_confidence`` comes back as ``"text": null, "abstained": true`` with its ``guess``."""
+    length = None if options.length is None else str(options.length)
+    constraints = Constraints.parse(length, options.allowed, options.case, predictor.config.charset)
+    top_k = options.top_k or 1
+    pixels = []
+    for upload in uploads:
+        image = images.open_image(upload.data, upload.label, config.max_bytes, config.max_pixels, config.max_side)
+        pixels.append(predictor.prepare(image))
+    readings = predictor.predict_pixels(np.stack(pixels), top_k, constraints, options.min_confidence)
+    results = []
+    for upload, reading in zip(uploads, readings):
+        best = reading[0]
+        fields: dict[str, Any] = {"text": best.text, "confidence": round(best.confidence, 4)}
+        if best.abstained:
+            fields.update(text=None, abstained=True, guess=best.text)
+        if upload.file is not None:
+            fields["file"] = upload.file
+        if top_k > 1:
+            fields["top_k"] = [Reading(text=p.text, confidence=round(p.confidence, 4)) for p in reading]
+        results.append(SolveResult(**fields))
+    return results
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves as ``{"error": "..."}``: ours, Starlette's, validation, and captchalab's.
+    An unexpected exception is answered by ``Guard`` (Starlette's own 500 handler would drop the connection)."""
+
+    def reply(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+        return JSONResponse(json.loads(error_body(message)), status_code=status, headers=headers)
 
     async def http_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, HttpError)
@@ -437,30 +426,53 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def starlette_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, StarletteHTTPException)
-        messages = {404: f"no such endpoint {request.url.path}; use POST /solve, GET /model or GET /healthz",
-                    405: f"{request.method} is not allowed on {request.url.path}"}
-        message = messages.get(error.status_code, str(error.detail))
-        return JSONResponse({"error": message}, status_code=error.status_code, headers=error.headers)
+        detail = str(error.detail)
+        if error.status_code == 400 and "multipart" in request.headers.get("content-type", ""):
+            # Starlette's multipart parser refuses a broken body, or too many parts, with a bare 400
+            if "Too many files" in detail:
+                return reply(413, f"over the limit of {app.state.config.max_images} images per request")
+            detail = f"unreadable multipart body: {detail}"
+        messages = {404: f"no such endpoint {request.url.path[:200]}; use POST /solve, GET /model or GET /healthz",
+                    405: f"{request.method} is not allowed on {request.url.path[:200]}"}
+        return reply(error.status_code, messages.get(error.status_code, detail), error.headers)
 
     async def validation_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RequestValidationError)
-        problems = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in error.errors())
-        return reply(400, f"invalid request ({problems})")
+        return reply(400, f"invalid request ({problems(error.errors())})")
 
     async def captchalab_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, CaptchaLabError)
-        status = 404 if isinstance(error, UnknownModel) else 400 if isinstance(error, ImageError | UsageError) else 500
-        return reply(status, str(error))
-
-    async def crash(request: Request, error: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=error)
-        return reply(500, "internal error; the server log has the details")
+        if isinstance(error, UnknownModel):
+            return reply(404, str(error))
+        if isinstance(error, DataError | UsageError):  # the client's images or options
+            return reply(400, str(error))
+        if not isinstance(error, ModelUnavailable):  # may name the server's files: log it, say less
+            log.error("%s on %s: %s", type(error).__name__, request.url.path, error)
+            return reply(500, "the model failed on this request; the server log has the details")
+        return reply(500, str(error))
 
     app.add_exception_handler(HttpError, http_error)
     app.add_exception_handler(StarletteHTTPException, starlette_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(CaptchaLabError, captchalab_error)
-    app.add_exception_handler(Exception, crash)
+
+
+# --------------------------------------------------------------------------- running
+
+
+def uvicorn_options(config: ServeConfig) -> dict[str, Any]:
+    """What ``serve`` passes to ``uvicorn.run``: the app factory and every network limit."""
+    return {
+        "factory": True, "host": config.host, "port": config.port, "workers": config.workers,
+        "log_level": config.log_level,
+        "http": GuardedH11Protocol,  # header timeout, connection cap (reads ServeConfig.from_env())
+        "timeout_keep_alive": config.keep_alive,  # idle keep-alive connections close after this
+        "limit_concurrency": config.max_connections,  # requests past it get 503, not a queue
+        "backlog": 128,  # connections waiting for accept(); more are refused by the kernel, not logged
+        "h11_max_incomplete_event_size": 16 * 1024,  # request line + headers; more is a 400
+        "timeout_graceful_shutdown": int(config.timeout),
+        "server_header": False,
+    }
 
 
 def serve(
@@ -475,14 +487,26 @@ def serve(
     max_images: int = ServeConfig.max_images,
     timeout: float = ServeConfig.timeout,
     log_level: str = "info",
+    *,
+    allowed_hosts: Sequence[str] = (),
+    cors_origins: Sequence[str] = (),
+    api_key: str | None = None,
+    max_connections: int = ServeConfig.max_connections,
+    header_timeout: float = ServeConfig.header_timeout,
 ) -> None:
-    """Run the HTTP API until interrupted (``captchalab serve``)."""
+    """Run the HTTP API until interrupted (``captchalab serve``). ``api_key`` defaults to the
+    ``CAPTCHALAB_API_KEY`` environment variable; without one, anyone who can connect may use the API."""
     import uvicorn
 
     models, default = parse_models(model)
+    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
     config = ServeConfig(models, default, host, port, workers, max_bytes, max_pixels, ServeConfig.max_side,
-                         max_images, max_loaded, threads, timeout, log_level)
+                         max_images, max_loaded, threads, timeout, log_level, header_timeout=header_timeout,
+                         max_connections=max_connections, allowed_hosts=tuple(allowed_hosts),
+                         cors_origins=tuple(cors_origins), api_key=key)
     check_models(config)
+    if host not in LOCAL_HOSTS and key is None:
+        log.warning("serving on %s without an API key: anyone who can reach this address can use it; "
+                    "see docs/serving.md for --api-key and a reverse proxy", host)
     os.environ[ENV_VAR] = config.to_json()
-    uvicorn.run("captchalab.inference.http:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level, timeout_keep_alive=5, timeout_graceful_shutdown=int(timeout))
+    uvicorn.run("captchalab.inference.http:app_from_env", **uvicorn_options(config))
