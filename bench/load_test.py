@@ -79,7 +79,7 @@ def malformed(kind: str, name: str, data: bytes, rng: random.Random) -> dict[str
         "oversize": lambda: {"files": {"file": (name, rng.randbytes(MAX_BYTES + 1), "image/png")}},
         "unknown_model": lambda: {"files": {"file": (name, data, "image/png")}, "data": {"model": "no_such_site"}},
         "broken_json": lambda: {"content": b'{"images": ["', "headers": {"content-type": "application/json"}},
-        "wrong_content_type": lambda: {"content": data, "headers": {"content-type": "image/png"}},
+        "wrong_content_type": lambda: {"content": data, "headers": {"content-type": "text/plain"}},
     }[kind]()
 
 

@@ -229,10 +229,10 @@ def test_many_tiny_json_values_are_refused_before_parsing(client: TestClient) ->
 def test_bodies_in_flight_share_one_budget(tiny_run: Path, monkeypatch: pytest.MonkeyPatch, b64: str) -> None:
     config = ServeConfig(models=(("default", str(tiny_run)),), port=_free_port(), max_bytes=30_000, max_images=2,
                          timeout=5)
-    part = int(config.max_body * 0.8)  # two such bodies fit in max_pending (2 * max_body); a third does not
+    part = int(config.max_body * 0.8)
     with live(config, monkeypatch) as port:
         holders = []
-        for _ in range(2):
+        for _ in range(config.max_pending // part):  # as many such bodies as fit in max_pending; one more does not
             sock = socket.create_connection(("127.0.0.1", port), timeout=10)
             sock.sendall(b"POST /solve HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                          b"Content-Length: %d\r\n\r\n" % config.max_body + b"x" * part)

@@ -35,8 +35,8 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
-    # A captcha is a few KB; 256 KiB per image leaves room for big ones and keeps max_body near 22 MB.
-    max_bytes: int = 256 * 1024  # per image, as uploaded (before base64 encoding)
+    # A captcha is a few KB; 128 KiB per image leaves room for big ones and keeps max_body near 11 MB.
+    max_bytes: int = 128 * 1024  # per image, as uploaded (before base64 encoding)
     max_pixels: int = 1_000_000  # width * height, read from the header before decoding
     max_side: int = 4096
     max_images: int = 64  # per request
@@ -72,8 +72,9 @@ class ServeConfig:
 
     @property
     def max_pending(self) -> int:
-        """Request bodies held in memory at once, all requests together: two of the largest."""
-        return 2 * self.max_body
+        """Request bodies held in memory at once, all requests together: one of the largest and 4 MiB of
+        small ones (a body in memory costs about three times its size while it is parsed and decoded)."""
+        return self.max_body + 4 * 2**20
 
     @property
     def hosts(self) -> frozenset[str]:
