@@ -34,6 +34,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 OPEN_PATHS = ("/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")  # no API key needed
 CLOSE = (b"connection", b"close")
+SMALL_BODY = 64 * 1024  # a body this small is never refused as "busy"
 log = logging.getLogger("captchalab.serve")
 
 
@@ -55,8 +56,11 @@ class BodyBudget:
     def __init__(self, limit: int) -> None:
         self.limit, self.used = limit, 0
 
-    def take(self, count: int) -> bool:
-        if self.used + count > self.limit:
+    def take(self, count: int, small: bool = False) -> bool:
+        """Count ``count`` more bytes; False (not counted) when over the limit, unless the body is ``small``:
+        small requests (a captcha or two) always pass, so big uploads cannot lock everyone out. Their
+        share is bounded apart: SMALL_BODY per connection, and connections are capped."""
+        if self.used + count > self.limit and not small:
             return False
         self.used += count
         return True
@@ -147,7 +151,7 @@ class _Exchange:
         self.received += size
         if self.received > self.config.max_body:
             raise _closing(413, f"request body is over the {self.config.max_body}-byte limit")
-        if not self.guard.budget.take(size):
+        if not self.guard.budget.take(size, small=self.received <= SMALL_BODY):
             raise _closing(503, "the server is busy receiving other uploads; retry in a moment")
         self.taken += size
 
