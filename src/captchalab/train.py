@@ -282,11 +282,13 @@ def _diagnosis(model: keras.Model, config: RunConfig, split: Split, history: lis
 
 
 def _calibrate_and_plot(model: keras.Model, config: RunConfig, folder: Path, split: Split, history: list) -> None:
-    """Fit the confidence temperature on the validation images; draw the loss/accuracy curves."""
-    from captchalab import calibration, report
+    """Fit the confidence temperature and record the OOD reference on the validation images;
+    draw the loss/accuracy curves."""
+    from captchalab import calibration, ood, report
 
     logits = predict_logits(model, split.val_x)
     calibration.save(folder, calibration.fit(logits, split.val_labels, config.head, config.charset))
+    ood.save(folder, ood.reference(logits))
     report.save_training_curves(folder / report.CURVES, history)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from captchalab import calibration, decoding, runs
+from captchalab import calibration, decoding, ood, runs
 from captchalab.config import RunConfig, from_dict
 from captchalab.data import images
 from captchalab.decoding import Constraints, Prediction
@@ -42,6 +42,7 @@ class Predictor:
     def __init__(self, config: RunConfig, backend: _Backend, source: Path, backend_name: str) -> None:
         self.config, self._backend, self.source, self.backend = config, backend, source, backend_name
         self.temperature = 1.0  # confidence calibration (calibration.py); logits are divided by it
+        self.ood_reference: dict[str, Any] | None = None  # validation images' scores (ood.py); None: no flag
 
     @classmethod
     def load(cls, model: str | Path | None = None, backend: str = "auto", threads: int = 0) -> Predictor:
@@ -82,6 +83,7 @@ class Predictor:
         backend = _Backend(lambda batch: session.run(None, {input_name: batch})[0])
         predictor = cls(config, backend, path, "onnx")
         predictor.temperature = _onnx_temperature(session, path)
+        predictor.ood_reference = _onnx_ood_reference(session, path)
         return predictor
 
     @classmethod
@@ -96,6 +98,7 @@ class Predictor:
         model = load_keras(folder, config)
         predictor = cls(config, _Backend(lambda batch: np.asarray(model(batch, training=False))), folder, "keras")
         predictor.temperature = calibration.read(folder)
+        predictor.ood_reference = ood.read(folder)
         return predictor
 
     @property
@@ -120,9 +123,13 @@ class Predictor:
         min_confidence: float | None = None,
     ) -> list[list[Prediction]]:
         """Best readings per image with calibrated confidences; ``constraints`` restrict the search,
-        and a best reading below ``min_confidence`` is marked ``abstained``."""
-        probs = decoding.softmax(self.logits(pixels) / self.temperature)
+        each reading says whether its image is ``ood`` (ood.py), and a best reading below
+        ``min_confidence`` or of an ood image is marked ``abstained``."""
+        logits = self.logits(pixels)
+        probs = decoding.softmax(logits / self.temperature)
         readings = decoding.decode(probs, self.config.head, self.config.charset, top_k, constraints)
+        flags = ood.flags(logits, self.ood_reference)
+        readings = [[replace(r, ood=flag) for r in image] for image, flag in zip(readings, flags)]
         return decoding.abstain(readings, min_confidence)
 
     def solve(
@@ -181,6 +188,16 @@ def _onnx_temperature(session: Any, path: Path) -> float:
     if (path.parent / "config.json").exists():
         return calibration.read(path.parent)
     return 1.0
+
+
+def _onnx_ood_reference(session: Any, path: Path) -> dict[str, Any] | None:
+    """The OOD reference in the ONNX metadata, else an ood.json beside a run's (or the bundled) model."""
+    raw = session.get_modelmeta().custom_metadata_map.get(ood.METADATA_KEY)
+    if raw is not None:
+        return ood.parse(raw, str(path))
+    if (path.parent / "config.json").exists():
+        return ood.read(path.parent)
+    return None
 
 
 def _as_uint8(array: np.ndarray) -> np.ndarray:
