@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import types
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +76,41 @@ def solve(
     allowed: str | None = None,
     case: str = "any",
     min_confidence: float | None = None,
-) -> Prediction:
-    """Read one image with RUN (default: the bundled model), optionally constrained (see ``solve --help``)."""
-    return load(model).solve(image, Constraints.parse(length, allowed, case), min_confidence)
+) -> Any:
+    """Read one image (or a list of images: a list of readings) with RUN (default: the bundled model),
+    optionally constrained (see ``solve --help``).
+
+    For many calls, load the model once and keep it: ``reader = captchalab.load(RUN)``, then
+    ``reader.solve(image)``. This function keeps the last few models it loaded (by path and
+    modification time), so repeated calls do not reload either, but ``load`` says what it does.
+    """
+    constraints = Constraints.parse(length, allowed, case)
+    reader = _cached(model)
+    warning = constraints.unproducible(reader.config.charset)
+    if warning:
+        warnings.warn(warning, UserWarning, stacklevel=2)
+    return reader.solve(image, constraints, min_confidence)
+
+
+_LOADED: dict[tuple[str, int], Predictor] = {}
+_KEEP = 4  # models kept by solve(); the oldest goes first
+
+
+def _cached(model: str | Path | None) -> Predictor:
+    """A predictor for MODEL, reused while its file is unchanged (path and modification time)."""
+    from captchalab.inference.predictor import bundled_model_path
+
+    path = Path(model) if model is not None else bundled_model_path()
+    onnx = path / "model.onnx" if path.is_dir() else path
+    try:
+        key = (str(onnx.resolve()), onnx.stat().st_mtime_ns)
+    except OSError:  # no such file (or a run folder without model.onnx): load() says what is wrong
+        return load(model)
+    if key not in _LOADED:
+        while len(_LOADED) >= _KEEP:
+            _LOADED.pop(next(iter(_LOADED)))
+        _LOADED[key] = load(model)
+    return _LOADED[key]
 
 
 def serve(model: Any = None, **kwargs: Any) -> None:

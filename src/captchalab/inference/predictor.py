@@ -7,11 +7,12 @@ folder that has no ``model.onnx``. Pre-processing and decoding are the same for 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 from PIL import Image
@@ -24,6 +25,7 @@ from captchalab.errors import ImageError, ModelError, UsageError
 from captchalab.segmentation import segment_batch
 
 METADATA_KEY = "captchalab_config"
+URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # a scheme (two letters at least: C:/ is a Windows drive)
 ImageLike = str | Path | bytes | Image.Image | np.ndarray
 
 
@@ -49,6 +51,10 @@ class Predictor:
         """``model``: a run folder, an ``.onnx`` file, or None for the bundled model."""
         if backend not in ("auto", "onnx", "keras"):
             raise UsageError(f"backend '{backend}' is not one of auto, onnx, keras")
+        if model is not None and URL.match(str(model)):  # Path() has already turned "https://" into "https:/"
+            address = re.sub(r":/+", "://", str(model), count=1)
+            raise UsageError(f"{address}: is an address, not a file; captchalab never loads a model over the network. "
+                             "Download it, then pass the .onnx file or the run folder")
         path = Path(model) if model is not None else bundled_model_path()
         if path.is_file() and path.suffix == ".onnx":
             return cls._from_onnx(path, threads)
@@ -132,10 +138,25 @@ class Predictor:
         readings = [[replace(r, ood=flag) for r in image] for image, flag in zip(readings, flags)]
         return decoding.abstain(readings, min_confidence)
 
+    @overload
+    def solve(self, image: ImageLike, constraints: Constraints | None = None,
+              min_confidence: float | None = None) -> Prediction: ...
+
+    @overload
+    def solve(self, image: list[ImageLike] | tuple[ImageLike, ...], constraints: Constraints | None = None,
+              min_confidence: float | None = None) -> list[Prediction]: ...
+
     def solve(
-        self, image: ImageLike, constraints: Constraints | None = None, min_confidence: float | None = None
-    ) -> Prediction:
-        """The best reading of one image."""
+        self, image: ImageLike | list[ImageLike] | tuple[ImageLike, ...], constraints: Constraints | None = None,
+        min_confidence: float | None = None,
+    ) -> Prediction | list[Prediction]:
+        """The best reading of one image; of a list (or tuple) of images, the list of their best readings,
+        read as one batch (a bad image raises its ImageError; ``solve_many`` yields it instead)."""
+        if isinstance(image, (list, tuple)):
+            if not image:
+                return []
+            pixels = np.stack([self.prepare(item) for item in image])
+            return [r[0] for r in self.predict_pixels(pixels, 1, constraints, min_confidence)]
         return self.predict_pixels(self.prepare(image)[None], 1, constraints, min_confidence)[0][0]
 
     def solve_many(
