@@ -353,7 +353,9 @@ def _labels(need: dict[str, Any]) -> float:
 
 def verdict(needs: dict[str, dict[str, dict[str, Any]]]) -> dict[str, str]:
     """A level and a sentence from the attacker's best method at each rate."""
-    best = {rate: min((needs[m][rate] for m in needs), key=_labels) for rate in needs[next(iter(needs))]}
+    # the fewest labels; among methods that never got there, a measured "more than N" before "not measured"
+    best = {rate: min((needs[m][rate] for m in needs), key=lambda need: (_labels(need), need["bound"] == "unmeasured"))
+            for rate in needs[next(iter(needs))]}
     ten, ninety, one = _labels(best["10%"]), _labels(best["90%"]), _labels(best["1%"])
     if ninety <= 200:
         level = "broken"

@@ -164,6 +164,8 @@ def evaluate(
     """Sequence/char accuracy, CER, per-position accuracy, confidence and speed."""
     from captchalab.evaluate import evaluate as run_evaluation
 
+    if report is not None:  # before the work, not after it: the report draws with matplotlib ([train] extra)
+        import matplotlib  # noqa: F401
     result = run_evaluation(run, data, skip_bad=skip_bad, quiet=as_json, report=report)
     _report_skipped(result.get("skipped", []), data)
     if as_json:
