@@ -65,3 +65,11 @@ def test_training_says_when_its_time_limit_stopped_it_and_keeps_one_checkpoint(t
     assert not [n for n in NOISE if n in outcome.text], outcome.text
     checkpoints = sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir())
     assert checkpoints == ["best.weights.h5", "state.json"]
+
+
+def test_the_base_install_solves_and_serve_help_without_tensorflow(tiny_set: Path) -> None:
+    image = sorted(tiny_set.glob("*.png"))[0]
+    training = ("tensorflow", "keras", "tf2onnx", "onnx", "matplotlib", "h5py")
+    done = _cli("solve", image, "--json", hide=training)
+    assert done.returncode == 0 and '"text"' in done.stdout, done.stderr
+    assert _cli("serve", "--help", hide=training).returncode == 0
