@@ -73,3 +73,10 @@ def test_the_base_install_solves_and_serve_help_without_tensorflow(tiny_set: Pat
     done = _cli("solve", image, "--json", hide=training)
     assert done.returncode == 0 and '"text"' in done.stdout, done.stderr
     assert _cli("serve", "--help", hide=training).returncode == 0
+
+
+def test_the_python_api_raises_the_error_that_names_the_extra(tiny_set: Path) -> None:
+    code = ("import sys\nsys.modules['tensorflow'] = sys.modules['keras'] = None\nimport captchalab\n"
+            "try:\n    captchalab.train(sys.argv[1])\nexcept captchalab.CaptchaLabError as error:\n    print(error)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tiny_set)], capture_output=True, text=True, timeout=300)
+    assert "pip install 'captchalab[train]'" in done.stdout, done.stderr

@@ -14,7 +14,7 @@ from typing import Any
 
 from captchalab.charset import Charset
 from captchalab.decoding import Constraints, Prediction
-from captchalab.errors import CaptchaLabError
+from captchalab.errors import CaptchaLabError, extras_named
 from captchalab.evaluate import evaluate
 from captchalab.inference.predictor import Predictor, load
 
@@ -23,9 +23,10 @@ __version__ = "0.1.0"
 
 def train(data: str | Path, **kwargs: Any) -> Path:
     """Train a model on DATA; returns the run folder. See ``captchalab train --help``."""
-    from captchalab.train import train as _train
+    with extras_named():  # without the [train] extra: MissingExtra, which names it
+        from captchalab.train import train as _train
 
-    return _train(data, **kwargs)
+        return _train(data, **kwargs)
 
 
 def generate(
@@ -50,23 +51,26 @@ def generate(
 
 def audit(data: str | Path, out: str | Path, **kwargs: Any) -> dict[str, Any]:
     """Captcha strength: learning curve, labels needed per solve rate, verdict (``captchalab audit``)."""
-    from captchalab.audit import audit as _audit
+    with extras_named():
+        from captchalab.audit import audit as _audit
 
-    return _audit(data, out, **kwargs)
+        return _audit(data, out, **kwargs)
 
 
 def diagnose(data: str | Path, **kwargs: Any) -> dict[str, Any]:
     """The fully-connected experiment of the original question, measured (``captchalab diagnose``)."""
-    from captchalab.diagnose import diagnose as _diagnose
+    with extras_named():
+        from captchalab.diagnose import diagnose as _diagnose
 
-    return _diagnose(data, **kwargs)
+        return _diagnose(data, **kwargs)
 
 
 def export(run: str | Path, format: str = "onnx", out: str | Path | None = None) -> Path:
     """Export RUN to a standalone ONNX file."""
-    from captchalab.export import export as _export
+    with extras_named():
+        from captchalab.export import export as _export
 
-    return _export(run, format, out)
+        return _export(run, format, out)
 
 
 def solve(
@@ -115,9 +119,10 @@ def _cached(model: str | Path | None) -> Predictor:
 
 def serve(model: Any = None, **kwargs: Any) -> None:
     """Run the HTTP API (``captchalab serve``): ``model`` is RUN, ["name=RUN", ...] or {"name": RUN}."""
-    from captchalab.inference.http import serve as _serve
+    with extras_named():
+        from captchalab.inference.http import serve as _serve
 
-    _serve(model, **kwargs)
+        _serve(model, **kwargs)
 
 
 __all__ = [

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from captchalab import _tf  # first: sets TensorFlow's log level before anything can load it
 from captchalab.config import settings_defaults
-from captchalab.errors import CaptchaLabError, missing_extra
+from captchalab.errors import CaptchaLabError, extras_named
 
 
 class _FlagsAsFlags:
@@ -366,10 +366,8 @@ def main() -> None:
             stream.reconfigure(errors="backslashreplace")
     _tf.quiet_python()
     try:
-        try:
+        with extras_named():  # an optional extra is not installed: say which
             app()
-        except ModuleNotFoundError as error:  # an optional extra is not installed: say which
-            raise missing_extra(error) or error from None
     except CaptchaLabError as error:
         err.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         sys.exit(error.exit_code)

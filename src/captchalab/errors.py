@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class CaptchaLabError(Exception):
     """Base class: a message a person can act on, and the CLI exit code for it."""
@@ -61,3 +64,12 @@ def missing_extra(error: ImportError) -> MissingExtra | None:
         return None
     return MissingExtra(f"this needs the [{extra}] extra ({module} is not installed); install it with "
                         f"pip install 'captchalab[{extra}]' (or 'captchalab[all]' for everything)")
+
+
+@contextmanager
+def extras_named() -> Iterator[None]:
+    """Turn a ModuleNotFoundError of an optional dependency into the MissingExtra that names its extra."""
+    try:
+        yield
+    except ModuleNotFoundError as error:
+        raise missing_extra(error) or error from None
