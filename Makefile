@@ -20,6 +20,11 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
 	$(PY) -m pytest -q
 
+# ruff, and hadolint on the Dockerfile (no Docker daemon needed; tests/test_dockerfile.py runs it too)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/hadolint Dockerfile
+
 test-large: $(STAMP)
 	$(PY) -m pytest -q -m large
 

@@ -1,7 +1,7 @@
 """captchalab's crnn next to the Keras "OCR model for reading Captchas" recipe, one run.
 
 Both train on captcha_images_v2 ``train.csv`` and are scored on ``test.csv`` (the fixed
-split in ../shared/data). Each side runs in its own subprocess, one after the other, with
+split of bench/data.py). Each side runs in its own subprocess, one after the other, with
 the same thread settings, so their CPU times are comparable. The Keras recipe uses
 test.csv for early stopping, as the example does with its 10% split; captchalab holds
 out 10% of train.csv instead and never sees test.csv before scoring.
@@ -22,10 +22,10 @@ import sys
 import time
 from pathlib import Path
 
+from data import captcha_images_v2 as DATA
 from machine import machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data" / "captcha_images_v2"
 RESULT = ROOT / "bench" / "results" / "crnn_vs_keras.json"
 
 
@@ -74,9 +74,9 @@ def child(side: str, args: argparse.Namespace) -> None:
     if side == "keras":
         from keras_reference import run_reference
 
-        result = run_reference(DATA / "train.csv", DATA / "test.csv", epochs=args.epochs, patience=10)
+        result = run_reference(DATA() / "train.csv", DATA() / "test.csv", epochs=args.epochs, patience=10)
     else:
-        result = run_crnn(DATA / "train.csv", DATA / "test.csv", args.work / "crnn", args.set or [])
+        result = run_crnn(DATA() / "train.csv", DATA() / "test.csv", args.work / "crnn", args.set or [])
     print("RESULT " + json.dumps(result))
 
 

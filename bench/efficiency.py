@@ -31,10 +31,10 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from data import captcha_images_v2
 from machine import machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data" / "captcha_images_v2"
 RESULT = ROOT / "bench" / "results" / "efficiency.json"
 PLOT = ROOT / "bench" / "results" / "efficiency.png"
 NOTE = ("CPU seconds are process CPU time (all threads); wall seconds are longer because other jobs shared "
@@ -93,7 +93,8 @@ def main() -> None:
                               "cells": []}
     record.update(config=asdict(config), pretrain_wall_minutes_cap=args.pretrain_wall_minutes, note=NOTE,
                   command=" ".join(["bench/efficiency.py", *sys.argv[1:]]))
-    splits = audit.make_splits(DATA / "train.csv", DATA / "test.csv", 0.2, 500, 0)
+    data = captcha_images_v2()
+    splits = audit.make_splits(data / "train.csv", data / "test.csv", 0.2, 500, 0)
     pool, test = splits.pool, audit.TestSet(splits.test, args.work)
     counts = audit.label_counts(config, len(pool))
     style_source = audit.write_csv(args.work / "style-source.csv", audit.subset(pool, counts[0], 0))

@@ -25,7 +25,7 @@ What is kept exactly as in the example:
 * inference: greedy CTC decoding (best class per step, merge repeats, drop blanks),
   truncated to the maximum label length.
 
-Data: the fixed split of ``/work/shared/data/captcha_images_v2`` (``train.csv`` /
+Data: the fixed split of captcha_images_v2 from ``bench/data.py`` (``train.csv`` /
 ``test.csv``, header ``file,label``, paths relative to the CSV's folder). The example
 validates on its held-out 10% of the 1,040 images (and uses that split for early
 stopping); here the fixed split's ``test.csv`` (also 10% of the same 1,040 images) plays
@@ -431,7 +431,9 @@ def machine_info() -> dict:
 
 
 def main(argv=None) -> int:
-    data = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "captcha_images_v2"
+    from data import captcha_images_v2
+
+    data = captcha_images_v2()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train-csv", default=str(data / "train.csv"))
     ap.add_argument("--test-csv", default=str(data / "test.csv"))

@@ -37,10 +37,10 @@ from typing import Any
 import httpx
 import numpy as np
 
+from data import captcha_images_v2
 from machine import machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data" / "captcha_images_v2"
 RESULT = ROOT / "bench" / "results" / "load_test.json"
 MAX_BYTES = 256 * 1024
 MALFORMED = {  # kind -> status the server must answer
@@ -197,7 +197,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=ROOT / "runs" / "bench" / "crnn",
                         help="run folder (default: the crnn that bench/crnn_vs_keras.py trains)")
-    parser.add_argument("--data", type=Path, default=DATA / "test.csv")
+    parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--malformed", type=float, default=0.10)
@@ -208,6 +208,7 @@ def main() -> None:
     args = parser.parse_args()
     import captchalab
 
+    args.data = args.data or captcha_images_v2() / "test.csv"
     images, labels = load_images(args.data)
     predictor = captchalab.load(args.model)
     expected = [predictor.solve(data).text for _, data in images]

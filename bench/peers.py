@@ -2,7 +2,7 @@
 
 Solvers: captchalab (a run folder's model.onnx, ONNX Runtime), ddddocr's default model (with and
 without ``set_ranges`` restricted to the dataset's charset) and Tesseract (``--psm 7`` with a
-character whitelist, through pytesseract). Data: captcha_images_v2 ``test.csv`` (shared/data) and a
+character whitelist, through pytesseract). Data: captcha_images_v2 ``test.csv`` (bench/data.py) and a
 synthetic set from ``captchalab generate`` with the model's charset and size.
 
 The process is pinned to CPU 0 (``os.sched_setaffinity``), ONNX Runtime sessions (ours and
@@ -44,10 +44,10 @@ from typing import Any
 
 import numpy as np
 
+from data import captcha_images_v2
 from machine import machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data" / "captcha_images_v2"
 RESULT = ROOT / "bench" / "results" / "peers.json"
 BATCH = 64
 Item = tuple[str, bytes, str]  # file name, bytes, label
@@ -338,7 +338,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=ROOT / "runs" / "bench" / "crnn",
                         help="captchalab run folder (default: the crnn that bench/crnn_vs_keras.py trains)")
-    parser.add_argument("--test", type=Path, default=DATA / "test.csv")
+    parser.add_argument("--test", type=Path, default=None)
     parser.add_argument("--synthetic", type=int, default=300, help="synthetic images (0: none)")
     parser.add_argument("--only", nargs="*", help="solver names to run (default: all)")
     parser.add_argument("--out", type=Path, default=RESULT)
@@ -348,7 +348,7 @@ def main() -> None:
     config = captchalab.load(args.model).config
     charset, size = config.charset.symbols, str(config.image)
     with tempfile.TemporaryDirectory() as scratch:
-        sets = {"captcha_images_v2_test": read_csv_set(args.test)}
+        sets = {"captcha_images_v2_test": read_csv_set(args.test or captcha_images_v2() / "test.csv")}
         if args.synthetic:
             sets["synthetic"] = synthetic_set(Path(scratch) / "synthetic", args.synthetic, charset, size)
     pin_to_one_core()

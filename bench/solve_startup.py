@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from data import captcha_images_v2
 from machine import machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data" / "captcha_images_v2"
 RESULT = ROOT / "bench" / "results" / "solve_startup.json"
 CLI = [sys.executable, "-c", "from captchalab.cli import main; main()"]
 IMPORT_TIME = ("import time; t = time.perf_counter(); import captchalab; "
@@ -90,12 +90,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=ROOT / "runs" / "bench" / "crnn",
                         help="run folder (default: the crnn that bench/crnn_vs_keras.py trains)")
-    parser.add_argument("--image", type=Path, default=DATA / "images" / "226md.png")
+    parser.add_argument("--image", type=Path, default=None)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--bulk", type=int, default=5000, help="images for the bulk case (0: skip)")
     parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args()
-    model, image = str(args.model), str(args.image)
+    model, image = str(args.model), str(args.image or captcha_images_v2() / "images" / "226md.png")
     report: dict[str, Any] = {
         "what": "start-up cost of captchalab solve (bench/solve_startup.py docstring)",
         "command": "python bench/solve_startup.py " + " ".join(sys.argv[1:]),

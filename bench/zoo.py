@@ -39,10 +39,10 @@ import numpy as np
 from PIL import Image
 
 from captchalab.audit import write_csv
+from data import captcha_images_v2
 from machine import machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
-V2 = ROOT.parent / "shared" / "data" / "captcha_images_v2"
 RESULT = ROOT / "bench" / "results" / "zoo.json"
 POOL, TEST = 4000, 500
 SIZES = (500, 1200, 4000)
@@ -218,9 +218,8 @@ def read_csv(path: Path) -> list[tuple[str, str]]:
 def style_data(name: str, work: Path) -> tuple[Path, Path]:
     """(the labelled pool's CSV, the test set's CSV) of one style."""
     if name == "captcha_images_v2":
-        if not (V2 / "train.csv").exists():
-            raise SystemExit(f"{V2}: captcha_images_v2 not found (the shared data copy)")
-        return V2 / "train.csv", V2 / "test.csv"
+        v2 = captcha_images_v2()
+        return v2 / "train.csv", v2 / "test.csv"
     return render(name, work / "data" / name / "pool", POOL, 1), render(name, work / "data" / name / "test", TEST, 2)
 
 
@@ -323,7 +322,8 @@ def samples(path: Path, per_style: int = 4) -> None:
     rows = []
     for _, sampler in STYLES.values():
         if sampler is None:
-            files = [V2 / f for f, _ in read_csv(V2 / "test.csv")[:per_style]] if V2.exists() else []
+            v2 = captcha_images_v2()
+            files = [v2 / f for f, _ in read_csv(v2 / "test.csv")[:per_style]]
             images = [Image.open(f).convert("RGB") for f in files]
         else:
             images = [image.convert("RGB") for _, (_, image) in zip(range(per_style), sampler(3))]

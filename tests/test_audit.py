@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,7 @@ def test_training_stops_on_its_cpu_budget(tiny_set: Path, tmp_path: Path) -> Non
     run = train(tiny_set, out=tmp_path / "r", epochs=5, quiet=True, export_onnx=False,
                 overrides=["train.max_cpu_minutes=0.0001", "train.patience=50"])
     assert len(json.loads((run / "history.json").read_text())) == 1
+    assert json.loads((run / "metrics.json").read_text())["stopped_by"] == "train.max_cpu_minutes=0.0001"
 
 
 @pytest.mark.parametrize(("min_epochs", "stops_at"), [(0, 4), (6, 6)])
@@ -145,3 +147,53 @@ def test_perfect_validation_stops_only_after_min_epochs(min_epochs: int, stops_a
         if model.stop_training:
             break
     assert epoch == stops_at
+
+
+def _costed(cells: list[dict], cpu: float = 120.0) -> list[dict]:
+    return [{**c, "cpu_seconds": cpu} for c in cells]
+
+
+SKIPPED = [{"n": 200, "seed": 0, "method": "pretrained", "why": "budget"},
+           {"n": 200, "seed": 0, "method": "scratch", "why": "budget"},
+           {"n": 400, "seed": 0, "method": "scratch", "why": "budget"}]
+
+
+@pytest.mark.parametrize("measured", ["weak", "moderate", "resisted"])
+def test_skipped_cells_make_any_verdict_but_broken_inconclusive(measured: str) -> None:
+    points = {"weak": {25: [0.0], 100: [0.2]}, "moderate": {25: [0.0], 100: [0.02]}, "resisted": {25: [0.0]}}
+    cells = _costed(_cells("pretrained", points[measured]) + _cells("scratch", {25: [0.0]}))
+    pretraining = {"train_cpu_seconds": 360.0, "generate_cpu_seconds": 30.0}
+    judged = audit.summary(cells, SKIPPED, pretraining, 15.0)["verdict"]
+    assert judged["level"] == "inconclusive" and judged["measured_level"] == measured
+    assert judged["text"].startswith("INCONCLUSIVE: 3 of ")
+    # every cell at the costliest measured price plus the pretraining, a fifth more, rounded up to 5 minutes
+    expected = 5 * math.ceil(1.2 * ((len(cells) + 3) * 120 + 390) / 60 / 5)
+    assert judged["budget_to_settle_minutes"] == expected and f"--budget {expected}" in judged["text"]
+    assert "not measured labelled" not in judged["text"]
+
+
+def test_broken_stands_even_with_skipped_cells_and_skipped_pretraining_is_counted() -> None:
+    cells = _costed(_cells("scratch", {25: [0.5], 100: [0.95]}))
+    assert audit.summary(cells, SKIPPED, None, 15.0)["verdict"]["level"] == "broken"
+    judged = audit.summary(_costed(_cells("scratch", {25: [0.0]})), [], {"skipped": "budget too small"}, 2.0)
+    assert judged["verdict"]["level"] == "inconclusive" and "synthetic pretraining" in judged["verdict"]["text"]
+
+
+def test_a_full_audit_keeps_its_verdict() -> None:
+    cells = _costed(_cells("pretrained", {25: [0.0]}) + _cells("scratch", {25: [0.0]}))
+    assert audit.summary(cells, [], {"train_cpu_seconds": 10.0}, 60.0)["verdict"]["level"] == "resisted"
+
+
+def test_the_page_lists_skipped_cells_in_words_and_names_the_data_set_not_its_path(tmp_path: Path) -> None:
+    record = {"skipped": SKIPPED, "pretraining": {"skipped": "budget too small for pretraining"}}
+    lines = audit.skipped_lines(record)
+    assert lines[0] == "synthetic pretraining: budget too small for pretraining"
+    assert "from scratch at 200, 400 labels (seed 0): did not fit in the budget" in lines
+    assert not any("{" in line for line in lines)
+    assert audit.dataset_name(tmp_path / "captcha_images_v2") == "captcha_images_v2"
+    assert audit.dataset_name(tmp_path / "captcha_images_v2" / "train.csv") == "captcha_images_v2/train.csv"
+
+
+def test_the_help_states_the_smallest_meaningful_budget() -> None:
+    outcome = run_cli("audit", "--help")
+    assert "At least 5" in outcome.stdout and "INCONCLUSIVE" in outcome.stdout

@@ -101,3 +101,13 @@ def test_cli_prints_the_table_and_the_verdict(five_chars, tmp_path):
 
 def test_cli_reports_a_missing_folder_cleanly(tmp_path):
     assert run_cli("diagnose", tmp_path / "missing").failed_cleanly(3, "missing")
+
+
+def test_the_plot_has_a_panel_per_setup_and_no_empty_ones(tmp_path):
+    from PIL import Image
+
+    from captchalab.diagnose import save_plot
+
+    two = [outcome("fix", [0.3] * 5), outcome("asker", [CHANCE] * 5, ASKER)]
+    with Image.open(save_plot(two, CHANCE, tmp_path / "two.png")) as image:
+        assert image.width == 2 * 4 * 90  # two columns of 4 inches at 90 dpi, not four

@@ -156,7 +156,8 @@ def test_resume_a_damaged_run(damage: str, tiny_run: Path, tiny_set: Path, tmp_p
         (run / runs.CHECKPOINTS / "state.json").write_text('{"epoch": ')
         fragment = "state.json: damaged"
     else:
-        checkpoint = run / runs.CHECKPOINTS / "last.weights.h5"
+        checkpoint = run / runs.CHECKPOINTS / "best.weights.h5"  # a finished run keeps only its best epoch's
+        assert not (run / runs.CHECKPOINTS / "last.weights.h5").exists()
         checkpoint.write_bytes(checkpoint.read_bytes()[:100])
         fragment = "cannot load the checkpoint"
     result = run_cli("train", tiny_set, "--resume", run, "-q")

@@ -46,7 +46,7 @@ def test_json_lines_match_the_predictor(tiny_set: Path, tiny_run: Path, local: P
     records = [json.loads(line) for line in done.stdout.splitlines()]
     assert [Path(r["file"]).name for r in records] == [f.name for f in files]
     for file, record in zip(files, records):
-        assert set(record) == {"file", "text", "confidence"}
+        assert set(record) == {"file", "text", "confidence", "ood"}  # ood: the run recorded its reference
         assert record["text"] == local.solve(file).text
 
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import sys
 import types
+import warnings
 from pathlib import Path
 from typing import Any
 
 from captchalab.charset import Charset
 from captchalab.decoding import Constraints, Prediction
-from captchalab.errors import CaptchaLabError
+from captchalab.errors import CaptchaLabError, extras_named
 from captchalab.evaluate import evaluate
 from captchalab.inference.predictor import Predictor, load
 
@@ -22,9 +23,10 @@ __version__ = "0.1.0"
 
 def train(data: str | Path, **kwargs: Any) -> Path:
     """Train a model on DATA; returns the run folder. See ``captchalab train --help``."""
-    from captchalab.train import train as _train
+    with extras_named():  # without the [train] extra: MissingExtra, which names it
+        from captchalab.train import train as _train
 
-    return _train(data, **kwargs)
+        return _train(data, **kwargs)
 
 
 def generate(
@@ -49,23 +51,26 @@ def generate(
 
 def audit(data: str | Path, out: str | Path, **kwargs: Any) -> dict[str, Any]:
     """Captcha strength: learning curve, labels needed per solve rate, verdict (``captchalab audit``)."""
-    from captchalab.audit import audit as _audit
+    with extras_named():
+        from captchalab.audit import audit as _audit
 
-    return _audit(data, out, **kwargs)
+        return _audit(data, out, **kwargs)
 
 
 def diagnose(data: str | Path, **kwargs: Any) -> dict[str, Any]:
     """The fully-connected experiment of the original question, measured (``captchalab diagnose``)."""
-    from captchalab.diagnose import diagnose as _diagnose
+    with extras_named():
+        from captchalab.diagnose import diagnose as _diagnose
 
-    return _diagnose(data, **kwargs)
+        return _diagnose(data, **kwargs)
 
 
 def export(run: str | Path, format: str = "onnx", out: str | Path | None = None) -> Path:
     """Export RUN to a standalone ONNX file."""
-    from captchalab.export import export as _export
+    with extras_named():
+        from captchalab.export import export as _export
 
-    return _export(run, format, out)
+        return _export(run, format, out)
 
 
 def solve(
@@ -75,16 +80,49 @@ def solve(
     allowed: str | None = None,
     case: str = "any",
     min_confidence: float | None = None,
-) -> Prediction:
-    """Read one image with RUN (default: the bundled model), optionally constrained (see ``solve --help``)."""
-    return load(model).solve(image, Constraints.parse(length, allowed, case), min_confidence)
+) -> Any:
+    """Read one image (or a list of images: a list of readings) with RUN (default: the bundled model),
+    optionally constrained (see ``solve --help``).
+
+    For many calls, load the model once and keep it: ``reader = captchalab.load(RUN)``, then
+    ``reader.solve(image)``. This function keeps the last few models it loaded (by path and
+    modification time), so repeated calls do not reload either, but ``load`` says what it does.
+    """
+    constraints = Constraints.parse(length, allowed, case)
+    reader = _cached(model)
+    warning = constraints.unproducible(reader.config.charset)
+    if warning:
+        warnings.warn(warning, UserWarning, stacklevel=2)
+    return reader.solve(image, constraints, min_confidence)
+
+
+_LOADED: dict[tuple[str, int], Predictor] = {}
+_KEEP = 4  # models kept by solve(); the oldest goes first
+
+
+def _cached(model: str | Path | None) -> Predictor:
+    """A predictor for MODEL, reused while its file is unchanged (path and modification time)."""
+    from captchalab.inference.predictor import bundled_model_path
+
+    path = Path(model) if model is not None else bundled_model_path()
+    onnx = path / "model.onnx" if path.is_dir() else path
+    try:
+        key = (str(onnx.resolve()), onnx.stat().st_mtime_ns)
+    except OSError:  # no such file (or a run folder without model.onnx): load() says what is wrong
+        return load(model)
+    if key not in _LOADED:
+        while len(_LOADED) >= _KEEP:
+            _LOADED.pop(next(iter(_LOADED)))
+        _LOADED[key] = load(model)
+    return _LOADED[key]
 
 
 def serve(model: Any = None, **kwargs: Any) -> None:
     """Run the HTTP API (``captchalab serve``): ``model`` is RUN, ["name=RUN", ...] or {"name": RUN}."""
-    from captchalab.inference.http import serve as _serve
+    with extras_named():
+        from captchalab.inference.http import serve as _serve
 
-    _serve(model, **kwargs)
+        _serve(model, **kwargs)
 
 
 __all__ = [

@@ -37,6 +37,8 @@ from captchalab.data.folder import list_entries, load_dataset
 from captchalab.errors import DataError, UsageError
 
 RATES = (0.01, 0.10, 0.50, 0.90)
+# Below this no pretraining starts (it needs a minute and 40% of the budget) and at most a few cells run.
+MIN_BUDGET_MINUTES = 5.0
 METHODS = ("pretrained", "scratch")
 SECONDS_PER_SYNTHETIC_IMAGE = 0.01  # CPU cost of rendering one look-alike (measured: ~5 ms)
 MIN_EPOCH_IMAGES = 1024  # small training sets are repeated up to this many images per epoch
@@ -351,7 +353,9 @@ def _labels(need: dict[str, Any]) -> float:
 
 def verdict(needs: dict[str, dict[str, dict[str, Any]]]) -> dict[str, str]:
     """A level and a sentence from the attacker's best method at each rate."""
-    best = {rate: min((needs[m][rate] for m in needs), key=_labels) for rate in needs[next(iter(needs))]}
+    # the fewest labels; among methods that never got there, a measured "more than N" before "not measured"
+    best = {rate: min((needs[m][rate] for m in needs), key=lambda need: (_labels(need), need["bound"] == "unmeasured"))
+            for rate in needs[next(iter(needs))]}
     ten, ninety, one = _labels(best["10%"]), _labels(best["90%"]), _labels(best["1%"])
     if ninety <= 200:
         level = "broken"
@@ -403,14 +407,50 @@ def plot(table: dict[str, dict[int, dict[str, float]]], path: Path, title: str) 
     runs.atomic_write(path, lambda tmp: tmp.write_bytes(png))
 
 
-def summary(cells: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def summary(cells: Sequence[dict[str, Any]], skipped: Sequence[dict[str, Any]] = (),
+            pretraining: dict[str, Any] | None = None, budget_minutes: float | None = None) -> dict[str, Any]:
+    """Curves, labels needed and the verdict. With ``skipped`` cells (or pretraining) only BROKEN
+    stands, since the missing measurements could only show an attack that needs fewer labels:
+    any other verdict is INCONCLUSIVE, with the budget that would run every cell."""
     table = curves(cells)
     needs = thresholds(table)
     judged = verdict(needs) if cells else {
         "level": "unmeasured", "text": "UNMEASURED: the budget ran out before any point of the learning curve was "
-                                       "measured; raise --budget."}
+                                       f"measured; raise --budget (at least {MIN_BUDGET_MINUTES:g} CPU minutes)."}
+    missing = len(skipped) + bool(pretraining and "skipped" in pretraining)
+    if cells and missing and judged["level"] != "broken":
+        judged = inconclusive(judged, cells, skipped, pretraining, budget_minutes)
     return {"curves": {m: {str(n): v for n, v in c.items()} for m, c in table.items()}, "labels_needed": needs,
             "verdict": judged}
+
+
+def inconclusive(measured: dict[str, str], cells: Sequence[dict[str, Any]], skipped: Sequence[dict[str, Any]],
+                 pretraining: dict[str, Any] | None, budget_minutes: float | None) -> dict[str, str]:
+    """The verdict when measurements are missing: what was found so far, and what would settle it."""
+    no_pretraining = bool(pretraining and "skipped" in pretraining)
+    what = [f"{len(skipped)} of {len(skipped) + len(cells)} measurements"] if skipped else []
+    what += ["the synthetic pretraining"] if no_pretraining else []
+    needed = settling_budget(cells, len(skipped), pretraining)
+    so_far = measured["text"].split(": ", 1)[1]
+    text = (f"INCONCLUSIVE: {' and '.join(what)} did not fit in the budget"
+            f"{f' of {budget_minutes:g} CPU minutes' if budget_minutes else ''}, and they could only show an "
+            f"attack that needs fewer labels. So far ({measured['level'].upper()} on what was measured): {so_far} "
+            f"About {needed:g} CPU minutes would run them all on this machine (--budget {needed:g}; fewer --seeds "
+            "or --counts need less).")
+    return {"level": "inconclusive", "measured_level": measured["level"], "text": text,
+            "budget_to_settle_minutes": needed}
+
+
+def settling_budget(cells: Sequence[dict[str, Any]], skipped: int, pretraining: dict[str, Any] | None) -> float:
+    """CPU minutes for every cell (at the costliest measured cell's price) plus the pretraining, rounded up to 5,
+    with a fifth more for the budget's safety margins."""
+    per_cell = max(float(c["cpu_seconds"]) for c in cells)
+    cells_cost = per_cell * (len(cells) + skipped)
+    if pretraining and "train_cpu_seconds" in pretraining:
+        total = cells_cost + float(pretraining["train_cpu_seconds"]) + float(pretraining.get("generate_cpu_seconds", 0))
+    else:  # pretraining gets its share of the budget: the cells get the rest
+        total = cells_cost / (1 - AuditConfig.pretrain_share)
+    return float(max(MIN_BUDGET_MINUTES, 5 * math.ceil(1.2 * total / 60 / 5)))
 
 
 # --------------------------------------------------------------------------- the command
@@ -450,8 +490,9 @@ def audit(
     init = _pretrain_within(style_source, work, config, clock, record, quiet, say)
     for n, seed, method in plan(sizes, config.seeds):
         _run_within(splits.pool, n, seed, method, init, test_set, work, config, clock, record, quiet, say)
-    record.update(summary(record["cells"]), cpu_seconds=round(clock.cpu(), 1), wall_seconds=round(clock.wall(), 1))
-    _write(folder, record, str(data))
+    record.update(summary(record["cells"], record["skipped"], record.get("pretraining"), config.budget_minutes),
+                  cpu_seconds=round(clock.cpu(), 1), wall_seconds=round(clock.wall(), 1))
+    _write(folder, record, dataset_name(data))
     return record
 
 
@@ -509,6 +550,12 @@ def _expected_cost(cells: Sequence[dict[str, Any]], n: int) -> float:
     return float(np.mean(same)) if same else 0.0
 
 
+def dataset_name(data: str | Path) -> str:
+    """What a report calls the data set: its folder's name (a split CSV: the folder and the file), never a full path."""
+    path = Path(data)
+    return path.name if path.is_dir() or path.suffix.lower() != ".csv" else f"{path.parent.name}/{path.name}"
+
+
 def _write(folder: Path, record: dict[str, Any], name: str) -> None:
     from captchalab import runs
 
@@ -529,12 +576,34 @@ def render_page(record: dict[str, Any], png: Path, name: str) -> str:
     table = report._table(rows, ("solve rate", "labels needed: pretrained", "labels needed: from scratch"))
     cells = [(c["method"], c["n"], c["seed"], float(c["sequence_accuracy"]), float(c["cpu_seconds"]))
              for c in record["cells"]]
-    skipped = "".join(f"<li>{html.escape(json.dumps(s))}</li>" for s in record["skipped"]) or "<li>none</li>"
+    skipped = "".join(f"<li>{html.escape(line)}</li>" for line in skipped_lines(record)) or "<li>none</li>"
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>audit {html.escape(name)}</title>"
             f"<style>{report.STYLE}</style></head><body><h1>Captcha audit: {html.escape(name)}</h1>"
             f"<p><b>{html.escape(record['verdict']['text'])}</b></p>"
             f"<img src='{report.data_uri(png.read_bytes())}' alt='learning curve'>{table}"
             f"<h2>Cells</h2>{report._table(cells, ('method', 'labels', 'seed', 'sequence accuracy', 'CPU s'))}"
             f"<h2>Skipped</h2><ul>{skipped}</ul>"
-            f"<p class='note'>{record['cpu_seconds'] / 60:.1f} of {record['config']['budget_minutes']} CPU minutes "
-            "used. Pretraining: " + html.escape(json.dumps(record.get("pretraining"))) + "</p></body></html>")
+            f"<p class='note'>{record['cpu_seconds'] / 60:.1f} of {record['config']['budget_minutes']:g} CPU minutes "
+            f"used. {html.escape(_pretraining_line(record.get('pretraining')))}</p></body></html>")
+
+
+def skipped_lines(record: dict[str, Any]) -> list[str]:
+    """The skipped measurements, grouped, in words: "scratch at 100, 200 labels (seed 0): out of budget"."""
+    reasons = {"budget": "did not fit in the budget", "no pretrained run": "no pretrained run to fine-tune"}
+    groups: dict[tuple[str, int, str], list[int]] = {}
+    for s in record["skipped"]:
+        groups.setdefault((s["method"], s["seed"], s["why"]), []).append(int(s["n"]))
+    lines = [f"{'from scratch' if method == 'scratch' else method} at {', '.join(map(str, sorted(ns)))} labels "
+             f"(seed {seed}): {reasons.get(why, why)}" for (method, seed, why), ns in groups.items()]
+    pretraining = record.get("pretraining") or {}
+    return ([f"synthetic pretraining: {pretraining['skipped']}"] if "skipped" in pretraining else []) + lines
+
+
+def _pretraining_line(info: dict[str, Any] | None) -> str:
+    if not info:
+        return "No pretraining."
+    if "skipped" in info:
+        return f"Pretraining skipped: {info['skipped']}."
+    return (f"Pretraining: {info.get('synthetic_images')} look-alike images, {info.get('epochs')} epochs, "
+            f"{float(info.get('train_cpu_seconds', 0)) / 60:.1f} CPU minutes, validation sequence accuracy "
+            f"{float(info.get('synthetic_val_sequence_accuracy', 0)):.1%}.")

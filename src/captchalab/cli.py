@@ -5,31 +5,82 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import click
 import typer
+import typer.core
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from captchalab.errors import CaptchaLabError
+from captchalab import _tf  # first: sets TensorFlow's log level before anything can load it
+from captchalab.config import settings_defaults
+from captchalab.errors import CaptchaLabError, extras_named
 from captchalab.inference.http_config import API_KEY_ENV, ServeConfig
 
+
+class _FlagsAsFlags:
+    """Flags take no value: help shows ``--json``, not ``--json <bool>`` (Typer prints every option's type)."""
+
+    params: list[click.Parameter]
+
+    def get_help_option(self, ctx: click.Context) -> click.Option | None:
+        option = super().get_help_option(ctx)  # type: ignore[misc]
+        for param in [*self.params, option]:
+            if getattr(param, "is_flag", False):  # Typer's options are not click.Option subclasses
+                param.metavar = ""  # type: ignore[union-attr]
+        return option
+
+
+class _Command(_FlagsAsFlags, typer.core.TyperCommand):
+    pass
+
+
+class _Group(_FlagsAsFlags, typer.core.TyperGroup):
+    pass
+
+
 app = typer.Typer(
-    help="Train, evaluate, diagnose and serve solvers for text image CAPTCHAs.",
+    help="Train, evaluate, diagnose and serve solvers for text image CAPTCHAs.\n\n"
+         "The base install solves; `train`, `evaluate --report`, `export`, `audit` and `diagnose` need "
+         "`pip install 'captchalab[train]'`, `serve` needs `captchalab[serve]` (both: `[all]`).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
     rich_markup_mode="markdown",  # reflows the docstrings paragraphs to the terminal width
+    cls=_Group,
 )
 out = Console()
 err = Console(stderr=True)
+
+
+def command(name: str | None = None, **kwargs: Any) -> Any:
+    """``app.command`` with flags shown as flags."""
+    return app.command(name, cls=_Command, **kwargs)
+
 
 SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Continue without unreadable or mislabelled entries.")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 
 
-@app.command()
+def _version(value: bool) -> None:
+    if value:
+        from captchalab import __version__
+
+        print(f"captchalab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    pass
+
+
+@command()
 def generate(
     out_dir: Annotated[Path, typer.Argument(metavar="OUT", help="New folder for images + labels.csv.")],
     count: Annotated[int, typer.Option("--count", "-n", help="Number of images.")] = 1000,
@@ -55,7 +106,12 @@ def generate(
     err.print(f"wrote {count} images and labels.csv to {folder}" + (" (style: style.json)" if like else ""))
 
 
-@app.command()
+SETTINGS_HELP = ("**--set keys and their defaults:** " + ", ".join(f"`{k}={v}`" for k, v in settings_defaults())
+                 + " (`train.epochs=0`: scaled to the data). `model.OPTION=VALUE` sets an option of the model; "
+                   "`captchalab models` lists each model's options with their defaults.")
+
+
+@command(epilog=SETTINGS_HELP)
 def train(
     data: Annotated[Path | None, typer.Argument(help="Dataset folder, or a file,label CSV (not with --resume).")]
     = None,
@@ -89,13 +145,16 @@ def train(
                  quiet=quiet, init=init)
     summary = json.loads((folder / "metrics.json").read_text())
     _report_skipped(summary.get("skipped", []), data or resume)
+    if summary.get("stopped_by"):
+        err.print(f"stopped after epoch {summary['epochs_run']} of {summary.get('epochs_budget', '?')}: "
+                  f"{summary['stopped_by']} reached (continue with --resume {folder} --epochs N)", highlight=False)
     err.print(f"run folder: {folder}  validation sequence accuracy {summary['sequence_accuracy']:.3f}")
     for finding in summary.get("diagnosis", []):
         err.print(f"[yellow]likely cause:[/] {escape(finding['cause'])} ({escape(finding['evidence'])}); "
                   f"{escape(finding['advice'])}")
 
 
-@app.command()
+@command()
 def evaluate(
     run: Annotated[Path, typer.Argument(help="Run folder or .onnx file.")],
     data: Annotated[Path, typer.Argument(help="Labelled dataset folder or CSV.")],
@@ -106,6 +165,8 @@ def evaluate(
     """Sequence/char accuracy, CER, per-position accuracy, confidence and speed."""
     from captchalab.evaluate import evaluate as run_evaluation
 
+    if report is not None:  # before the work, not after it: the report draws with matplotlib ([train] extra)
+        import matplotlib  # noqa: F401
     result = run_evaluation(run, data, skip_bad=skip_bad, quiet=as_json, report=report)
     _report_skipped(result.get("skipped", []), data)
     if as_json:
@@ -121,7 +182,7 @@ def evaluate(
         err.print(f"report: {result['report']}")
 
 
-@app.command()
+@command()
 def solve(
     images: Annotated[list[Path], typer.Argument(help="Images and/or folders of images.")],
     model: Annotated[Path | None, typer.Option(help="Run folder or .onnx (default: bundled model).")] = None,
@@ -157,7 +218,7 @@ def solve(
         err.print(f"skipped {failures} unreadable image(s) (see the ERROR lines above)")
 
 
-@app.command()
+@command()
 def serve(
     model: Annotated[list[str] | None, typer.Option(
         help="RUN (the default model) or NAME=RUN; repeat to serve several (default: bundled model).")] = None,
@@ -194,7 +255,7 @@ def serve(
         max_connections=max_connections)
 
 
-@app.command("export")
+@command("export")
 def export_command(
     run: Annotated[Path, typer.Argument(help="Run folder.")],
     format: Annotated[str, typer.Option("--format", help="Only 'onnx'.")] = "onnx",
@@ -206,13 +267,18 @@ def export_command(
     err.print(f"wrote {export(run, format, out_file)}")
 
 
-@app.command("audit")
+@command("audit")
 def audit_command(
     data: Annotated[Path, typer.Argument(help="Labelled captchas of one style (folder or CSV).")],
     out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for the report (default runs/audit-TIME).")]
     = None,
     test: Annotated[Path | None, typer.Option(help="Held-out test set (default: 20% of DATA).")] = None,
-    budget: Annotated[float, typer.Option(help="CPU minutes for everything (this process, all threads).")] = 60.0,
+    budget: Annotated[float, typer.Option(help=(
+        "CPU minutes for everything (this process, all threads). At least 5: below that no pretraining starts. "
+        "Measurements that do not fit are skipped and the verdict is then INCONCLUSIVE, with the budget that "
+        "would settle it. A complete audit pays for the pretraining and two trainings per label count and seed: "
+        "on a 2-core machine cells took 1.6-2.5 CPU minutes and pretraining 6 "
+        "(bench/results/audit_new_style.json), so about 40 for --seeds 1 and the default --counts."))] = 60.0,
     counts: Annotated[str, typer.Option(help="Label counts to measure, plus all of DATA.")] = "25,50,100,200,400",
     seeds: Annotated[int, typer.Option(min=1, max=10, help="Repeats per label count.")] = 3,
     pretrain_images: Annotated[int | None, typer.Option(help="Look-alike images for pretraining.")] = None,
@@ -222,7 +288,8 @@ def audit_command(
     """Captcha strength: solve rate vs number of labelled images, with and without synthetic pretraining."""
     import time
 
-    from captchalab.audit import METHODS, audit
+    from captchalab.audit import METHODS, audit, dataset_name
+    from captchalab.audit import skipped_lines as audit_skipped_lines
     from captchalab.errors import UsageError
 
     try:
@@ -235,11 +302,13 @@ def audit_command(
     if as_json:
         print(json.dumps({k: record[k] for k in ("verdict", "labels_needed", "curves", "cpu_seconds", "skipped")}))
         return
-    table = Table("solve rate", *(f"labels needed: {m}" for m in METHODS), title=str(data))
+    table = Table("solve rate", *(f"labels needed: {m}" for m in METHODS), title=dataset_name(data))
     for rate in record["labels_needed"][METHODS[0]]:
         table.add_row(rate, *(_need(record["labels_needed"][m][rate]) for m in METHODS))
     out.print(table)
-    out.print(record["verdict"]["text"])
+    out.print(escape(record["verdict"]["text"]), highlight=False)
+    for line in audit_skipped_lines(record):
+        err.print(f"skipped: {escape(line)}", highlight=False)
     err.print(f"report: {folder / 'index.html'}  ({record['cpu_seconds'] / 60:.1f} CPU minutes)")
 
 
@@ -247,13 +316,20 @@ def _need(need: dict) -> str:
     return {"=": "~{}", "<=": "<= {}", ">": "> {}"}.get(need["bound"], "-").format(need["labels"])
 
 
-@app.command("diagnose")
+def _setups_help() -> str:
+    from captchalab.diagnose import default_setups
+
+    return "**Setups** (for --only): " + "; ".join(f"`{s.name}`: {s.about}" for s in default_setups()) + "."
+
+
+@command("diagnose", epilog=_setups_help())
 def diagnose_command(
     data: Annotated[Path, typer.Argument(help="Labelled captchas of one length (folder or CSV).")],
     limit: Annotated[int, typer.Option(help="Images used (train + validation): more is slower and clearer.")] = 10000,
     epochs: Annotated[int, typer.Option(help="Epochs per experiment.")] = 8,
     plot: Annotated[Path, typer.Option(help="PNG: per-position accuracy over training.")] = Path("diagnose.png"),
-    only: Annotated[list[str] | None, typer.Option("--only", help="Run only this setup (repeatable).")] = None,
+    only: Annotated[list[str] | None, typer.Option("--only", help="Run only this setup (repeatable; the setups "
+                                                                 "are listed below).")] = None,
     skip_bad: SkipBad = False,
     as_json: JsonFlag = False,
 ) -> None:
@@ -282,14 +358,16 @@ def diagnose_command(
     err.print(f"plot: {result['plot']}  ({sum(r['cpu_seconds'] for r in result['runs']) / 60:.1f} CPU minutes)")
 
 
-@app.command("models")
+@command("models")
 def list_models() -> None:
-    """List the registered models."""
+    """List the registered models and their options (set with train --set model.OPTION=VALUE), with defaults."""
     from captchalab.models import registry
 
     for name in registry.names():
         entry = registry.get(name)
-        out.print(f"{name:8} {entry.summary}")
+        out.print(f"{name:8} {entry.summary}", highlight=False)
+        options = " ".join(f"{k}={v}" for k, v in settings_defaults(entry.options_type, "model"))
+        out.print(f"{'':8} {options}", highlight=False, style="dim")
 
 
 def _report_skipped(skipped: list[str], data: Path) -> None:
@@ -303,8 +381,10 @@ def main() -> None:
     for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print as \udcXX, never crash
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+    _tf.quiet_python()
     try:
-        app()
+        with extras_named():  # an optional extra is not installed: say which
+            app()
     except CaptchaLabError as error:
         err.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         sys.exit(error.exit_code)

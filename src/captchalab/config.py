@@ -190,3 +190,17 @@ def read_json(path: Path) -> Any:
         raise ModelError(f"{path}: missing; is this a captchalab run folder?") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ModelError(f"{path}: not valid JSON ({error}); restore or retrain the run") from None
+
+
+def settings_defaults(kind: type = TrainConfig, prefix: str = "train") -> list[tuple[str, str]]:
+    """``PREFIX.KEY`` settings of a config dataclass with their defaults as typed after ``--set``
+    (``train --help``; ``captchalab models`` lists each model's options with prefix ``model``)."""
+    return [(f"{prefix}.{item.name}", _as_typed(item.default)) for item in dataclasses.fields(kind)]
+
+
+def _as_typed(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)

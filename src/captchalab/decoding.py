@@ -26,7 +26,10 @@ CASE_POLICIES = ("any", "lower", "upper")
 class Prediction:
     text: str
     confidence: float
-    abstained: bool = False  # confidence below the caller's --min-confidence: better ask for a new captcha
+    abstained: bool = False  # below the caller's --min-confidence, or ood: better ask for a new captcha
+    # The image is unlike the model's validation images (ood.py): the reading, however confident, is
+    # likely wrong. None: the model has no reference to compare with.
+    ood: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,29 @@ class Constraints:
     def fold(self, text: str) -> str:
         return text.lower() if self.case == "lower" else text.upper() if self.case == "upper" else text
 
+    def allowed_symbols(self, charset: Charset) -> set[str]:
+        """The allowed characters as the model writes them: a case-insensitive model's one symbol
+        per letter stands for both cases, then the case policy applies."""
+        return {self.fold(charset.normalize(ch)) for ch in self.allowed or ""}
+
+    def unproducible(self, charset: Charset) -> str | None:
+        """Why some allowed characters can never be answered by a model of ``charset``; None when all can."""
+        if self.allowed is None:
+            return None
+        produced = {self.fold(ch) for ch in charset.symbols}
+        missing = "".join(ch for ch in self.allowed if self.fold(charset.normalize(ch)) not in produced)
+        if not missing:
+            return None
+        fixes = [case for case in ("lower", "upper")
+                 if self.case == "any" and replace(self, case=case).unproducible(charset) is None]
+        hint = f"; if the site ignores case, add --case {fixes[0]}" if fixes else ""
+        return (f"the model cannot produce {_shown(missing)} of the allowed characters (its symbols: "
+                f"{_shown(charset.symbols)}), so its answers never contain them{hint}")
+
+
+def _shown(symbols: str, limit: int = 40) -> str:
+    return f"'{symbols}'" if len(symbols) <= limit else f"'{symbols[:limit]}...' ({len(symbols)} symbols)"
+
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
@@ -115,10 +141,12 @@ def greedy(probs: np.ndarray, head: str, charset: Charset) -> list[Prediction]:
 
 
 def abstain(readings: list[list[Prediction]], min_confidence: float | None) -> list[list[Prediction]]:
-    """Mark the best reading of each image as abstained when its confidence is below ``min_confidence``."""
+    """Mark the best reading of each image as abstained when its confidence is below ``min_confidence``,
+    or when its image is flagged ``ood``: a caller who asks to abstain wants no confident reading of
+    an image the model has never seen the like of."""
     if not min_confidence:
         return readings
-    return [[replace(r[0], abstained=True), *r[1:]] if r and r[0].confidence < min_confidence else r
+    return [[replace(r[0], abstained=True), *r[1:]] if r and (r[0].confidence < min_confidence or r[0].ood) else r
             for r in readings]
 
 
@@ -194,7 +222,7 @@ def constrain(probs: np.ndarray, charset: Charset, constraints: Constraints) -> 
         merge[i, symbols.index(constraints.fold(ch)) + 1] = 1.0
     folded = probs @ merge
     if constraints.allowed is not None:
-        allowed = {constraints.fold(ch) for ch in constraints.allowed}
+        allowed = constraints.allowed_symbols(charset)
         keep = np.array([True] + [ch in allowed for ch in symbols])
         if not keep[1:].any():
             raise UsageError(f"none of the allowed characters '{constraints.allowed}' is in the model's "

@@ -14,11 +14,6 @@ the causes and the fix from these measurements only.
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -27,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from captchalab._tf import import_quietly
 from captchalab.errors import UsageError
 
 LEARNED = 3.0  # a position has learned when its accuracy is at least this many times chance
@@ -180,6 +176,7 @@ def _inputs(pixels: np.ndarray, setup: Setup) -> np.ndarray:
 def run_setup(setup: Setup, pixels: np.ndarray, targets: np.ndarray, num_classes: int,
               config: DiagnoseConfig) -> Outcome:
     """Train one setup for ``config.epochs``; per-position validation accuracy after each."""
+    import_quietly()
     import keras
     import tensorflow as tf
 
@@ -362,7 +359,7 @@ def save_plot(outcomes: list[Outcome], chance: float, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    columns = 4
+    columns = min(4, max(1, len(outcomes)))  # fewer setups (--only): no empty panels
     rows = (len(outcomes) + columns - 1) // columns
     figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 2.8 * rows), squeeze=False, sharey=True)
     top = max([LEARNED * chance * 2, *(max(o.final or [0]) for o in outcomes)]) * 1.05

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class CaptchaLabError(Exception):
     """Base class: a message a person can act on, and the CLI exit code for it."""
@@ -39,3 +42,34 @@ class RunFolderError(CaptchaLabError):
     """An output folder that exists, is not writable, or cannot be resumed."""
 
     exit_code = 5
+
+
+class MissingExtra(CaptchaLabError):
+    """An optional dependency of the command is not installed."""
+
+    exit_code = 1
+
+
+# Top-level module -> the extra of pyproject.toml that installs it.
+EXTRAS = {"tensorflow": "train", "keras": "train", "tf2onnx": "train", "onnx": "train", "matplotlib": "train",
+          "h5py": "train", "fastapi": "serve", "uvicorn": "serve", "starlette": "serve", "multipart": "serve",
+          "python_multipart": "serve", "pydantic": "serve"}
+
+
+def missing_extra(error: ImportError) -> MissingExtra | None:
+    """The error a user can act on for a missing optional module; None when no extra provides it."""
+    module = (error.name or "").partition(".")[0]
+    extra = EXTRAS.get(module)
+    if extra is None:
+        return None
+    return MissingExtra(f"this needs the [{extra}] extra ({module} is not installed); install it with "
+                        f"pip install 'captchalab[{extra}]' (or 'captchalab[all]' for everything)")
+
+
+@contextmanager
+def extras_named() -> Iterator[None]:
+    """Turn a ModuleNotFoundError of an optional dependency into the MissingExtra that names its extra."""
+    try:
+        yield
+    except ModuleNotFoundError as error:
+        raise missing_extra(error) or error from None

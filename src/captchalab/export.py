@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from captchalab import calibration, runs
+from captchalab import calibration, ood, runs
 from captchalab.config import RunConfig
 from captchalab.errors import ModelError, UsageError
 from captchalab.inference.predictor import METADATA_KEY
@@ -32,6 +32,7 @@ def export_onnx(run: str | Path, model: Any = None, config: RunConfig | None = N
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(config.to_dict())
     calibration.add_metadata(proto, folder)
+    ood.add_metadata(proto, folder)
     runs.atomic_write(target, lambda tmp: onnx.save(proto, str(tmp)))
     return target
 

@@ -201,7 +201,10 @@ def reliability_plot(confidences: Sequence[float], correct: Sequence[bool], bins
     axis.scatter(centres, accuracy, s=[12 + 3 * c ** 0.5 for c in counts], color="#aa3377", label="bins")
     axis.set_xlabel("confidence")
     axis.set_ylabel("accuracy")
-    axis.legend(loc="upper left", fontsize=8)
+    axis.set_xlim(0, 1.02)
+    axis.set_ylim(0, 1.02)
+    # below the axes: any corner inside them is where some model's bins fall
+    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8, frameon=False)
     return _png(figure)
 
 

@@ -62,7 +62,7 @@ def train(
     quiet: bool = False,
     init: str | Path | None = None,
 ) -> Path:
-    """Train a model on DATA and return its run folder (see DESIGN.md).
+    """Train a model on DATA and return its run folder (see docs/design.md).
 
     ``model`` defaults to crnn, or to the model of ``init``: a pretrained run to start from
     (its model options and image size are kept; see transfer.py).
@@ -261,17 +261,28 @@ def _finish(
     summary = metrics.summarize(texts, split.val_labels, config.max_length if config.head != "ctc" else None)
     summary.update({"split": "validation", "model": config.model, "charset": config.charset.symbols,
                     "train_cpu_seconds": round(state.get("cpu_seconds", 0.0), 1),
-                    "epochs_run": state["epoch"]})
+                    "epochs_run": state["epoch"], "epochs_budget": config.train.epochs})
     if summary["sequence_accuracy"] < failure.NEAR_ZERO:
         summary["diagnosis"] = _diagnosis(model, config, split, state["history"], texts)
     if state.get("skipped"):
         summary["skipped"] = state["skipped"]
+    if state.get("stopped_by"):
+        summary["stopped_by"] = state["stopped_by"]
     runs.write_json(folder / "metrics.json", summary)
     if export_onnx:
         from captchalab.export import export_onnx as export
 
         export(folder, model=model, config=config)
+    _prune_checkpoints(folder)
     return folder
+
+
+def _prune_checkpoints(folder: Path) -> None:
+    """A finished run keeps one trainer checkpoint: the best epoch's, which --resume --epochs N
+    continues from (model.keras holds the same weights without the training-only heads). The last
+    epoch's is a second copy of the whole trainer, worth keeping only while a kill can interrupt."""
+    if (folder / runs.CHECKPOINTS / "best.weights.h5").exists():
+        (folder / runs.CHECKPOINTS / "last.weights.h5").unlink(missing_ok=True)
 
 
 def _diagnosis(model: keras.Model, config: RunConfig, split: Split, history: list, texts: list[str]) -> list:
@@ -282,11 +293,13 @@ def _diagnosis(model: keras.Model, config: RunConfig, split: Split, history: lis
 
 
 def _calibrate_and_plot(model: keras.Model, config: RunConfig, folder: Path, split: Split, history: list) -> None:
-    """Fit the confidence temperature on the validation images; draw the loss/accuracy curves."""
-    from captchalab import calibration, report
+    """Fit the confidence temperature and record the OOD reference on the validation images;
+    draw the loss/accuracy curves."""
+    from captchalab import calibration, ood, report
 
     logits = predict_logits(model, split.val_x)
     calibration.save(folder, calibration.fit(logits, split.val_labels, config.head, config.charset))
+    ood.save(folder, ood.reference(logits))
     report.save_training_curves(folder / report.CURVES, history)
 
 
@@ -426,9 +439,11 @@ class EpochEnd(keras.callbacks.Callback):
 
     def _check_budget(self) -> None:
         budget, cpu_budget = self.config.train.max_minutes, self.config.train.max_cpu_minutes
-        if budget and time.time() - self.began > budget * 60:
-            self.model.stop_training = True
+        over = [f"train.max_minutes={budget:g}"] if budget and time.time() - self.began > budget * 60 else []
         if cpu_budget and time.process_time() - self.began_cpu > cpu_budget * 60:
+            over.append(f"train.max_cpu_minutes={cpu_budget:g}")
+        if over and not self.model.stop_training:  # said in metrics.json and by the CLI: not a silent stop
+            self.state["stopped_by"] = " and ".join(over)
             self.model.stop_training = True
 
     def _save(self, epoch: int) -> None:
@@ -478,6 +493,7 @@ def _resume(folder: Path, export_onnx: bool, quiet: bool, skip_bad: bool, epochs
         _load_checkpoint(trainer, folder)
         split = _split(config, *_datasets(config, state, skip_bad, quiet))
         return _finish(model, trainer, config, folder, split, state, export_onnx)
+    state.pop("stopped_by", None)  # going on: an earlier time limit no longer says why it ends
     split = _split(config, *_datasets(config, state, skip_bad, quiet))
     return _fit(config, folder, split, state, export_onnx, quiet)
 
@@ -510,7 +526,10 @@ def _read_state(folder: Path) -> dict:
 
 
 def _load_checkpoint(model: keras.Model, folder: Path) -> None:
+    """The last epoch's weights; a finished run kept only its best epoch's (_prune_checkpoints)."""
     path = folder / runs.CHECKPOINTS / "last.weights.h5"
+    if not path.exists() and (folder / runs.CHECKPOINTS / "best.weights.h5").exists():
+        path = folder / runs.CHECKPOINTS / "best.weights.h5"
     try:
         model.load_weights(path)
     except Exception as error:  # Keras and h5py raise many types for missing or damaged files
@@ -524,7 +543,4 @@ def _datasets(config: RunConfig, state: dict, skip_bad: bool, quiet: bool) -> tu
     val_set = _load(state["val"], config.charset, fold, skip_bad, config.image, quiet) if state["val"] else None
     return train_set, val_set
 
-
-def overrides_help() -> str:
-    return ", ".join(f"train.{name}" for name in TrainConfig.__dataclass_fields__) + ", model.<option>"
 

@@ -40,6 +40,9 @@ def solve_files(
     if results_csv is not None and results_csv.exists():
         raise RunFolderError(f"{results_csv}: already exists; choose another --out or remove it")
     predictor = Predictor.load(model, threads=threads)
+    warning = constraints.unproducible(predictor.config.charset) if constraints is not None else None
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     failures = 0
     # While the bar is live Rich routes sys.stdout to the terminal (stderr); when stdout is a file
     # or a pipe, results must still go there, so keep hold of the real stream.
@@ -48,7 +51,7 @@ def solve_files(
         stream = solve_stream(predictor, files, top_k, batch_size, constraints, min_confidence)
         for file, result in zip(files, stream):
             failures += isinstance(result, ImageError)
-            _print(file, result, as_json, sys.stdout if stdout.isatty() else stdout)
+            _print(file, result, as_json, sys.stdout if stdout.isatty() else stdout, warning)
             write_row(file, result)
             step(1)
     stdout.flush()
@@ -85,20 +88,27 @@ def solve_stream(
             yield from infer(ahead.popleft().result())
 
 
-def _print(file: Path, result: list[Prediction] | ImageError, as_json: bool, stream: TextIO) -> None:
+def _print(file: Path, result: list[Prediction] | ImageError, as_json: bool, stream: TextIO,
+           warning: str | None = None) -> None:
     if isinstance(result, ImageError):
         record = {"file": str(file), "error": str(result)}
         line = json.dumps(record) if as_json else f"{file}\tERROR\t{result}"
     else:
         best = result[0]
         record = {"file": str(file), "text": best.text, "confidence": round(best.confidence, 4)}
+        if best.ood is not None:  # the image is unlike the model's training images (ood.py)
+            record["ood"] = best.ood
+        if warning:  # --allowed asks for characters the model cannot produce
+            record["warning"] = warning
         if len(result) > 1:
             record["top_k"] = [{"text": p.text, "confidence": round(p.confidence, 4)} for p in result]
         others = "  ".join(f"{p.text} ({p.confidence:.3f})" for p in result[1:])
         shown = best.text
-        if best.abstained:  # below --min-confidence: no answer, but the guess for who wants it
+        if best.abstained:  # below --min-confidence or ood: no answer, but the guess for who wants it
             record.update(text=None, abstained=True, guess=best.text)
             shown, others = "(abstained)", f"guess {best.text}  {others}"
+        if best.ood:
+            others = f"{others}  [ood: unlike the model's training images]".lstrip()
         line = json.dumps(record) if as_json else f"{file}\t{shown}\t{best.confidence:.3f}\t{others}".rstrip()
     print(line, file=stream, flush=False)
 

@@ -7,16 +7,17 @@ folder that has no ``model.onnx``. Pre-processing and decoding are the same for 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 from PIL import Image
 
-from captchalab import calibration, decoding, runs
+from captchalab import calibration, decoding, ood, runs
 from captchalab.config import RunConfig, from_dict
 from captchalab.data import images
 from captchalab.decoding import Constraints, Prediction
@@ -24,6 +25,7 @@ from captchalab.errors import ImageError, ModelError, UsageError
 from captchalab.segmentation import segment_batch
 
 METADATA_KEY = "captchalab_config"
+URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # a scheme (two letters at least: C:/ is a Windows drive)
 ImageLike = str | Path | bytes | Image.Image | np.ndarray
 
 
@@ -42,12 +44,17 @@ class Predictor:
     def __init__(self, config: RunConfig, backend: _Backend, source: Path, backend_name: str) -> None:
         self.config, self._backend, self.source, self.backend = config, backend, source, backend_name
         self.temperature = 1.0  # confidence calibration (calibration.py); logits are divided by it
+        self.ood_reference: dict[str, Any] | None = None  # validation images' scores (ood.py); None: no flag
 
     @classmethod
     def load(cls, model: str | Path | None = None, backend: str = "auto", threads: int = 0) -> Predictor:
         """``model``: a run folder, an ``.onnx`` file, or None for the bundled model."""
         if backend not in ("auto", "onnx", "keras"):
             raise UsageError(f"backend '{backend}' is not one of auto, onnx, keras")
+        if model is not None and URL.match(str(model)):  # Path() has already turned "https://" into "https:/"
+            address = re.sub(r":/+", "://", str(model), count=1)
+            raise UsageError(f"{address}: is an address, not a file; captchalab never loads a model over the network. "
+                             "Download it, then pass the .onnx file or the run folder")
         path = Path(model) if model is not None else bundled_model_path()
         if path.is_file() and path.suffix == ".onnx":
             return cls._from_onnx(path, threads)
@@ -82,6 +89,7 @@ class Predictor:
         backend = _Backend(lambda batch: session.run(None, {input_name: batch})[0])
         predictor = cls(config, backend, path, "onnx")
         predictor.temperature = _onnx_temperature(session, path)
+        predictor.ood_reference = _onnx_ood_reference(session, path)
         return predictor
 
     @classmethod
@@ -96,6 +104,7 @@ class Predictor:
         model = load_keras(folder, config)
         predictor = cls(config, _Backend(lambda batch: np.asarray(model(batch, training=False))), folder, "keras")
         predictor.temperature = calibration.read(folder)
+        predictor.ood_reference = ood.read(folder)
         return predictor
 
     @property
@@ -120,15 +129,34 @@ class Predictor:
         min_confidence: float | None = None,
     ) -> list[list[Prediction]]:
         """Best readings per image with calibrated confidences; ``constraints`` restrict the search,
-        and a best reading below ``min_confidence`` is marked ``abstained``."""
-        probs = decoding.softmax(self.logits(pixels) / self.temperature)
+        each reading says whether its image is ``ood`` (ood.py), and a best reading below
+        ``min_confidence`` or of an ood image is marked ``abstained``."""
+        logits = self.logits(pixels)
+        probs = decoding.softmax(logits / self.temperature)
         readings = decoding.decode(probs, self.config.head, self.config.charset, top_k, constraints)
+        flags = ood.flags(logits, self.ood_reference)
+        readings = [[replace(r, ood=flag) for r in image] for image, flag in zip(readings, flags)]
         return decoding.abstain(readings, min_confidence)
 
+    @overload
+    def solve(self, image: ImageLike, constraints: Constraints | None = None,
+              min_confidence: float | None = None) -> Prediction: ...
+
+    @overload
+    def solve(self, image: list[ImageLike] | tuple[ImageLike, ...], constraints: Constraints | None = None,
+              min_confidence: float | None = None) -> list[Prediction]: ...
+
     def solve(
-        self, image: ImageLike, constraints: Constraints | None = None, min_confidence: float | None = None
-    ) -> Prediction:
-        """The best reading of one image."""
+        self, image: ImageLike | list[ImageLike] | tuple[ImageLike, ...], constraints: Constraints | None = None,
+        min_confidence: float | None = None,
+    ) -> Prediction | list[Prediction]:
+        """The best reading of one image; of a list (or tuple) of images, the list of their best readings,
+        read as one batch (a bad image raises its ImageError; ``solve_many`` yields it instead)."""
+        if isinstance(image, (list, tuple)):
+            if not image:
+                return []
+            pixels = np.stack([self.prepare(item) for item in image])
+            return [r[0] for r in self.predict_pixels(pixels, 1, constraints, min_confidence)]
         return self.predict_pixels(self.prepare(image)[None], 1, constraints, min_confidence)[0][0]
 
     def solve_many(
@@ -181,6 +209,16 @@ def _onnx_temperature(session: Any, path: Path) -> float:
     if (path.parent / "config.json").exists():
         return calibration.read(path.parent)
     return 1.0
+
+
+def _onnx_ood_reference(session: Any, path: Path) -> dict[str, Any] | None:
+    """The OOD reference in the ONNX metadata, else an ood.json beside a run's (or the bundled) model."""
+    raw = session.get_modelmeta().custom_metadata_map.get(ood.METADATA_KEY)
+    if raw is not None:
+        return ood.parse(raw, str(path))
+    if (path.parent / "config.json").exists():
+        return ood.read(path.parent)
+    return None
 
 
 def _as_uint8(array: np.ndarray) -> np.ndarray:

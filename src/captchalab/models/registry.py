@@ -72,5 +72,9 @@ def names() -> list[str]:
 
 
 def _load_all() -> None:
-    # Importing the modules runs their @register; deferred because they import Keras.
+    # Importing the modules runs their @register; deferred because they import Keras, which
+    # must come in through import_quietly (reading a run's config is often the first to need it).
+    from captchalab._tf import import_quietly
+
+    import_quietly()
     from captchalab.models import cnn, crnn, mlp, segment  # noqa: F401
