@@ -4,6 +4,12 @@ Every number in docs/fully-connected.md comes from this script. Stages, each app
 record per configuration to bench/results/fully_connected.json (a rerun of the same
 configuration replaces its record), so the expensive ones can run separately:
 
+- ``asker``     the asker's report searched for: TF1-tutorial settings, one change at a time from
+                ``diagnose.ASKER``, each with position 1 alone, position 2 alone, positions 1+2 and
+                all five in the summed loss, several seeds, diagnose's budget (8 epochs of 10k).
+- ``mechanism`` for ``diagnose.ASKER`` with 1, 2 and 5 heads: live first-layer ReLUs, and how much
+                of each Adam step goes along position 1's own gradient, over the first steps; and
+                how far each character's left edge moves between images (segmentation's boxes).
 - ``diagnose``  ``captchalab diagnose`` with its defaults on a fresh 10k set (plot to docs/).
 - ``loss``      MSE vs summed vs averaged per-position cross-entropy (the diagnose harness).
 - ``network``   MLP depth, width, batch normalization, input inversion and pooling.
@@ -59,6 +65,9 @@ def main() -> None:
     parser.add_argument("--harness-images", type=int, default=10000, help="images for loss/network/positions")
     parser.add_argument("--harness-epochs", type=int, default=10)
     parser.add_argument("--doc", type=Path, default=None, help="report: write the tables into this markdown file")
+    parser.add_argument("--seeds", type=int, default=2, help="asker stage: seeds per cell")
+    parser.add_argument("--shard", default="0/1", help="asker stage: K/N runs every N-th cell from the K-th, so "
+                        "N processes can share the search")
     args = parser.parse_args()
     for stage in args.stages:
         STAGES[stage](args)
@@ -383,6 +392,7 @@ def stage_report(args: argparse.Namespace) -> None:
             if start in text and end in text:
                 text = text[: text.index(start) + len(start)] + "\n" + body + "\n" + text[text.index(end):]
         args.doc.write_text(text, encoding="utf-8")
+        plot_asker(_records_by_stage(), args.doc.parent / "fully-connected-asker.png")
 
 
 def _records_by_stage() -> dict[str, list[dict]]:
@@ -395,6 +405,141 @@ def _records_by_stage() -> dict[str, list[dict]]:
 
 def _pos(values: list[float]) -> str:
     return " | ".join(f"{v:.3f}" for v in values)
+
+
+# --- the asker's report -------------------------------------------------------------------------
+
+ASKER_CHANGES: dict[str, dict[str, Any]] = {  # one change at a time from diagnose.ASKER
+    "as TF1 tutorials": {},
+    "inputs /255": {"inputs": "scaled"},
+    "weights stddev 0.01": {"init_std": 0.01},
+    "hidden 1024": {"hidden": (1024,)},
+    "Adam 1e-3": {"learning_rate": 1e-3},
+    "SGD 1e-3": {"optimizer": "sgd", "learning_rate": 1e-3},
+    "batch 128": {"batch_size": 128},
+}
+ASKER_LOSSES = {"position 1": (1,), "position 2": (2,), "positions 1+2": (1, 2), "all five": ()}
+ASKER_EPOCHS = 8  # diagnose's default budget
+
+
+def _diagnose_data(args: argparse.Namespace) -> Any:
+    from captchalab.data.folder import load_dataset
+
+    source = prefix(dataset(args, "diagnose10k", 10000, DIAGNOSE_SEED), args.harness_images)
+    if source not in _LOADED:
+        _LOADED.clear()
+        _LOADED[source] = load_dataset(source)
+    return _LOADED[source]
+
+
+def stage_asker(args: argparse.Namespace) -> None:
+    """Every change x loss x seed cell of the search, shared between processes by --shard."""
+    from dataclasses import replace
+
+    from captchalab.data.pipeline import encode_labels
+    from captchalab.diagnose import ASKER, DiagnoseConfig, run_setup
+
+    shard, shards = (int(v) for v in args.shard.split("/"))
+    # The tutorials' settings: every loss, --seeds seeds. Each change from them: both halves of the report
+    # (position 1 alone, all five), seed 0 only: what a 2-core machine affords.
+    center = "as TF1 tutorials"
+    cells = [(center, lo, seed) for seed in range(args.seeds) for lo in ASKER_LOSSES]
+    cells += [(c, lo, 0) for c in ASKER_CHANGES if c != center for lo in ("position 1", "all five")]
+    for change, loss, seed in cells[shard::shards]:
+        key = {"change": change, "loss": loss, "seed": seed}
+        if done("asker", key):
+            continue
+        data = _diagnose_data(args)
+        setup = replace(ASKER, name=f"{change}: {loss}", positions=ASKER_LOSSES[loss], **ASKER_CHANGES[change])
+        config = DiagnoseConfig(limit=args.harness_images, epochs=ASKER_EPOCHS, seed=seed)
+        targets = encode_labels(data.labels, data.charset, data.max_length)
+        outcome = run_setup(setup, data.pixels, targets, data.charset.num_classes, config)
+        chance = 1 / len(data.charset.symbols)
+        record("asker", key, {"trained": outcome.trained, "per_position": outcome.final, "chance": chance,
+                              "history": outcome.history, "losses": outcome.losses, "alive": outcome.alive,
+                              "steps_per_epoch": outcome.steps_per_epoch, "cpu_seconds": round(outcome.cpu_seconds, 1),
+                              "images": args.harness_images, "epochs": ASKER_EPOCHS, "setup": asdict(setup)})
+
+
+def stage_mechanism(args: argparse.Namespace) -> None:
+    """Live ReLUs and position 1's share of each Adam step, with 1, 2 and 5 heads; characters' left edges."""
+    from captchalab.data.pipeline import encode_labels
+
+    data = _diagnose_data(args)
+    targets = encode_labels(data.labels, data.charset, data.max_length)
+    if not done("mechanism", {"measure": "left edges"}):
+        record("mechanism", {"measure": "left edges"}, left_edges(data.pixels[:2000]))
+    for loss in ("position 1", "positions 1+2", "all five"):
+        key = {"measure": "gradients", "loss": loss}
+        if not done("mechanism", key):
+            record("mechanism", key, head_gradients(data, targets, ASKER_LOSSES[loss]))
+
+
+def left_edges(pixels: np.ndarray) -> dict[str, Any]:
+    """Where each character starts (segmentation's boxes, in pixels): its spread over images."""
+    from captchalab.segmentation import character_boxes, ink_map, opening, otsu_threshold
+
+    starts = []
+    for image in pixels:
+        ink = ink_map(image)
+        starts.append([a for a, _ in character_boxes(opening(ink > otsu_threshold(ink)), 5)])
+    starts_array = np.array(starts, dtype=float)
+    return {"images": len(pixels), "mean": starts_array.mean(0).round(1).tolist(),
+            "std": starts_array.std(0).round(1).tolist(),
+            "p5_p95": np.percentile(starts_array, [5, 95], axis=0).round(0).T.tolist()}
+
+
+def head_gradients(data: Any, targets: np.ndarray, positions: tuple[int, ...], steps: int = 600,
+                   every: int = 25) -> dict[str, Any]:
+    """Train diagnose.ASKER with ``positions`` in the loss; at probe steps, each head's gradient on the
+    first layer's weights (a fixed batch of 256 training images) and the live ReLUs."""
+    import keras
+    import tensorflow as tf
+
+    from captchalab.diagnose import ASKER, build_network, prepare_inputs
+
+    keras.utils.set_random_seed(0)
+    x = prepare_inputs(data.pixels, ASKER)
+    x_fit, y_fit, x_val = x[len(x) // 6:], targets[len(x) // 6:], x[: len(x) // 6]
+    slots, classes = targets.shape[1], data.charset.num_classes
+    model, _, first_relu = build_network(ASKER, x.shape[1], slots * classes, ASKER.hidden)
+    optimizer = keras.optimizers.Adam(ASKER.learning_rate)
+    used = [p - 1 for p in positions] or list(range(slots))
+    probe_x, probe_y = tf.constant(x_fit[:256]), tf.constant(y_fit[:256])
+    kernel = model.trainable_variables[0]
+
+    def per_head() -> np.ndarray:
+        with tf.GradientTape(persistent=True) as tape:
+            logits = tf.reshape(model(probe_x, training=True), (-1, slots, classes))
+            ce = tf.nn.softmax_cross_entropy_with_logits(labels=tf.one_hot(probe_y, classes), logits=logits)
+            heads = [tf.reduce_sum(ce[:, k]) for k in range(slots)]
+        grads = np.stack([np.asarray(tape.gradient(h, kernel)).ravel() for h in heads])
+        del tape
+        return grads
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for step in range(steps + 1):
+        if step % every == 0:
+            grads = per_head()
+            total = grads[used].sum(0)
+            alive = float(np.mean((np.asarray(first_relu(x_val, training=False)) > 0).any(axis=0)))
+            rows.append({"step": step, "alive": alive,
+                         "norms": np.linalg.norm(grads, axis=1).round(4).tolist(),
+                         "cos_position1_total": _cos(grads[0], total),
+                         "cos_between_heads": [_cos(grads[0], grads[k]) for k in range(1, slots)]})
+        batch = rng.integers(0, len(x_fit), ASKER.batch_size)
+        with tf.GradientTape() as tape:
+            logits = tf.gather(tf.reshape(model(x_fit[batch], training=True), (-1, slots, classes)), used, axis=1)
+            labels = tf.gather(tf.one_hot(y_fit[batch], classes), used, axis=1)
+            loss = tf.reduce_sum(tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+    return {"positions": list(positions), "probe_images": 256, "rows": rows}
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    norm = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return round(float(a @ b) / norm, 4) if norm else 0.0
 
 
 HEAD = "pos 1 | pos 2 | pos 3 | pos 4 | pos 5 |"
@@ -415,8 +560,12 @@ def report_diagnose(by_stage: dict[str, list[dict]]) -> None:
 def _verdict(record: dict) -> list[str]:
     from captchalab.diagnose import Outcome, Setup, verdict
 
-    runs = {run["setup"]["name"]: Outcome(Setup(**run["setup"]), run["history"], run["losses"],
-                                          run["init_activation_std"], run["dead_units"], run["cpu_seconds"])
+    def setup(fields: dict) -> Setup:  # JSON gave lists where the dataclass holds tuples
+        return Setup(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+
+    runs = {run["setup"]["name"]: Outcome(setup(run["setup"]), run["history"], run["losses"],
+                                          run["init_activation_std"], run["dead_units"], run["cpu_seconds"],
+                                          run.get("alive", []), run.get("steps_per_epoch", 0))
             for run in record["runs"]}
     return verdict(runs, record["chance"])
 
@@ -482,8 +631,108 @@ def report_errors(by_stage: dict[str, list[dict]]) -> None:
               f"{e['shifted']} |")
 
 
+def report_asker(by_stage: dict[str, list[dict]]) -> None:
+    records = by_stage.get("asker", [])
+    if not records:
+        return
+    chance = records[0]["chance"]
+    cells: dict[tuple[str, str], list[dict]] = {}
+    for r in records:
+        cells.setdefault((r["key"]["change"], r["key"]["loss"]), []).append(r)
+    print(f"Accuracy on the held-out 1/6 after {records[0]['epochs']} epochs of {records[0]['images']} images "
+          f"(min-max over seeds; chance {chance:.3f}, learned = 3x chance = {3 * chance:.3f}):\n\n"
+          "| change from the TF1 settings | seeds | position 1 alone | all five: mean | all five: position 1 | "
+          "live ReLUs, 1 head / 5 heads | both halves of the report |\n|" + "---|" * 7)
+    for change in ASKER_CHANGES:
+        one, five = cells.get((change, "position 1"), []), cells.get((change, "all five"), [])
+        if not one or not five:
+            continue
+        p1 = [r["trained"][0] for r in one]
+        means = [float(np.mean(r["trained"])) for r in five]
+        in_five = [r["trained"][0] for r in five]
+        both = min(p1) >= 3 * chance and max(means) < 1.5 * chance
+        print(f"| {change} | {min(len(one), len(five))} | {_span(p1)} | {_span(means)} | {_span(in_five)} | "
+              f"{_span([r['alive'][-1][1] for r in one], '.0%')} / {_span([r['alive'][-1][1] for r in five], '.0%')}"
+              f" | {'yes' if both else 'no'} |")
+    rows = [(loss, cells.get(("as TF1 tutorials", loss), [])) for loss in ASKER_LOSSES]
+    print("\nThe TF1 settings, every loss (per trained position, min-max over seeds):\n\n"
+          "| in the loss | position 1 | position 2 | positions 3-5 (mean) | live ReLUs at the end |\n|" + "---|" * 5)
+    for loss, rs in rows:
+        if not rs:
+            continue
+        first = [r["per_position"][0] for r in rs]
+        second = [r["per_position"][1] for r in rs]
+        rest = [float(np.mean(r["per_position"][2:])) for r in rs]
+        print(f"| {loss} | {_span(first)} | {_span(second)} | {_span(rest)} | "
+              f"{_span([r['alive'][-1][1] for r in rs], '.0%')} |")
+
+
+def _span(values: list[float], fmt: str = ".3f") -> str:
+    low, high = min(values), max(values)
+    return f"{low:{fmt}}" if f"{low:{fmt}}" == f"{high:{fmt}}" else f"{low:{fmt}}-{high:{fmt}}"
+
+
+def report_mechanism(by_stage: dict[str, list[dict]]) -> None:
+    records = {r["key"].get("loss", r["key"]["measure"]): r for r in by_stage.get("mechanism", [])}
+    edges = records.get("left edges")
+    if edges:
+        print(f"Left edge of each character (x in pixels, segmentation's boxes on {edges['images']} images):\n\n"
+              f"| | {HEAD}\n|" + "---|" * 6)
+        print(f"| mean | {' | '.join(f'{v:.1f}' for v in edges['mean'])} |")
+        print(f"| standard deviation | {' | '.join(f'{v:.1f}' for v in edges['std'])} |")
+        print(f"| 5th-95th percentile | {' | '.join(f'{a:.0f}-{b:.0f}' for a, b in edges['p5_p95'])} |\n")
+    losses = [loss for loss in ("position 1", "positions 1+2", "all five") if loss in records]
+    if not losses:
+        return
+    print("The TF1 settings over the first steps: share of first-layer ReLUs alive, and the cosine between "
+          "position 1's gradient on the first layer and the gradient of the whole loss (how much of each step "
+          "serves position 1); gradients on a fixed batch of 256 training images:\n\n"
+          "| step | " + " | ".join(f"{loss}: alive | {loss}: cosine" for loss in losses) + " |\n|"
+          + "---|" * (1 + 2 * len(losses)))
+    steps = [row["step"] for row in records[losses[0]]["rows"]]
+    for index, step in enumerate(steps):
+        if step not in (0, 25, 50, 100, 200, 300, 400, 600):
+            continue
+        cells = [records[loss]["rows"][index] for loss in losses]
+        print(f"| {step} | " + " | ".join(f"{c['alive']:.0%} | {c['cos_position1_total']:.2f}" for c in cells) + " |")
+
+
+def plot_asker(by_stage: dict[str, list[dict]], path: Path) -> None:
+    """Position 1's accuracy and the live ReLUs over steps, with 1, 2 and 5 heads (TF1 settings, seed 0);
+    and position 1's share of each step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = {r["key"]["loss"]: r for r in by_stage.get("asker", [])
+            if r["key"]["change"] == "as TF1 tutorials" and r["key"]["seed"] == 0}
+    mechanism = {r["key"]["loss"]: r for r in by_stage.get("mechanism", []) if "loss" in r["key"]}
+    figure, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    for loss, run in runs.items():
+        steps = np.arange(1, len(run["history"]) + 1) * run["steps_per_epoch"]
+        trained = ASKER_LOSSES[loss] or (1, 2, 3, 4, 5)
+        axes[0].plot(steps, [np.mean([h[p - 1] for p in trained]) for h in run["history"]], marker=".", label=loss)
+        live = np.array(run["alive"])
+        axes[1].plot(live[:, 0], live[:, 1], marker=".", label=loss)
+    axes[0].axhline(runs[next(iter(runs))]["chance"] if runs else 0, color="grey", linestyle="--", linewidth=1)
+    axes[0].set(title="accuracy of the positions in the loss (mean)", xlabel="step")
+    axes[1].set(title="first-layer ReLUs alive", xlabel="step", ylim=(0, 1.05))
+    for loss, record_ in mechanism.items():
+        rows = record_["rows"]
+        axes[2].plot([r["step"] for r in rows], [r["cos_position1_total"] for r in rows], marker=".", label=loss)
+    axes[2].set(title="cosine(position 1's gradient, the loss's gradient)", xlabel="step", ylim=(-0.1, 1.05))
+    for ax in axes:
+        ax.legend(fontsize=7)
+    figure.suptitle("The asker's report reproduced: TF1 settings, one network, different losses (dashed: chance)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
 REPORTS: dict[str, Callable[[dict[str, list[dict]]], None]] = {
-    "diagnose": report_diagnose, "loss": report_loss, "network": report_network,
+    "asker": report_asker, "mechanism": report_mechanism, "diagnose": report_diagnose, "loss": report_loss,
+    "network": report_network,
     "positions": report_positions, "size": report_size, "snapshot": report_snapshot, "errors": report_errors,
 }
 
@@ -491,6 +740,7 @@ REPORTS: dict[str, Callable[[dict[str, list[dict]]], None]] = {
 STAGES: dict[str, Callable[[argparse.Namespace], None]] = {
     "size": stage_size, "acceptance": stage_acceptance, "loss": stage_loss, "network": stage_network,
     "positions": stage_positions, "diagnose": stage_diagnose, "snapshot": stage_snapshot, "report": stage_report,
+    "asker": stage_asker, "mechanism": stage_mechanism,
 }
 
 if __name__ == "__main__":

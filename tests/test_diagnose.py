@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from captchalab.diagnose import ASKER, FIX, LEARNED, Outcome, default_setups, diagnose, verdict
+from captchalab.diagnose import ASKER, FIX, LEARNED, NORMAL, Outcome, default_setups, diagnose, verdict
 from captchalab.errors import UsageError
 from clirun import run_cli
 
@@ -20,7 +20,7 @@ def outcome(name: str, accuracy: list[float], base=FIX) -> Outcome:
 
 def test_a_cause_is_what_puts_the_fix_back_at_chance():
     runs = {
-        "asker": outcome("asker", [CHANCE] * 5, ASKER),
+        "normal": outcome("normal", [CHANCE] * 5, NORMAL),
         "fix": outcome("fix", [0.3, 0.2, 0.2, 0.2, 0.3]),
         "fix-inverted": outcome("fix-inverted", [CHANCE] * 5),
         "fix-pool": outcome("fix-pool", [0.25, 0.15, 0.15, 0.15, 0.25]),
@@ -28,7 +28,7 @@ def test_a_cause_is_what_puts_the_fix_back_at_chance():
         "fix-sgd-sum": outcome("fix-sgd-sum", [CHANCE] * 5),
     }
     lines = verdict(runs, CHANCE)
-    assert any(line.startswith("Plateau: the asker's setup stays at chance") for line in lines)
+    assert any(line.startswith("N(0,1) variant: raw pixels with N(0,1) weights stays at chance") for line in lines)
     causes = [line for line in lines if line.startswith("Cause:")]
     assert len(causes) == 1 and "input polarity" in causes[0] and "back at chance" in causes[0]
     slower = [line for line in lines if line.startswith("Slows learning:")]
@@ -37,12 +37,32 @@ def test_a_cause_is_what_puts_the_fix_back_at_chance():
     assert any(line.startswith("Learning rate vs summed loss") for line in lines)
 
 
-def test_the_summed_loss_is_blamed_only_when_one_position_learns_alone():
-    alone = {"asker": outcome("asker", [CHANCE] * 5, ASKER),
-             "asker-position1": outcome("asker-position1", [0.5, CHANCE, CHANCE, CHANCE, CHANCE], ASKER)}
-    assert any("Summing positions is what breaks it" in line for line in verdict(alone, CHANCE))
-    alone["asker-position1"] = outcome("asker-position1", [CHANCE] * 5, ASKER)
-    assert any("not what stops it" in line for line in verdict(alone, CHANCE))
+def only(name: str, positions: tuple[int, ...], accuracy: list[float], alive: float = 0.5) -> Outcome:
+    result = outcome(name, accuracy, replace(ASKER, positions=positions))
+    result.alive = [[0, 0.9], [100, alive]]
+    return result
+
+
+def test_the_report_is_reproduced_only_when_position_1_learns_alone_and_the_sum_stays_at_chance():
+    runs = {"asker-position1": only("asker-position1", (1,), [0.2, CHANCE, CHANCE, CHANCE, CHANCE], 0.6),
+            "asker-position2": only("asker-position2", (2,), [CHANCE, 1.2 * CHANCE, CHANCE, CHANCE, CHANCE]),
+            "asker-positions1+2": only("asker-positions1+2", (1, 2), [0.05, 0.04, CHANCE, CHANCE, CHANCE]),
+            "asker": only("asker", (), [CHANCE] * 5, 0.4)}
+    lines = verdict(runs, CHANCE)
+    assert lines[0].startswith("Reproduced: with only position 1 in the loss it learns (0.200, 7.2x chance)")
+    assert "all 5 positions summed it stays at chance" in lines[0]
+    assert any(line.startswith("Position 2 alone: 0.033, 1.2x chance") for line in lines)
+    assert any(line.startswith("Positions 1 and 2 together: position 1 0.050") for line in lines)
+    assert "First-layer ReLUs alive at the end: 1 head 60%, 2 heads 50%, 5 heads 40%." in lines
+    runs["asker"] = only("asker", (), [0.2] * 5)
+    assert verdict(runs, CHANCE)[0].startswith("Not reproduced:")
+    runs["asker-position1"] = only("asker-position1", (1,), [CHANCE] * 5)
+    assert "it does not learn" in verdict(runs, CHANCE)[0]
+
+
+def test_a_position_outside_the_loss_does_not_count_as_learned_or_at_chance():
+    alone = only("asker-position1", (1,), [0.2, CHANCE, CHANCE, CHANCE, CHANCE])
+    assert alone.trained == [0.2] and alone.learned(CHANCE) and not alone.at_chance(CHANCE)
 
 
 def test_a_fix_that_does_not_learn_is_reported_as_such():
@@ -58,10 +78,11 @@ def test_learned_needs_every_position_above_the_threshold():
 
 def test_the_setups_change_one_thing_from_the_asker_or_the_fix():
     names = [s.name for s in default_setups()]
-    assert len(names) == len(set(names)) and {"asker", "asker-mse", "asker-position1", "fix"} <= set(names)
+    assert names[:4] == ["asker-position1", "asker-position2", "asker-positions1+2", "asker"]
+    assert len(names) == len(set(names)) and {"normal", "normal-mse", "normal-position1", "fix"} <= set(names)
     for setup in default_setups():
-        base = ASKER if setup.name.startswith("asker") else FIX
-        fields = ("inputs", "loss", "init", "optimizer", "batch_norm", "pool", "positions")
+        base = {"asker": ASKER, "normal": NORMAL}.get(setup.name.split("-")[0].split("+")[0], FIX)
+        fields = ("inputs", "loss", "init", "optimizer", "batch_norm", "pool", "positions", "hidden", "batch_size")
         changed = [f for f in fields if getattr(setup, f) != getattr(base, f)]
         assert len(changed) <= 2, (setup.name, changed)
 
@@ -74,14 +95,18 @@ def five_chars(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_diagnose_runs_each_setup_and_plots(five_chars, tmp_path):
-    result = diagnose(five_chars, limit=48, epochs=2, plot=tmp_path / "d.png", only=["asker", "fix", "asker-mse"])
-    assert [r["setup"]["name"] for r in result["runs"]] == ["asker", "asker-mse", "fix"]
+    result = diagnose(five_chars, limit=48, epochs=2, plot=tmp_path / "d.png",
+                      only=["asker", "fix", "normal-mse", "asker-position1"])
+    assert [r["setup"]["name"] for r in result["runs"]] == ["asker-position1", "asker", "normal-mse", "fix"]
     for run in result["runs"]:
         assert len(run["history"]) == 2 and all(len(h) == 5 for h in run["history"])
         assert all(0.0 <= v <= 1.0 for v in run["per_position"])
     assert result["chance"] == pytest.approx(1 / 36)
     assert Path(result["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert result["verdict"][0].startswith("Plateau:")
+    assert result["verdict"][0].startswith(("Reproduced:", "Not reproduced:"))
+    asker = result["runs"][1]
+    assert asker["alive"][0][0] == 0 and asker["alive"][-1][0] == 2 * asker["steps_per_epoch"]
+    assert all(0.0 <= share <= 1.0 for _, share in asker["alive"])
 
 
 def test_unknown_setup_and_too_little_data_are_usage_errors(five_chars, tmp_path):
@@ -92,10 +117,10 @@ def test_unknown_setup_and_too_little_data_are_usage_errors(five_chars, tmp_path
 
 
 def test_cli_prints_the_table_and_the_verdict(five_chars, tmp_path):
-    result = run_cli("diagnose", five_chars, "--limit", "48", "--epochs", "1", "--only", "asker",
+    result = run_cli("diagnose", five_chars, "--limit", "48", "--epochs", "1", "--only", "normal",
                      "--plot", tmp_path / "p.png")
     assert result.code == 0, result.text
-    assert "asker" in result.stdout and "pos 5" in result.stdout and "Plateau" in result.stdout
+    assert "normal" in result.stdout and "pos 5" in result.stdout and "N(0,1) variant" in result.stdout
     assert (tmp_path / "p.png").exists()
 
 
