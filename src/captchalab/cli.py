@@ -39,6 +39,8 @@ def generate(
     like: Annotated[Path | None, typer.Option(help="Look like this labelled set: its size, lengths, charset, "
                                                    "colours and font size (the options above override).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Start over, discarding an interrupted run's images "
+                                                        "(by default a rerun continues it).")] = False,
 ) -> None:
     """Render synthetic captchas (PyPI 'captcha' generator) as a dataset folder."""
     from captchalab.data.synthetic import generate as run
@@ -48,9 +50,9 @@ def generate(
         if like is not None:
             from captchalab.data.style import generate_like
 
-            folder = generate_like(out_dir, like, count, seed, length, charset, size, advance)
+            folder = generate_like(out_dir, like, count, seed, length, charset, size, advance, force)
         else:
-            folder = run(out_dir, count, length or "5", charset or "0-9A-Z", size or "160x60", seed, advance)
+            folder = run(out_dir, count, length or "5", charset or "0-9A-Z", size or "160x60", seed, advance, force)
     err.print(f"wrote {count} images and labels.csv to {folder}" + (" (style: style.json)" if like else ""))
 
 
@@ -296,6 +298,7 @@ def main() -> None:
         err.print(f"[bold red]error:[/] {escape(where + (error.strerror or str(error)))}", highlight=False,
                   soft_wrap=True)
         sys.exit(1)
-    except KeyboardInterrupt:
-        err.print("interrupted")
+    except KeyboardInterrupt as interrupt:  # errors.Interrupted says how to continue
+        err.print(escape(f"interrupted; {interrupt}" if str(interrupt) else "interrupted"), highlight=False,
+                  soft_wrap=True)
         sys.exit(130)

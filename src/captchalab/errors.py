@@ -39,3 +39,10 @@ class RunFolderError(CaptchaLabError):
     """An output folder that exists, is not writable, or cannot be resumed."""
 
     exit_code = 5
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C in the middle of a command; the message says how to continue. The CLI exits 130.
+
+    A KeyboardInterrupt still, so Python callers who catch that keep working.
+    """
