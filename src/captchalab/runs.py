@@ -91,10 +91,10 @@ def locked(folder: Path) -> Iterator[Path]:
     ``--resume`` of the same folder is refused with the PID of the process that has it.
 
     The lock (flock on ``FOLDER/.lock``) goes with the process, so a killed run never leaves a
-    stale one. The folder is created if missing, and removed again if the block leaves nothing
-    in it (a refused or interrupted start leaves no folder that a retry would call taken).
+    stale one. The folder is created if missing; a block that writes nothing in it (a refused
+    start) leaves it as it was, so a retry does not find it taken.
     """
-    created = not folder.exists()
+    created, lock_created = not folder.exists(), not (folder / LOCK).exists()
     claim_folder(folder, reuse=True)
     if fcntl is None:
         yield folder
@@ -114,8 +114,10 @@ def locked(folder: Path) -> Iterator[Path]:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield folder
     finally:
-        if created and _contents(folder) == [LOCK]:
-            shutil.rmtree(folder, ignore_errors=True)
+        if lock_created and _contents(folder) == [LOCK]:  # nothing was written: leave no trace
+            (folder / LOCK).unlink(missing_ok=True)
+            if created:
+                folder.rmdir()
         os.close(fd)
 
 
@@ -131,11 +133,11 @@ def create(out: Path, force: bool = False) -> Path:
 
     Refused (not writable, disk full), it leaves the folder as it found it.
     """
+    check_new(out, force)
     if force and out.is_dir():
         _empty(out)
     existed = out.is_dir()
-    claim_folder(out, advice=f"pass --force to replace them, --resume {out} to continue that run, "
-                             "or choose another --out")
+    claim_folder(out, reuse=True)
     try:
         (out / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -150,6 +152,15 @@ def create(out: Path, force: bool = False) -> Path:
             raise
         raise RunFolderError(f"{out}: cannot write here ({error.strerror}); choose another --out") from None
     return out
+
+
+def check_new(out: Path, force: bool = False) -> None:
+    """Refuse, without touching anything, an ``--out`` that holds files (unless ``force``) or is a file."""
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"{out}: exists and is a file; choose another folder")
+    if not force and out.is_dir() and [name for name in _contents(out) if name != LOCK]:
+        raise RunFolderError(f"{out}: already holds files; pass --force to replace them, --resume {out} to "
+                             "continue that run, or choose another --out")
 
 
 def _empty(folder: Path) -> None:

@@ -102,6 +102,7 @@ def train(
     val_set = _load(val, train_set.charset, case_insensitive, skip_bad, config.image, quiet) if val else None
     out = Path(out) if out else runs.default_out(entry.name)
     _check_loadable(config, data, out)
+    runs.check_new(out, force)  # before the lock file goes in: a refused folder is left as it was
     split = _split(config, train_set, val_set)
     skipped = [*train_set.skipped, *(val_set.skipped if val_set else ())]
     state = {"data": str(Path(data).resolve()), "val": str(Path(val).resolve()) if val else None, "epoch": 0,
