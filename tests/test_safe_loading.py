@@ -158,7 +158,7 @@ def test_deeply_nested_calibration_is_refused(tmp_path: Path):
     from captchalab import calibration
 
     (tmp_path / calibration.FILE).write_text('{"temperature": ' + DEEP + "}")
-    with pytest.raises(ModelError, match="calibration.json: JSON nested"):
+    with pytest.raises(ModelError, match=r"calibration\.json: JSON nested"):
         calibration.read(tmp_path)
     with pytest.raises(ModelError, match="metadata: JSON nested"):
         calibration.parse('{"temperature": ' + DEEP + "}", "model.onnx metadata")
