@@ -298,7 +298,21 @@ def main() -> None:
         err.print(f"[bold red]error:[/] {escape(where + (error.strerror or str(error)))}", highlight=False,
                   soft_wrap=True)
         sys.exit(1)
-    except KeyboardInterrupt as interrupt:  # errors.Interrupted says how to continue
+    except (KeyboardInterrupt, SystemExit) as leaving:
+        interrupt = _interrupt_behind(leaving)
+        if interrupt is None:
+            raise
+        # errors.Interrupted says how to continue ("resume with ...")
         err.print(escape(f"interrupted; {interrupt}" if str(interrupt) else "interrupted"), highlight=False,
                   soft_wrap=True)
         sys.exit(130)
+
+
+def _interrupt_behind(error: BaseException | None) -> KeyboardInterrupt | None:
+    """The Ctrl-C behind an exit: Typer turns KeyboardInterrupt into a silent exit 130."""
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, KeyboardInterrupt):
+            return error
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field, ValidationError
 from captchalab import files
 from captchalab.charset import Charset
 from captchalab.data.images import ImageSize
-from captchalab.errors import RunFolderError, UsageError
+from captchalab.errors import Interrupted, RunFolderError, UsageError
 
 DEFAULT_SIZE = ImageSize(height=60, width=160)
 _PATCH_LOCK = threading.Lock()
@@ -172,15 +172,19 @@ def write_set(
     if progress and rows:
         progress(len(rows))
     pending: list[tuple[str, str]] = []
-    for i in range(len(rows), count):
-        text, image = sampler.sample()
-        name = f"{i:06d}.png"
-        image.save(partial / name)
-        pending.append((name, text))
-        if len(pending) == CHECKPOINT_EVERY:
-            _checkpoint(partial, recipe, rows, pending, sampler.rng)
-        if progress:
-            progress(1)
+    try:
+        for i in range(len(rows), count):
+            text, image = sampler.sample()
+            name = f"{i:06d}.png"
+            image.save(partial / name)
+            pending.append((name, text))
+            if len(pending) == CHECKPOINT_EVERY:
+                _checkpoint(partial, recipe, rows, pending, sampler.rng)
+            if progress:
+                progress(1)
+    except KeyboardInterrupt:
+        raise Interrupted(f"{len(rows)} of {count} images kept in {partial}; run the same command again to "
+                          "continue, or add --force to start over") from None
     rows += pending
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows([("file", "label"), *rows])
