@@ -170,3 +170,28 @@ def test_brackets_inside_strings_do_not_count_as_nesting(text: str):
 
     assert files.deepest(text) == 1
     assert files.parse_json(text, "x", ModelError, "fix") == json.loads(text)
+
+
+@pytest.mark.parametrize(("override", "fragment"), [
+    ("model.dropout=5", "'dropout': Input should be less than 1"),
+    ("model.dropout=nan", "'dropout': Input should be a finite number"),
+    ("model.filters=-1", "'filters.0': Input should be greater than or equal to 1"),
+    ("model.rnn_units=100000000", "'rnn_units': Input should be less than or equal to 4096"),
+    ("train.batch_size=0", "'batch_size': Input should be greater than or equal to 1"),
+])
+def test_out_of_range_settings_are_refused_when_set(override: str, fragment: str, tiny_run: Path):
+    """The settings dataclasses check their ranges when made, so `--set` fails before any work."""
+    from captchalab.errors import UsageError
+
+    with pytest.raises(UsageError, match=re.escape(f"--set {override}: {fragment}")):
+        config_module.apply_overrides(runs.read_config(tiny_run), [override])
+
+
+def test_train_checks_its_config_with_the_loaders_schema(tiny_run: Path, tmp_path: Path):
+    """One rule: what train would write is validated by the function that reads it back."""
+    import dataclasses
+
+    config = runs.read_config(tiny_run)
+    assert config_module.check(config, tmp_path / "config.json") == config
+    with pytest.raises(ModelError, match="'max_length': Input should be less than or equal to 256, got 300"):
+        config_module.check(dataclasses.replace(config, max_length=300), tmp_path / "config.json")
