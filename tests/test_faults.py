@@ -154,7 +154,7 @@ def test_resume_a_damaged_run(damage: str, tiny_run: Path, tiny_set: Path, tmp_p
     run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
     if damage == "state":
         (run / runs.CHECKPOINTS / "state.json").write_text('{"epoch": ')
-        fragment = "state.json: damaged"
+        fragment = "state.json: not valid json"
     else:
         checkpoint = run / runs.CHECKPOINTS / "best.weights.h5"  # a finished run keeps only its best epoch's
         assert not (run / runs.CHECKPOINTS / "last.weights.h5").exists()
@@ -162,3 +162,98 @@ def test_resume_a_damaged_run(damage: str, tiny_run: Path, tiny_set: Path, tmp_p
         fragment = "cannot load the checkpoint"
     result = run_cli("train", tiny_set, "--resume", run, "-q")
     assert result.failed_cleanly(5, fragment, "--force"), result.text
+
+
+STATE_DAMAGE = {  # each was a KeyError/TypeError traceback, or a run resumed at a negative epoch (issue 16, item 13)
+    "missing epoch": (lambda s: s.pop("epoch"), "'epoch': Field required"),
+    "missing history": (lambda s: s.pop("history"), "'history': Field required"),
+    "string epoch": (lambda s: s.update(epoch="2"), "'epoch': Input should be a valid integer"),
+    "negative epoch": (lambda s: s.update(epoch=-3), "'epoch': Input should be greater than or equal to 0"),
+    "history of strings": (lambda s: s.update(history=["x"]), "'history.0': Input should be a valid dictionary"),
+    "record without loss": (lambda s: s["history"][0].pop("val_loss"), "'history.0.val_loss': Field required"),
+    "zero learning rate": (lambda s: s.update(learning_rate=0), "'learning_rate': Input should be greater than 0"),
+    "not an object": (lambda s: s.clear() or s.update(x=1) or None, "'data': Field required"),
+}
+
+
+@pytest.mark.parametrize("name", list(STATE_DAMAGE))
+def test_resume_state_is_checked_against_its_schema(name: str, tiny_run: Path, tmp_path: Path):
+    run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
+    state_file = run / runs.CHECKPOINTS / "state.json"
+    state = json.loads(state_file.read_text())
+    edit, fragment = STATE_DAMAGE[name]
+    edit(state)
+    state_file.write_text(json.dumps(state))
+    result = run_cli("train", "--resume", run, "-q")
+    assert result.failed_cleanly(5, "state.json: invalid resume state", fragment, "--force"), result.text
+
+
+# ------------------------------------------------------------- one process per run folder
+
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from captchalab import runs
+with runs.locked(Path(sys.argv[1])):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.fixture
+def held(tmp_path: Path):
+    """Another process holding the run folder's lock, as a training in it does."""
+    out = tmp_path / "run"
+    out.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(runs.__file__).parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], stdout=subprocess.PIPE, env=env)
+    try:
+        assert process.stdout.readline().strip() == b"locked"
+        yield out, process.pid
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_a_second_train_force_is_refused_while_one_runs(held: tuple[Path, int], tiny_set: Path):
+    """Two `train --force` on one --out both exited 0 and left crnn's config with cnn's weights."""
+    out, pid = held
+    (out / "config.json").write_text("{}")  # what the running training wrote
+    result = run_cli("train", tiny_set, "--out", out, "--force", "--epochs", "1", "-q")
+    assert result.failed_cleanly(5, str(out), f"in use by PID {pid}"), result.text
+    assert (out / "config.json").read_text() == "{}"  # --force removed nothing of the running one's
+
+
+def test_a_second_resume_is_refused_while_one_runs(held: tuple[Path, int], tiny_run: Path):
+    out, pid = held
+    for item in tiny_run.iterdir():
+        if item.name != runs.LOCK:
+            (shutil.copytree if item.is_dir() else shutil.copy)(item, out / item.name)
+    result = run_cli("train", "--resume", out, "-q")
+    assert result.failed_cleanly(5, f"in use by PID {pid}"), result.text
+
+
+def test_the_lock_goes_with_its_process(tmp_path: Path):
+    out = tmp_path / "run"
+    with runs.locked(out):
+        (out / "config.json").write_text("{}")
+    with runs.locked(out):  # released at the end of the block (and by the OS when a process dies)
+        pass
+    assert sorted(p.name for p in out.iterdir()) == [runs.LOCK, "config.json"]
+
+
+def test_a_refused_start_leaves_no_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A train refused for a full disk left out/checkpoints, and the retry said 'already holds files'."""
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(runs.shutil, "disk_usage", lambda _: usage._replace(free=10 * 2**20))
+    out = tmp_path / "run"
+    with pytest.raises(RunFolderError, match="only 10 MiB free"), runs.locked(out):
+        runs.create(out)
+    assert not out.exists()
+    kept = tmp_path / "given"
+    kept.mkdir()
+    with pytest.raises(RunFolderError, match="only 10 MiB free"), runs.locked(kept):
+        runs.create(kept)
+    assert list(kept.iterdir()) == []  # the user's empty folder stays, empty

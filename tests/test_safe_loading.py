@@ -95,23 +95,35 @@ def test_config_round_trips(tiny_run: Path, good_config: dict):
 
 
 BAD = {
-    "wrong version": (lambda c: c.update(version=2), "version must be 1"),
-    "no version": (lambda c: c.pop("version"), "version must be 1"),
-    "unknown top-level field": (lambda c: c.update(code="__import__('os')"), "unknown field(s) ['code']"),
-    "unknown option": (lambda c: c["options"].update(activation="lambda x: x"), "unknown field(s) ['activation']"),
-    "unknown train field": (lambda c: c["train"].update(callbacks=["x"]), "unknown field(s) ['callbacks']"),
-    "missing field": (lambda c: c.pop("head"), "missing field 'head'"),
-    "head": (lambda c: c.update(head="lambda"), "'head' must be 'ctc'"),
-    "string for int": (lambda c: c.update(max_length="5"), "'max_length' must be int"),
-    "bool for int": (lambda c: c.update(max_length=True), "'max_length' must be int"),
-    "float for int": (lambda c: c["train"].update(epochs=1.5), "'epochs' must be int"),
-    "zero length": (lambda c: c.update(max_length=0), "'max_length' must be between 1"),
-    "huge image": (lambda c: c["image"].update(width=10**9), "'image.width' must be between 8"),
-    "image not an object": (lambda c: c.update(image=[32, 96]), "'image' must be dict"),
-    "charset not an object": (lambda c: c.update(charset="0-9"), "'charset' must be dict"),
+    "wrong version": (lambda c: c.update(version=2), "'version': Input should be 1, got 2"),
+    "no version": (lambda c: c.pop("version"), "'version': Field required"),
+    "unknown top-level field": (lambda c: c.update(code="__import__('os')"), "'code': Extra inputs are not permitted"),
+    "unknown option": (lambda c: c["options"].update(activation="lambda x: x"),
+                       "'options.activation': Unexpected keyword argument"),
+    "unknown train field": (lambda c: c["train"].update(callbacks=["x"]), "'train.callbacks': Unexpected keyword"),
+    "missing field": (lambda c: c.pop("head"), "'head': Field required"),
+    "head": (lambda c: c.update(head="lambda"), "'head': Input should be 'ctc'"),
+    "string for int": (lambda c: c.update(max_length="5"), "'max_length': Input should be a valid integer, got '5'"),
+    "bool for int": (lambda c: c.update(max_length=True), "'max_length': Input should be a valid integer, got True"),
+    "float for int": (lambda c: c["train"].update(epochs=1.5), "'train.epochs': Input should be a valid integer"),
+    "zero length": (lambda c: c.update(max_length=0), "'max_length': Input should be greater than or equal to 1"),
+    "label too long": (lambda c: c.update(max_length=300), "'max_length': Input should be less than or equal to 256"),
+    "huge image": (lambda c: c["image"].update(width=10**9), "'image.width': Input should be less than or equal"),
+    "image not an object": (lambda c: c.update(image=[32, 96]), "'image': Input should be a valid dictionary"),
+    "charset not an object": (lambda c: c.update(charset="0-9"), "'charset': Input should be a valid dictionary"),
     "repeated symbol": (lambda c: c["charset"].update(symbols="AA"), "repeats a symbol"),
-    "options not an object": (lambda c: c.update(options=[1]), "must be an object"),
-    "tuple option not a list": (lambda c: c["options"].update(filters=7), "must be a list"),
+    "options not an object": (lambda c: c.update(options=[1]), "'options': Input should be a valid dictionary"),
+    "tuple option not a list": (lambda c: c["options"].update(filters=7), "'options.filters': Input should be a"),
+    # option values out of range were ValueError or out-of-memory tracebacks in Keras (issue 16, item 13)
+    "dropout 5": (lambda c: c["options"].update(dropout=5.0), "'options.dropout': Input should be less than 1"),
+    "dropout NaN": (lambda c: c["options"].update(dropout=float("nan")), "'options.dropout': Input should be a "
+                                                                         "finite number"),
+    "negative filters": (lambda c: c["options"].update(filters=[-1]), "'options.filters.0': Input should be greater"),
+    "huge filters": (lambda c: c["options"].update(filters=[100000]), "'options.filters.0': Input should be less"),
+    "huge rnn_units": (lambda c: c["options"].update(rnn_units=10**8), "'options.rnn_units': Input should be less"),
+    "float rnn_units": (lambda c: c["options"].update(rnn_units=1e8), "'options.rnn_units': Input should be a valid"),
+    "negative learning rate": (lambda c: c["train"].update(learning_rate=-1), "'train.learning_rate': Input should "
+                                                                              "be greater than 0"),
 }
 
 
@@ -130,3 +142,56 @@ def test_bad_config_is_a_model_error_naming_the_file(name: str, good_config: dic
 def test_not_an_object(tmp_path: Path):
     with pytest.raises(ModelError, match="must be a JSON object"):
         config_module.from_dict([1, 2], tmp_path / "config.json", None)
+
+
+DEEP = "[" * 100_000 + "]" * 100_000  # past Python's recursion limit: a RecursionError traceback before
+
+
+def test_deeply_nested_config_is_refused_before_parsing(good_config: dict, tmp_path: Path):
+    text = json.dumps({**good_config, "options": "HERE"}).replace('"HERE"', DEEP)
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(ModelError, match=r"config.json: JSON nested 100001 levels deep \(at most 32\)"):
+        runs.read_config(tmp_path)
+
+
+def test_deeply_nested_calibration_is_refused(tmp_path: Path):
+    from captchalab import calibration
+
+    (tmp_path / calibration.FILE).write_text('{"temperature": ' + DEEP + "}")
+    with pytest.raises(ModelError, match=r"calibration\.json: JSON nested"):
+        calibration.read(tmp_path)
+    with pytest.raises(ModelError, match="metadata: JSON nested"):
+        calibration.parse('{"temperature": ' + DEEP + "}", "model.onnx metadata")
+
+
+@pytest.mark.parametrize("text", ['{"a": "[[[[", "b": "]]]]"}', '["\\"[[[[["]'])
+def test_brackets_inside_strings_do_not_count_as_nesting(text: str):
+    from captchalab import files
+
+    assert files.deepest(text) == 1
+    assert files.parse_json(text, "x", ModelError, "fix") == json.loads(text)
+
+
+@pytest.mark.parametrize(("override", "fragment"), [
+    ("model.dropout=5", "'dropout': Input should be less than 1"),
+    ("model.dropout=nan", "'dropout': Input should be a finite number"),
+    ("model.filters=-1", "'filters.0': Input should be greater than or equal to 1"),
+    ("model.rnn_units=100000000", "'rnn_units': Input should be less than or equal to 4096"),
+    ("train.batch_size=0", "'batch_size': Input should be greater than or equal to 1"),
+])
+def test_out_of_range_settings_are_refused_when_set(override: str, fragment: str, tiny_run: Path):
+    """The settings dataclasses check their ranges when made, so `--set` fails before any work."""
+    from captchalab.errors import UsageError
+
+    with pytest.raises(UsageError, match=re.escape(f"--set {override}: {fragment}")):
+        config_module.apply_overrides(runs.read_config(tiny_run), [override])
+
+
+def test_train_checks_its_config_with_the_loaders_schema(tiny_run: Path, tmp_path: Path):
+    """One rule: what train would write is validated by the function that reads it back."""
+    import dataclasses
+
+    config = runs.read_config(tiny_run)
+    assert config_module.check(config, tmp_path / "config.json") == config
+    with pytest.raises(ModelError, match="'max_length': Input should be less than or equal to 256, got 300"):
+        config_module.check(dataclasses.replace(config, max_length=300), tmp_path / "config.json")

@@ -38,15 +38,18 @@ def generate(
     seed: int = 0,
     progress: Any = None,
     like: str | Path | None = None,
+    force: bool = False,
 ) -> Path:
-    """Synthetic captchas (``captchalab generate``); ``like=DATA`` renders look-alikes of a labelled set."""
+    """Synthetic captchas (``captchalab generate``); ``like=DATA`` renders look-alikes of a labelled set.
+
+    An interrupted call continues when repeated with the same options; ``force`` starts over."""
     if like is not None:
         from captchalab.data.style import generate_like
 
-        return generate_like(out, like, count, seed, length, charset, size, progress)
+        return generate_like(out, like, count, seed, length, charset, size, progress, force)
     from captchalab.data.synthetic import generate as _generate
 
-    return _generate(out, count, length or 5, charset or "0-9A-Z", size or "160x60", seed, progress)
+    return _generate(out, count, length or 5, charset or "0-9A-Z", size or "160x60", seed, progress, force)
 
 
 def audit(data: str | Path, out: str | Path, **kwargs: Any) -> dict[str, Any]:

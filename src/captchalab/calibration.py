@@ -17,11 +17,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
-from captchalab import decoding
+from captchalab import decoding, files
 from captchalab.charset import Charset
 from captchalab.errors import ModelError
 
@@ -30,6 +31,7 @@ METADATA_KEY = "captchalab_calibration"
 GRID = np.exp(np.linspace(math.log(0.05), math.log(20.0), 241))
 PRIOR_WIDTH = 0.5  # standard deviation of log T under the prior
 BINS = 10
+FIX = "delete it or retrain"
 
 
 @dataclass(frozen=True)
@@ -91,27 +93,32 @@ def save(folder: Path, calibration: Calibration) -> None:
     runs.write_json(folder / FILE, asdict(calibration))
 
 
+class CalibrationSchema(BaseModel):
+    """calibration.json, and the ``captchalab_calibration`` metadata of an ONNX model (temperature only)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+    temperature: Annotated[float, Field(ge=0.01, le=100.0)]
+    n: Annotated[int, Field(ge=0)] | None = None
+    accuracy: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    ece_before: float | None = None
+    ece_after: float | None = None
+    nll_before: float | None = None
+    nll_after: float | None = None
+
+
 def parse(raw: Any, source: str) -> float:
     """The temperature from a calibration record (dict or JSON text); checked, never trusted blindly."""
-    try:
-        data = json.loads(raw) if isinstance(raw, str) else raw
-        temperature = float(data["temperature"])
-    except (TypeError, KeyError, ValueError, json.JSONDecodeError):
-        raise ModelError(f"{source}: calibration record is damaged; delete it or retrain") from None
-    if not (math.isfinite(temperature) and 0.01 <= temperature <= 100.0):
-        raise ModelError(f"{source}: calibration temperature {temperature} is out of range; delete it or retrain")
-    return temperature
+    data = files.parse_json(raw, source, ModelError, FIX) if isinstance(raw, str) else raw
+    return files.validate(CalibrationSchema, data, source, ModelError, "calibration record", FIX).temperature
 
 
 def read(folder: Path) -> float:
     """The run folder's temperature; 1.0 (no scaling) when it has no calibration.json."""
     path = folder / FILE
-    if not path.exists():
-        return 1.0
     try:
-        return parse(path.read_text(encoding="utf-8"), str(path))
-    except (OSError, UnicodeDecodeError):
-        raise ModelError(f"{path}: cannot be read; delete it or retrain") from None
+        return parse(files.read_json(path, ModelError, FIX), str(path))
+    except FileNotFoundError:
+        return 1.0
 
 
 def add_metadata(proto: Any, folder: Path) -> None:

@@ -13,6 +13,31 @@ from functools import cached_property
 from captchalab.errors import CharsetError
 
 BLANK = 0
+MAX_LABEL_LENGTH = 256  # the longest label a model can have: checked when training and when loading
+
+
+def label_problem(label: str, charset: Charset | None = None, max_length: int | None = None) -> tuple[str, str] | None:
+    """What makes ``label`` unusable, as (kind, detail), or None: the one rule for every label.
+
+    ``max_length``: a fixed-length model's own limit, tighter than MAX_LABEL_LENGTH.
+    """
+    if not label:
+        return "empty label", ""
+    if any(ch.isspace() for ch in label):
+        return "label contains whitespace", repr(label)
+    try:
+        label.encode("utf-8")
+    except UnicodeEncodeError:
+        return "label is not valid UTF-8 (a file name in another encoding); rename the file", ""
+    if not label.isprintable():
+        return "label contains control characters", ascii(label)
+    if charset is not None and charset.unknown(label):
+        return f"characters outside the charset '{charset.symbols}'", f"{label!r} has {charset.unknown(label)!r}"
+    if max_length is not None and len(label) > max_length:
+        return f"label longer than the model's {max_length} characters", repr(label)
+    if len(label) > MAX_LABEL_LENGTH:
+        return f"label longer than {MAX_LABEL_LENGTH} characters", f"{len(label)} characters"
+    return None
 
 
 def expand_ranges(spec: str, within: str | None = None) -> str:

@@ -91,6 +91,8 @@ def generate(
     like: Annotated[Path | None, typer.Option(help="Look like this labelled set: its size, lengths, charset, "
                                                    "colours and font size (the options above override).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Start over, discarding an interrupted run's images "
+                                                        "(by default a rerun continues it).")] = False,
 ) -> None:
     """Render synthetic captchas (PyPI 'captcha' generator) as a dataset folder."""
     from captchalab.data.synthetic import generate as run
@@ -100,9 +102,9 @@ def generate(
         if like is not None:
             from captchalab.data.style import generate_like
 
-            folder = generate_like(out_dir, like, count, seed, length, charset, size, advance)
+            folder = generate_like(out_dir, like, count, seed, length, charset, size, advance, force)
         else:
-            folder = run(out_dir, count, length or "5", charset or "0-9A-Z", size or "160x60", seed, advance)
+            folder = run(out_dir, count, length or "5", charset or "0-9A-Z", size or "160x60", seed, advance, force)
     err.print(f"wrote {count} images and labels.csv to {folder}" + (" (style: style.json)" if like else ""))
 
 
@@ -393,6 +395,21 @@ def main() -> None:
         err.print(f"[bold red]error:[/] {escape(where + (error.strerror or str(error)))}", highlight=False,
                   soft_wrap=True)
         sys.exit(1)
-    except KeyboardInterrupt:
-        err.print("interrupted")
+    except (KeyboardInterrupt, SystemExit) as leaving:
+        interrupt = _interrupt_behind(leaving)
+        if interrupt is None:
+            raise
+        # errors.Interrupted says how to continue ("resume with ...")
+        err.print(escape(f"interrupted; {interrupt}" if str(interrupt) else "interrupted"), highlight=False,
+                  soft_wrap=True)
         sys.exit(130)
+
+
+def _interrupt_behind(error: BaseException | None) -> KeyboardInterrupt | None:
+    """The Ctrl-C behind an exit: Typer turns KeyboardInterrupt into a silent exit 130."""
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, KeyboardInterrupt):
+            return error
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None

@@ -3,42 +3,87 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-import types
-import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from captchalab.charset import Charset
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import dataclasses as pydantic_dataclasses
+
+from captchalab import files
+from captchalab.charset import MAX_LABEL_LENGTH, Charset
 from captchalab.data.images import MAX_SIDE, ImageSize
 from captchalab.errors import CharsetError, ModelError, UsageError
 
 CONFIG_VERSION = 1
-
-
 SCHEDULES = ("cosine", "plateau")
+_STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+# Settings are frozen dataclasses validated by pydantic when they are made: by a default, a
+# --set override (dataclasses.replace) or a config.json, so a value out of range never reaches
+# Keras (dropout 5.0, filters -1, rnn_units 1e8 were tracebacks or out-of-memory before).
+settings = functools.partial(pydantic_dataclasses.dataclass, frozen=True, config=_STRICT)
+Count = Annotated[int, Field(ge=0, le=1_000_000)]
+Positive = Annotated[int, Field(ge=1, le=1_000_000)]
+Units = Annotated[int, Field(ge=1, le=4096)]  # filters, hidden and recurrent units of one layer
+Layers = Annotated[int, Field(ge=1, le=16)]
+Stack = Annotated[tuple[Units, ...], Field(min_length=1, max_length=16)]  # units of each layer in turn
+Pool = Annotated[int, Field(ge=1, le=64)]
+Dropout = Annotated[float, Field(ge=0.0, lt=1.0)]
+Weight = Annotated[float, Field(ge=0.0, le=1000.0)]
+Minutes = Annotated[float, Field(ge=0.0)]
 
 
-@dataclass(frozen=True)
+@settings
 class TrainConfig:
-    epochs: int = 0  # 0: scaled to the data, enough epochs for ``min_steps`` steps (train.auto_epochs)
-    min_steps: int = 2500  # optimizer steps the automatic epoch budget gives a small data set at least
-    batch_size: int = 16
-    learning_rate: float = 2e-3
+    epochs: Count = 0  # 0: scaled to the data, enough epochs for ``min_steps`` steps (train.auto_epochs)
+    min_steps: Positive = 2500  # optimizer steps the automatic epoch budget gives a small data set at least
+    batch_size: Annotated[int, Field(ge=1, le=65536)] = 16
+    learning_rate: Annotated[float, Field(gt=0.0, le=10.0)] = 2e-3
     # "cosine": the rate falls from learning_rate to 2% of it over the epoch budget, whatever validation
     # does; "plateau": halved after every third of ``patience`` epochs without progress (the previous rule).
     schedule: str = "cosine"
-    patience: int = 10
-    val_fraction: float = 0.1
-    seed: int = 0
+    patience: Positive = 10
+    val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
     augment: bool = True
-    threads: int = 0  # 0: TensorFlow's default (all cores)
-    max_minutes: float = 0.0  # stop after the epoch that passes this wall-clock budget; 0: no limit
-    max_cpu_minutes: float = 0.0  # the same for CPU time of this process (all threads); 0: no limit
-    min_epochs: int = 0  # early stopping waits at least this long (fine-tuning starts near perfect)
+    threads: Annotated[int, Field(ge=0, le=1024)] = 0  # 0: TensorFlow's default (all cores)
+    max_minutes: Minutes = 0.0  # stop after the epoch that passes this wall-clock budget; 0: no limit
+    max_cpu_minutes: Minutes = 0.0  # the same for CPU time of this process (all threads); 0: no limit
+    min_epochs: Count = 0  # early stopping waits at least this long (fine-tuning starts near perfect)
     precise_bn: bool = True  # batch-norm statistics recomputed before each validation (train.refresh_batch_norm)
+
+
+class _Schema(BaseModel):
+    model_config = _STRICT
+
+
+class ImageSchema(_Schema):
+    height: Annotated[int, Field(ge=8, le=MAX_SIDE)]
+    width: Annotated[int, Field(ge=8, le=MAX_SIDE)]
+    channels: Literal[1] = 1
+    preprocessing: Annotated[str, Field(max_length=200)] = ""
+
+
+class CharsetSchema(_Schema):
+    symbols: Annotated[str, Field(min_length=1, max_length=10_000)]
+    case_insensitive: bool = False
+
+
+class ConfigSchema(_Schema):
+    """config.json, and the ``captchalab_config`` metadata of an exported ONNX model."""
+
+    version: Literal[1]
+    model: Annotated[str, Field(min_length=1, max_length=64)]
+    head: Literal["ctc", "positional", "segment"]
+    charset: CharsetSchema
+    image: ImageSchema
+    max_length: Annotated[int, Field(ge=1, le=MAX_LABEL_LENGTH)]
+    options: dict[str, Any] = Field(default_factory=dict)  # checked against the model's own settings
+    train: dict[str, Any] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -89,7 +134,10 @@ def _replace_path(obj: Any, path: list[str], value: str, key: str) -> Any:
         raise UsageError(f"--set {key}: unknown setting '{path[0]}'; known: {', '.join(sorted(names))}")
     current = getattr(obj, path[0])
     new = _replace_path(current, path[1:], value, key) if len(path) > 1 else _coerce(value, type(current), key)
-    return dataclasses.replace(obj, **{path[0]: new})
+    try:
+        return dataclasses.replace(obj, **{path[0]: new})
+    except ValidationError as problem:
+        raise UsageError(f"--set {key}={value}: {files.describe(problem)}") from None
 
 
 def _coerce(value: str, kind: type, key: str) -> Any:
@@ -105,91 +153,50 @@ def _coerce(value: str, kind: type, key: str) -> Any:
         raise UsageError(f"--set {key}={value}: expected a {kind.__name__}") from None
 
 
-def from_dict(
-    data: Any, source: Path, options_type: type | None
-) -> RunConfig:
-    """Validate a config.json against its schema; the error names the field and the file."""
+FIX = "retrain or restore the run folder"
+
+
+def from_dict(data: Any, source: Path, options_type: type | None) -> RunConfig:
+    """Validate a config.json against its schema; the error names the file, the field and the value."""
     if not isinstance(data, dict):
         raise ModelError(f"{source}: config must be a JSON object")
+    schema = files.validate(ConfigSchema, data, str(source), ModelError, "config", FIX)
     try:
-        if data.get("version") != CONFIG_VERSION:
-            raise ValueError(f"version must be {CONFIG_VERSION}, got {data.get('version')!r}")
-        unknown = set(data) - {"version", "model", "head", "charset", "image", "max_length", "options", "train"}
-        if unknown:
-            raise ValueError(f"unknown field(s) {sorted(unknown)}")
-        image = _typed(data["image"], dict, "image")
-        options = _build(options_type, data.get("options", {})) if options_type else None
-        return RunConfig(
-            model=_typed(data["model"], str, "model"),
-            head=_head(data["head"]),
-            charset=Charset.from_dict(_typed(data["charset"], dict, "charset")),
-            image=ImageSize(_bounded(image["height"], "image.height", 8, MAX_SIDE),
-                            _bounded(image["width"], "image.width", 8, MAX_SIDE)),
-            max_length=_bounded(data["max_length"], "max_length", 1, 256),
-            options=options,
-            # a run saved before the schedule was a setting was trained with the plateau rule
-            train=_build(TrainConfig, {"schedule": "plateau", **data.get("train", {})}),
-        )
-    except KeyError as error:
-        raise ModelError(f"{source}: invalid config (missing field {error.args[0]!r}); retrain or restore the "
-                         "run folder") from None
-    except (TypeError, ValueError, CharsetError) as error:
-        raise ModelError(f"{source}: invalid config ({error}); retrain or restore the run folder") from None
+        charset = Charset(schema.charset.symbols, schema.charset.case_insensitive)
+    except CharsetError as error:
+        raise ModelError(f"{source}: invalid config ({error}); {FIX}") from None
+    return RunConfig(
+        model=schema.model,
+        head=schema.head,
+        charset=charset,
+        image=ImageSize(schema.image.height, schema.image.width),
+        max_length=schema.max_length,
+        options=load_settings(options_type, schema.options, source, "options") if options_type else None,
+        # a run saved before the schedule was a setting was trained with the plateau rule
+        train=load_settings(TrainConfig, {"schedule": "plateau", **schema.train}, source, "train"),
+    )
 
 
-def _bounded(value: Any, name: str, low: int, high: int) -> int:
-    number = _typed(value, int, name)
-    if not low <= number <= high:
-        raise ValueError(f"'{name}' must be between {low} and {high}, got {number}")
-    return int(number)
+def load_settings(kind: type, values: dict[str, Any], source: Path, where: str) -> Any:
+    """A settings dataclass from JSON values (lists become tuples), with its ranges checked."""
+    try:
+        return TypeAdapter(kind).validate_json(json.dumps(values))
+    except ValidationError as problem:
+        raise ModelError(f"{source}: invalid config ({files.describe(problem, where)}); {FIX}") from None
 
 
-def _head(value: Any) -> str:
-    if value not in ("ctc", "positional", "segment"):
-        raise ValueError(f"'head' must be 'ctc', 'positional' or 'segment', got {value!r}")
-    return str(value)
-
-
-def _typed(value: Any, kind: type, name: str) -> Any:
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise TypeError(f"'{name}' must be {kind.__name__}, got {value!r}")
-    return value
-
-
-def _build(kind: type, values: Any) -> Any:
-    if not isinstance(values, dict):
-        raise TypeError(f"'{kind.__name__}' must be an object")
-    hints = typing.get_type_hints(kind)
-    known = {f.name for f in dataclasses.fields(kind)}
-    unknown = set(values) - known
-    if unknown:
-        raise ValueError(f"unknown field(s) {sorted(unknown)} for {kind.__name__}")
-    kwargs = {}
-    for name, value in values.items():
-        hint = hints[name]
-        origin = typing.get_origin(hint)
-        if origin in (tuple, typing.Tuple) or hint is tuple:  # noqa: UP006
-            if not isinstance(value, list):
-                raise TypeError(f"'{name}' must be a list")
-            kwargs[name] = tuple(_typed(v, int, name) for v in value)
-        elif isinstance(hint, type):
-            kwargs[name] = _typed(value, hint, name)
-        elif isinstance(hint, types.UnionType):
-            kwargs[name] = value
-        else:
-            kwargs[name] = value
-    return kind(**kwargs)
+def check(config: RunConfig, source: Path) -> RunConfig:
+    """``config`` as the loader will see it: train checks what it is about to write with this,
+    so a run it writes can always be loaded (one rule, the schema, in one place)."""
+    options_type = type(config.options) if config.options is not None else None
+    return from_dict(json.loads(json.dumps(config.to_dict())), source, options_type)
 
 
 def read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return files.read_json(path, ModelError, "restore or retrain the run")
     except FileNotFoundError:
         raise ModelError(f"{path}: missing; is this a captchalab run folder?") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelError(f"{path}: not valid JSON ({error}); restore or retrain the run") from None
 
 
 def settings_defaults(kind: type = TrainConfig, prefix: str = "train") -> list[tuple[str, str]]:

@@ -53,7 +53,7 @@ class MissingExtra(CaptchaLabError):
 # Top-level module -> the extra of pyproject.toml that installs it.
 EXTRAS = {"tensorflow": "train", "keras": "train", "tf2onnx": "train", "onnx": "train", "matplotlib": "train",
           "h5py": "train", "fastapi": "serve", "uvicorn": "serve", "starlette": "serve", "multipart": "serve",
-          "python_multipart": "serve", "pydantic": "serve"}
+          "python_multipart": "serve"}
 
 
 def missing_extra(error: ImportError) -> MissingExtra | None:
@@ -73,3 +73,10 @@ def extras_named() -> Iterator[None]:
         yield
     except ModuleNotFoundError as error:
         raise missing_extra(error) or error from None
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C in the middle of a command; the message says how to continue. The CLI exits 130.
+
+    A KeyboardInterrupt still, so Python callers who catch that keep working.
+    """

@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from captchalab import metrics, runs
+from captchalab import files, metrics, runs
 from captchalab.data.folder import load_dataset
+from captchalab.errors import CaptchaLabError, ModelError
 from captchalab.inference.predictor import Predictor
 from captchalab.progress import counting
 
@@ -58,16 +59,14 @@ def evaluate(
 
 def _write_report(out: Path, predictor: Predictor, data: str | Path, dataset: Any, labels: list[str],
                   readings: list, result: dict[str, Any]) -> Path:
-    import json
-
     from captchalab import report
 
     examples = [report.Example(file, pixels, label, reading)
                 for file, pixels, label, reading in zip(dataset.files, dataset.pixels, labels, readings)]
     folder = predictor.source.parent if predictor.source.is_file() else predictor.source
-    try:
-        history = json.loads((folder / "history.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    try:  # only for the report's curves: any problem with it just leaves them out
+        history = files.read_json(folder / "history.json", ModelError, "retrain")
+    except (OSError, CaptchaLabError):
         history = None
     title = f"{predictor.config.model} ({predictor.source}) on {data}"
     return report.write_evaluation(out, result, examples, title, history if isinstance(history, list) else None,

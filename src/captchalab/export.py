@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from captchalab import calibration, ood, runs
+from captchalab import calibration, files, ood, runs
 from captchalab.config import RunConfig
 from captchalab.errors import ModelError, UsageError
 from captchalab.inference.predictor import METADATA_KEY
@@ -46,6 +46,7 @@ def load_keras(run: str | Path, config: RunConfig | None = None) -> Any:
     weights = folder / "model.keras"
     if not weights.exists():
         raise ModelError(f"{weights}: missing; finish training or resume it with --resume {folder}")
+    files.regular_file(weights, ModelError)  # Keras would block forever on a pipe
     model = build_model(config)
     try:
         with warnings.catch_warnings():

@@ -21,9 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from captchalab import files
 from captchalab.errors import ModelError
 
 FILE = "ood.json"
+FIX = "delete it or retrain"
 METADATA_KEY = "captchalab_ood"
 SCORE = "mean_logsumexp"
 PERCENTILE = 1.0  # readings scoring below this percentile of the validation images are flagged
@@ -57,7 +59,7 @@ def flags(logits: np.ndarray, record: dict[str, Any] | None) -> list[bool | None
 def parse(raw: Any, source: str) -> dict[str, Any]:
     """A reference record (dict or JSON text), checked."""
     try:
-        data = json.loads(raw) if isinstance(raw, str) else raw
+        data = files.parse_json(raw, source, ModelError, FIX) if isinstance(raw, str) else raw
         threshold = float(data["threshold"])
         if data.get("score") != SCORE:
             raise ValueError
@@ -79,9 +81,9 @@ def read(folder: Path) -> dict[str, Any] | None:
     path = folder / FILE
     if not path.exists():
         return None
-    try:
-        return parse(path.read_text(encoding="utf-8"), str(path))
-    except (OSError, UnicodeDecodeError):
+    try:  # bounded, regular files only, nesting checked (files.py)
+        return parse(files.read_json(path, ModelError, FIX), str(path))
+    except OSError:
         raise ModelError(f"{path}: cannot be read; delete it or retrain") from None
 
 

@@ -11,16 +11,23 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from captchalab.config import RunConfig, from_dict, read_json
 from captchalab.errors import ModelError, RunFolderError
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; runs are not protected against a second process
+    fcntl = None  # type: ignore[assignment]
+
 MIN_FREE_BYTES = 50 * 1024 * 1024
 CHECKPOINTS = "checkpoints"
 TMP_PREFIX = ".tmp-"  # atomic_write's temporary files: ".tmp-<name>-<random><suffix>"
+LOCK = ".lock"  # held (flock) by the process training in the folder; holds its PID
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -78,28 +85,100 @@ def default_out(model: str) -> Path:
     return Path("runs") / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+@contextmanager
+def locked(folder: Path) -> Iterator[Path]:
+    """Hold an OS lock on the run folder for the whole block: a second ``train --force`` or
+    ``--resume`` of the same folder is refused with the PID of the process that has it.
+
+    The lock (flock on ``FOLDER/.lock``) goes with the process, so a killed run never leaves a
+    stale one. The folder is created if missing; a block that writes nothing in it (a refused
+    start) leaves it as it was, so a retry does not find it taken.
+    """
+    created, lock_created = not folder.exists(), not (folder / LOCK).exists()
+    claim_folder(folder, reuse=True)
+    if fcntl is None:
+        yield folder
+        return
+    try:
+        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC, 0o644)
+    except OSError as error:
+        raise RunFolderError(f"{folder}: cannot write here ({error.strerror}); choose another --out") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            raise RunFolderError(f"{folder}: in use by PID {holder} (a training writes there); wait for it to "
+                                 "finish or stop it, or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield folder
+    finally:
+        if lock_created and _contents(folder) == [LOCK]:  # nothing was written: leave no trace
+            (folder / LOCK).unlink(missing_ok=True)
+            if created:
+                folder.rmdir()
+        os.close(fd)
+
+
+def _contents(folder: Path) -> list[str]:
+    try:
+        return sorted(p.name for p in folder.iterdir())
+    except OSError:
+        return []
+
+
 def create(out: Path, force: bool = False) -> Path:
-    """Make a new, writable run folder with room to write; never overwrite without ``force``."""
-    if force and out.is_dir() and any(out.iterdir()):
-        shutil.rmtree(out)
-    claim_folder(out, advice=f"pass --force to replace them, --resume {out} to continue that run, "
-                             "or choose another --out")
+    """Make a new, writable run folder with room to write; never overwrite without ``force``.
+
+    Refused (not writable, disk full), it leaves the folder as it found it.
+    """
+    check_new(out, force)
+    if force and out.is_dir():
+        _empty(out)
+    existed = out.is_dir()
+    claim_folder(out, reuse=True)
     try:
         (out / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
         probe.write_bytes(b"ok")
         probe.unlink()
-    except OSError as error:
+        check_free_space(out)
+    except (OSError, RunFolderError) as error:
+        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+        if not existed:
+            shutil.rmtree(out, ignore_errors=True)
+        if isinstance(error, RunFolderError):
+            raise
         raise RunFolderError(f"{out}: cannot write here ({error.strerror}); choose another --out") from None
-    check_free_space(out)
     return out
+
+
+def check_new(out: Path, force: bool = False) -> None:
+    """Refuse, without touching anything, an ``--out`` that holds files (unless ``force``) or is a file."""
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"{out}: exists and is a file; choose another folder")
+    if not force and out.is_dir() and [name for name in _contents(out) if name != LOCK]:
+        raise RunFolderError(f"{out}: already holds files; pass --force to replace them, --resume {out} to "
+                             "continue that run, or choose another --out")
+
+
+def _empty(folder: Path) -> None:
+    """Remove a folder's contents for --force, keeping the lock file another process may wait on."""
+    for child in folder.iterdir():
+        if child.name == LOCK:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 
 def claim_folder(folder: Path, reuse: bool = False, advice: str = "choose another --out") -> Path:
     """Create ``folder`` for output; one that already holds files is refused unless ``reuse``."""
     if folder.exists() and not folder.is_dir():
         raise RunFolderError(f"{folder}: exists and is a file; choose another folder")
-    if not reuse and folder.exists() and any(folder.iterdir()):
+    if not reuse and folder.exists() and [name for name in _contents(folder) if name != LOCK]:
         raise RunFolderError(f"{folder}: already holds files; {advice}")
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -138,7 +217,7 @@ def read_config(run: str | Path, with_options: bool = True) -> RunConfig:
 
 def run_folder(run: str | Path) -> Path:
     path = Path(run)
-    if path.is_file():
+    if path.exists() and not path.is_dir():  # a model file (or something posing as one): its folder
         path = path.parent
     if not path.exists():
         raise ModelError(f"{run}: no such run folder; train one with 'captchalab train DATA --out {run}'")

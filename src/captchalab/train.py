@@ -7,23 +7,26 @@ from captchalab._tf import import_quietly
 import_quietly()  # before Keras below, so TensorFlow's start-up noise stays off the terminal
 # ruff: noqa: E402
 
-import json
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import keras
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
-from captchalab import decoding, failure, metrics, runs
+from captchalab import config as configuration
+from captchalab import decoding, failure, files, metrics, runs
 from captchalab.charset import Charset
 from captchalab.config import SCHEDULES, RunConfig, TrainConfig, apply_overrides
 from captchalab.data import pipeline
 from captchalab.data.folder import Dataset, load_dataset
 from captchalab.data.images import ImageSize, resize_pixels
-from captchalab.errors import RunFolderError, UsageError
+from captchalab.errors import DataError, Interrupted, ModelError, RunFolderError, UsageError
 from captchalab.models import registry
 from captchalab.models.losses import loss_for
 from captchalab.progress import counting, live_bar
@@ -97,13 +100,38 @@ def train(
         train_set = _load(data, train_set.charset, case_insensitive, skip_bad, config.image, quiet)
     train_set = _at_size(train_set, config.image)
     val_set = _load(val, train_set.charset, case_insensitive, skip_bad, config.image, quiet) if val else None
-    folder = runs.create(Path(out) if out else runs.default_out(entry.name), force=force)
-    runs.write_json(folder / "config.json", config.to_dict())
+    out = Path(out) if out else runs.default_out(entry.name)
+    _check_loadable(config, data, out)
+    runs.check_new(out, force)  # before the lock file goes in: a refused folder is left as it was
+    split = _split(config, train_set, val_set)
     skipped = [*train_set.skipped, *(val_set.skipped if val_set else ())]
     state = {"data": str(Path(data).resolve()), "val": str(Path(val).resolve()) if val else None, "epoch": 0,
              "history": [], "best": None, "wait": 0, "learning_rate": config.train.learning_rate,
              "skipped": skipped, "init": str(Path(init).resolve()) if init else None}
-    return _fit(config, folder, _split(config, train_set, val_set), state, export_onnx, quiet)
+    with runs.locked(out) as folder, _interrupted(folder):
+        runs.create(folder, force=force)
+        runs.write_json(folder / "config.json", config.to_dict())
+        return _fit(config, folder, split, state, export_onnx, quiet)
+
+
+def _check_loadable(config: RunConfig, data: str | Path, out: Path) -> None:
+    """Refuse, before any work, a run the loader would refuse: the same schema checks both."""
+    try:
+        configuration.check(config, out / "config.json")
+    except ModelError as error:
+        raise DataError(f"{data}: the model it would train could not be loaded ({error}); fix the data "
+                        "or the --set options") from None
+
+
+@contextmanager
+def _interrupted(folder: Path) -> Iterator[None]:
+    """Ctrl-C while training: say how to continue (the CLI prints it and exits 130)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if (folder / runs.CHECKPOINTS / STATE).exists():
+            raise Interrupted(f"resume with 'captchalab train --resume {folder}'") from None
+        raise Interrupted(f"no epoch had finished; start again with '--out {folder} --force'") from None
 
 
 def _load(
@@ -253,6 +281,7 @@ def _finish(
     """Keep the best epoch's weights; save, calibrate, score and export the inference model."""
     best = folder / runs.CHECKPOINTS / "best.weights.h5"
     if best.exists():
+        files.regular_file(best, RunFolderError)
         trainer.load_weights(best)
     runs.atomic_write(folder / "model.keras", lambda tmp: model.save(tmp))
     _calibrate_and_plot(model, config, folder, split, state["history"])
@@ -477,6 +506,13 @@ class TrainingProgress(keras.callbacks.Callback):
 
 def _resume(folder: Path, export_onnx: bool, quiet: bool, skip_bad: bool, epochs: int | None = None) -> Path:
     """Continue a run; ``epochs`` moves its limit (at or below the epochs done: finish now, from the best one)."""
+    if not folder.is_dir():
+        raise RunFolderError(f"{folder}: no such run folder to resume")
+    with runs.locked(folder), _interrupted(folder):
+        return _continue(folder, export_onnx, quiet, skip_bad, epochs)
+
+
+def _continue(folder: Path, export_onnx: bool, quiet: bool, skip_bad: bool, epochs: int | None) -> Path:
     state = _read_state(folder)
     config = runs.read_config(folder)
     runs.remove_temporaries(folder)
@@ -506,23 +542,51 @@ def _rescore_best(state: dict) -> None:
     state["best"] = max(checkpoint_rank(h) for h in state["history"])
 
 
+Score = Annotated[float, Field(allow_inf_nan=True)]
+
+
+class _Epoch(BaseModel):
+    """One history record: what ranking the best checkpoint needs; other measures pass through."""
+
+    model_config = ConfigDict(strict=True, extra="allow", allow_inf_nan=True)
+    epoch: Annotated[int, Field(ge=1, le=1_000_000)]
+    val_sequence_accuracy: Score
+    val_cer: Score
+    val_loss: Score
+
+
+class StateSchema(BaseModel):
+    """checkpoints/state.json: what --resume continues from."""
+
+    model_config = ConfigDict(strict=True, extra="allow", allow_inf_nan=True)
+    data: Annotated[str, Field(min_length=1)]
+    val: str | None = None
+    epoch: Annotated[int, Field(ge=0, le=1_000_000)]
+    history: list[_Epoch]
+    best: Annotated[list[Score], Field(max_length=3)] | None = None
+    wait: Annotated[int, Field(ge=0)] = 0
+    learning_rate: Annotated[float, Field(gt=0.0, le=10.0)]
+    skipped: list[str] = Field(default_factory=list)
+    init: str | None = None
+    cpu_seconds: Annotated[float, Field(ge=0.0)] = 0.0
+    stopped: bool = False
+    perfect: Annotated[int, Field(ge=0)] = 0
+    bests: dict[str, Score] | None = None
+
+
 def _read_state(folder: Path) -> dict:
-    """checkpoints/state.json, checked: a run killed before its first epoch ended has none."""
-    if not folder.is_dir():
-        raise RunFolderError(f"{folder}: no such run folder to resume")
+    """checkpoints/state.json, checked against its schema: a run killed before its first epoch ended has none."""
     state_file = folder / runs.CHECKPOINTS / STATE
-    if not state_file.exists():
-        raise RunFolderError(f"{folder}: nothing to resume (no epoch finished, no {runs.CHECKPOINTS}/{STATE}); "
-                             f"start it again with --out {folder} --force")
+    fix = "start the run again with --force"
     try:
-        state = json.loads(state_file.read_text(encoding="utf-8"))
-        if not isinstance(state.get("epoch"), int) or not isinstance(state.get("history"), list):
-            raise ValueError("no epoch count or history")
-        if not isinstance(state.get("data"), str):
-            raise ValueError("no training data path")
-    except (UnicodeDecodeError, ValueError, AttributeError) as error:
-        raise RunFolderError(f"{state_file}: damaged ({error}); start the run again with --force") from None
-    return state
+        data = files.read_json(state_file, RunFolderError, fix)
+    except FileNotFoundError:
+        raise RunFolderError(f"{folder}: nothing to resume (no epoch finished, no {runs.CHECKPOINTS}/{STATE}); "
+                             f"start it again with --out {folder} --force") from None
+    if not isinstance(data, dict):
+        raise RunFolderError(f"{state_file}: damaged (not a JSON object); {fix}")
+    state = files.validate(StateSchema, data, str(state_file), RunFolderError, "resume state", fix)
+    return state.model_dump(exclude_unset=True)
 
 
 def _load_checkpoint(model: keras.Model, folder: Path) -> None:
@@ -531,7 +595,10 @@ def _load_checkpoint(model: keras.Model, folder: Path) -> None:
     if not path.exists() and (folder / runs.CHECKPOINTS / "best.weights.h5").exists():
         path = folder / runs.CHECKPOINTS / "best.weights.h5"
     try:
+        files.regular_file(path, RunFolderError)  # h5py would block forever on a pipe
         model.load_weights(path)
+    except RunFolderError:
+        raise
     except Exception as error:  # Keras and h5py raise many types for missing or damaged files
         raise RunFolderError(f"{path}: cannot load the checkpoint ({type(error).__name__}); start the run again "
                              "with --force") from None

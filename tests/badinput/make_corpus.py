@@ -249,6 +249,20 @@ def _non_utf8_name(ctx: Context) -> Path:
     return _write(ctx, b"\xff\xfe-latin1-\xe9.png", _encoded(ctx.reference, "PNG"))
 
 
+def _eps_named_png(ctx: Context) -> Path:
+    """PostScript named .png: Pillow would hand it to Ghostscript (an interpreter) if allowed to guess."""
+    return _write(ctx, "really_eps.png", EPS)
+
+
+EPS = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 96 32\n"
+       b"newpath 0 0 moveto 96 32 lineto stroke showpage\n%%EOF\n")
+
+
+def _tiff(ctx: Context) -> Path:
+    """TIFF is not among the formats read (images.FORMATS): a file path and a folder agree on it."""
+    return _write(ctx, "scan.tif", _encoded(ctx.reference, "TIFF"))
+
+
 def _unicode_name(ctx: Context) -> Path:
     return _write(ctx, "验证码 ÄÖ.png", _encoded(ctx.reference, "PNG"))
 
@@ -371,12 +385,28 @@ def _bad_json(ctx: Context) -> Path:
     return folder
 
 
+def _deep_config(ctx: Context) -> Path:
+    folder = _copy_run(ctx, "config_deep_json")
+    (folder / "config.json").write_text('{"version": 1, "options": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    return folder
+
+
 def _truncated_onnx(ctx: Context) -> Path:
     source = (ctx.run or Path()) / "model.onnx"
     path = ctx.root / "models" / "truncated.onnx"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(source.read_bytes()[:2000])
     return path
+
+
+def _edited_metadata(name: str, edit: Callable[[dict], object]) -> Callable[[Context], Path]:
+    """The run's model.onnx with its captchalab metadata edited: it no longer fits the network."""
+    def build(ctx: Context) -> Path:
+        config = json.loads(((ctx.run or Path()) / "config.json").read_text())
+        edit(config)
+        return _onnx_metadata(ctx, name, json.dumps(config))
+
+    return build
 
 
 def _onnx_metadata(ctx: Context, name: str, value: str | None) -> Path:
@@ -480,6 +510,8 @@ def _image_cases() -> list[Case]:
         Case("bilevel_bmp", i, 0, "", _bilevel_bmp),
         Case("non_utf8_name", i, 0, "", _non_utf8_name, commands=("solve", "api")),
         Case("unicode_name", i, 0, "", _unicode_name),
+        Case("eps_named_png", i, DATA, "not a readable image", _eps_named_png),
+        Case("tiff", i, DATA, "not a readable image", _tiff, commands=("solve", "api")),
     ]
 
 
@@ -505,6 +537,9 @@ def _label_cases() -> list[Case]:
         Case("unicode_csv", lab, 0, "", _unicode_csv),
         Case("unicode_label", lab, 0, "", _unicode_label, commands=("train",)),
         Case("split_csv_file", lab, 0, "", _split_csv),
+        Case("label_300_characters", lab, DATA, "label longer than 256 characters",
+             _labels("long_label", _relabel("A" * 300))),
+        Case("control_character_label", lab, DATA, "control characters", _labels("control", _relabel("AB\x0712"))),
     ]
 
 
@@ -517,10 +552,16 @@ def _model_cases() -> list[Case]:
         Case("truncated_keras", mod, MODEL, "cannot load weights", _truncated_keras),
         Case("config_mismatch", mod, MODEL, "does not match config.json", _config_mismatch),
         Case("config_bad_json", mod, MODEL, "not valid json", _bad_json),
-        Case("config_wrong_version", mod, MODEL, "version must be 1", _configured("wrong_version", _set("version", 9))),
-        Case("config_bad_type", mod, MODEL, "'max_length' must be int",
+        Case("config_wrong_version", mod, MODEL, "'version': input should be 1",
+             _configured("wrong_version", _set("version", 9))),
+        Case("config_bad_type", mod, MODEL, "'max_length': input should be a valid integer",
              _configured("bad_type", _set("max_length", "5"))),
-        Case("config_unknown_field", mod, MODEL, "unknown field",
+        Case("config_dropout", mod, MODEL, "'options.dropout'", _configured("dropout", lambda c: c["options"].update(
+            dropout=5.0))),
+        Case("config_rnn_units", mod, MODEL, "'options.rnn_units'", _configured("rnn_units", lambda c: c[
+            "options"].update(rnn_units=10**8))),
+        Case("config_deep_json", mod, MODEL, "json nested", _deep_config),
+        Case("config_unknown_field", mod, MODEL, "'train.eval_me': unexpected keyword argument",
              _configured("unknown_field", lambda c: c["train"].update(eval_me="os.system('touch x')"))),
         Case("config_negative_size", mod, MODEL, "image.height",
              _configured("negative_size", lambda c: c["image"].update(height=-32))),
@@ -530,7 +571,15 @@ def _model_cases() -> list[Case]:
         Case("lambda_in_keras_config", mod, 0, "", _lambda_config),
         Case("truncated_onnx", mod, MODEL, "not a loadable onnx model", _truncated_onnx),
         Case("onnx_no_metadata", mod, MODEL, "no captchalab metadata", _meta("plain.onnx", None)),
-        Case("onnx_bad_metadata", mod, MODEL, "version must be 1", _meta("bad_meta.onnx", '{"version": 0}')),
+        Case("onnx_bad_metadata", mod, MODEL, "'version': input should be 1", _meta("bad_meta.onnx", '{"version": 0}')),
+        Case("onnx_deep_metadata", mod, MODEL, "json nested", _meta("deep_meta.onnx", "[" * 100_000 + "]" * 100_000)),
+        Case("onnx_metadata_image_size", mod, MODEL, "but the network takes shape",
+             _edited_metadata("meta_size.onnx", lambda c: c["image"].update(width=c["image"]["width"] * 8))),
+        Case("onnx_metadata_charset", mod, MODEL, "but the network's output has shape",
+             _edited_metadata("meta_charset.onnx", lambda c: c["charset"].update(symbols=c["charset"]["symbols"]
+                                                                                 + "XYZ"))),
+        Case("onnx_metadata_dropout", mod, 0, "",  # options are the network's business, not the reader's
+             _edited_metadata("meta_options.onnx", lambda c: c["options"].update(dropout=0.5))),
     ]
 
 

@@ -7,22 +7,22 @@ the whole dataset in one pass instead of one error per run.
 from __future__ import annotations
 
 import csv
-import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from captchalab.charset import Charset
+from captchalab import files
+from captchalab.charset import Charset, label_problem
 from captchalab.data import images
 from captchalab.errors import DataError, ImageError
+from captchalab.files import printable
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"}
+IMAGE_SUFFIXES = frozenset(images.SUFFIXES)  # exactly the formats images.open_image decodes
 MAX_PROBLEMS_SHOWN = 10
-EXIF_ORIENTATION = 0x0112
+MAX_LABELS_BYTES = 64 * 1024 * 1024  # labels.csv: a million rows fit
 
 
 @dataclass(frozen=True)
@@ -74,17 +74,12 @@ class _Problems:
         return "\n".join(lines)
 
 
-def printable(text: str) -> str:
-    """``text`` with undecodable bytes of a file name (non-UTF-8) shown as \\udcXX escapes."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def list_entries(path: str | Path) -> tuple[Path, list[tuple[str, str]]]:
     """(root folder, [(relative file, label), ...]) for a dataset folder or CSV file."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder; give a dataset folder or a labels CSV")
-    if path.is_file():
+    if not path.is_dir():  # a CSV file, or something posing as one (a pipe): read_labels_csv refuses those
         return path.parent, read_labels_csv(path)
     csv_path = path / "labels.csv"
     if csv_path.exists():
@@ -98,13 +93,15 @@ def list_entries(path: str | Path) -> tuple[Path, list[tuple[str, str]]]:
 
 
 def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+    """An image file a folder holds; hidden files (".hidden_X.png", editors' and our own
+    temporaries) are never data."""
+    return not path.name.startswith(".") and path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
 
 
 def read_labels_csv(path: Path) -> list[tuple[str, str]]:
     """Rows of a ``file,label`` CSV; a BOM and surrounding whitespace are tolerated."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = files.read_text(path, MAX_LABELS_BYTES, DataError, encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text; save the CSV as UTF-8") from None
     except OSError as error:
@@ -178,17 +175,9 @@ def _check_labels(
             problems.add("duplicate rows for the same file", name, f"{count} rows")
     unique = list({name: (name, label) for name, label in entries}.values())
     for name, label in unique:
-        if not label:
-            problems.add("empty label", name)
-        elif any(ch.isspace() for ch in label):
-            problems.add("label contains whitespace", name, repr(label))
-        elif printable(label) != label:
-            problems.add("label is not valid UTF-8 (a file name in another encoding); rename the file", name)
-        elif charset is not None and charset.unknown(label):
-            kind = f"characters outside the charset '{charset.symbols}'"
-            problems.add(kind, name, f"{label!r} has {charset.unknown(label)!r}")
-        elif max_length is not None and len(label) > max_length:
-            problems.add(f"label longer than the model's {max_length} characters", name, repr(label))
+        problem = label_problem(label, charset, max_length)
+        if problem is not None:
+            problems.add(problem[0], name, problem[1])
     return unique
 
 
@@ -216,13 +205,9 @@ def _typical_size(root: Path, entries: list[tuple[str, str]]) -> images.ImageSiz
     """The most common size among (up to 500) readable image headers."""
     sizes: Counter[tuple[int, int]] = Counter()
     for name, _ in entries[:500]:
-        try:
-            with warnings.catch_warnings(), Image.open(root / name) as img:
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # decoding checks it
-                turned = img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)  # shown turned 90 degrees
-                sizes[img.size[::-1] if turned else img.size] += 1
-        except (OSError, ValueError, Image.DecompressionBombError):
-            continue
+        size = images.upright_size(root / name)
+        if size is not None:
+            sizes[size] += 1
     if not sizes:
         raise DataError(f"{root}: none of the listed images can be read; check the paths")
     (width, height), _ = sizes.most_common(1)[0]

@@ -13,12 +13,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from captchalab import files
 from captchalab.errors import ImageError
 
 # A captcha is small; anything past these limits is a mistake or an attack.
 MAX_PIXELS = 4_000_000
 MAX_SIDE = 4096
 MAX_BYTES = 10 * 1024 * 1024
+# The only formats Pillow may decode, as the error message names them: Image.open without a list
+# tries some forty plugins, EPS among them, which runs Ghostscript. Folders list these suffixes.
+FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
+SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
+EXIF_ORIENTATION = 0x0112
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,7 @@ def open_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
             _check_dimensions(image, label, max_pixels, max_side)
             image.seek(0)  # first frame of animations
             image.load()
@@ -82,19 +88,29 @@ def open_image(
 def _read_bytes(source: str | Path | bytes, label: str, max_bytes: int) -> bytes:
     if isinstance(source, bytes):
         return source
-    path = Path(source)
     try:
-        if path.stat().st_size > max_bytes:
-            raise ImageError(
-                f"{label}: {path.stat().st_size} bytes is over the {max_bytes}-byte limit; shrink or re-compress it"
-            )
-        return path.read_bytes()
+        return files.read_bytes(source, max_bytes, ImageError, label, fix="shrink or re-compress it")
     except FileNotFoundError:
         raise ImageError(f"{label}: no such file; check the path") from None
     except IsADirectoryError:
         raise ImageError(f"{label}: is a folder, not an image") from None
     except PermissionError:
         raise ImageError(f"{label}: permission denied; make the file readable") from None
+    except OSError as error:  # a broken symlink loop, a name too long, an I/O error
+        raise ImageError(f"{label}: cannot be read ({error.strerror}); check the file") from None
+
+
+def upright_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) as the image is shown (EXIF rotation applied), from its header only;
+    None when it cannot be read. For choosing a dataset's typical size without decoding it."""
+    try:
+        data = _read_bytes(path, str(path), MAX_BYTES)
+        with warnings.catch_warnings(), Image.open(io.BytesIO(data), formats=FORMATS) as image:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # decoding checks it
+            turned = image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)  # shown turned 90 degrees
+            return image.size[::-1] if turned else image.size
+    except (ImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
 
 
 def _check_dimensions(image: Image.Image, label: str, max_pixels: int, max_side: int) -> None:

@@ -16,12 +16,11 @@ reproduces the target's text height.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import random
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -230,11 +229,9 @@ def estimate(data: str | Path, sample: int = 300, seed: int = 0) -> Style:
 def _common_size(root: Path, entries: Sequence[tuple[str, str]]) -> images.ImageSize:
     sizes: Counter[tuple[int, int]] = Counter()
     for name, _ in entries:
-        try:
-            with Image.open(root / name) as image:
-                sizes[image.size] += 1
-        except (OSError, ValueError, Image.DecompressionBombError):
-            continue
+        size = images.upright_size(root / name)
+        if size is not None:
+            sizes[size] += 1
     if not sizes:
         raise DataError(f"{root}: none of the listed images can be read; check the paths")
     (width, height), _ = sizes.most_common(1)[0]
@@ -550,34 +547,21 @@ def generate_like(
     charset: str | None = None,
     size: images.ImageSize | str | None = None,
     progress: Callable[[int], None] | None = None,
+    force: bool = False,
 ) -> Path:
     """Write ``count`` look-alikes of the dataset ``like`` (plus labels.csv and style.json) to ``out``.
 
-    ``length``, ``charset`` and ``size`` override what was estimated.
+    ``length``, ``charset`` and ``size`` override what was estimated. Written as ``synthetic.write_set``
+    writes: complete or not at all, and an interrupted run continues on a rerun.
     """
-    from captchalab.data.synthetic import _new_folder, parse_length
+    from captchalab.data.synthetic import parse_length, write_set
 
     if count < 1:
         raise UsageError(f"--count must be at least 1, got {count}")
     style = override(estimate(like, seed=seed), length, charset, size, parse_length)
-    folder = _new_folder(Path(out))
-    (folder / "style.json").write_text(json.dumps(style.to_dict(), indent=2) + "\n", encoding="utf-8")
-    renderer = LookAlike(style, seed)
-    with open(folder / "labels.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "label"])
-        for i, (text, image) in enumerate(_samples(renderer, count)):
-            name = f"{i:06d}.png"
-            image.save(folder / name)
-            writer.writerow([name, text])
-            if progress:
-                progress(1)
-    return folder
-
-
-def _samples(renderer: LookAlike, count: int) -> Iterator[tuple[str, Image.Image]]:
-    for _ in range(count):
-        yield renderer.sample()
+    recipe = {"generator": "like", "count": count, "seed": seed, "style": style.to_dict()}
+    return write_set(Path(out), LookAlike(style, seed), count, recipe, progress, force,
+                     extra={"style.json": json.dumps(style.to_dict(), indent=2) + "\n"})
 
 
 def override(

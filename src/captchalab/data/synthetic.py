@@ -8,21 +8,32 @@ We hand its module a drop-in object with the same three functions backed by a se
 from __future__ import annotations
 
 import csv
+import io
+import json
+import os
 import random
+import shutil
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Annotated, Any, Protocol
 
 from captcha import image as captcha_image
 from PIL import Image
+from pydantic import BaseModel, Field, ValidationError
 
+from captchalab import files
 from captchalab.charset import Charset
 from captchalab.data.images import ImageSize
-from captchalab.errors import UsageError
+from captchalab.errors import Interrupted, RunFolderError, UsageError
 
 DEFAULT_SIZE = ImageSize(height=60, width=160)
 _PATCH_LOCK = threading.Lock()
+PARTIAL = ".partial"  # an unfinished set is written to ".OUT.partial" beside OUT, renamed when complete
+PROGRESS = "progress.json"  # in the partial folder: the options, images done, the generator's state
+ROWS = "labels.partial.csv"  # in the partial folder: labels of the images done, appended at checkpoints
+CHECKPOINT_EVERY = 50
 
 
 class _SeededSecrets:
@@ -116,29 +127,124 @@ def generate(
     size: ImageSize | str = DEFAULT_SIZE,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
+    force: bool = False,
 ) -> Path:
-    """Write ``count`` captchas and ``labels.csv`` to a new folder ``out``."""
+    """Write ``count`` captchas and ``labels.csv`` to a new folder ``out`` (see ``write_set``)."""
     if count < 1:
         raise UsageError(f"--count must be at least 1, got {count}")
-    folder = _new_folder(Path(out))
     size = ImageSize.parse(size) if isinstance(size, str) else size
     renderer = Renderer(Charset.parse(charset), length, size, seed)
-    rows = []
-    for i in range(count):
-        text, image = renderer.sample()
-        name = f"{i:06d}.png"
-        image.save(folder / name)
-        rows.append((name, text))
-        if progress:
-            progress(1)
-    with open(folder / "labels.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "label"])
-        writer.writerows(rows)
-    return folder
+    recipe = {"generator": "captcha", "count": count, "length": str(length), "charset": charset,
+              "size": str(size), "seed": seed}
+    return write_set(Path(out), renderer, count, recipe, progress, force)
 
 
-def _new_folder(folder: Path) -> Path:
-    from captchalab.runs import claim_folder
+class Sampler(Protocol):
+    """A renderer whose every random choice comes from ``rng``: its state is the set's progress."""
 
-    return claim_folder(folder, advice="choose a new folder")
+    rng: random.Random
+
+    def sample(self) -> tuple[str, Image.Image]: ...
+
+
+class _Progress(BaseModel):
+    recipe: dict[str, Any]
+    done: Annotated[int, Field(ge=0)]
+    rng: tuple[int, tuple[int, ...], float | None]
+
+
+def write_set(
+    out: Path, sampler: Sampler, count: int, recipe: dict[str, Any],
+    progress: Callable[[int], None] | None = None, force: bool = False, extra: dict[str, str] | None = None,
+) -> Path:
+    """Write ``count`` samples, ``labels.csv`` and ``extra`` files to the new folder ``out``.
+
+    Everything goes to a hidden sibling, ``.OUT.partial``, renamed to ``out`` once complete: an
+    interrupted run never leaves a folder that passes for a dataset (images without labels.csv
+    would be read with their file names as labels). Every CHECKPOINT_EVERY images the labels so
+    far and the generator's state are saved, so a rerun with the same ``recipe`` (the options)
+    continues with exactly the images a single run would have made; ``force`` starts over.
+    """
+    _check_new(out)
+    partial = out.parent / f".{out.name}{PARTIAL}"
+    recipe = json.loads(json.dumps(recipe))  # as it reads back from progress.json
+    rows = _restart(partial, recipe, sampler, force)
+    if progress and rows:
+        progress(len(rows))
+    pending: list[tuple[str, str]] = []
+    try:
+        for i in range(len(rows), count):
+            text, image = sampler.sample()
+            name = f"{i:06d}.png"
+            image.save(partial / name)
+            pending.append((name, text))
+            if len(pending) == CHECKPOINT_EVERY:
+                _checkpoint(partial, recipe, rows, pending, sampler.rng)
+            if progress:
+                progress(1)
+    except KeyboardInterrupt:
+        raise Interrupted(f"{len(rows)} of {count} images kept in {partial}; run the same command again to "
+                          "continue, or add --force to start over") from None
+    rows += pending
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows([("file", "label"), *rows])
+    for name, text in {**(extra or {}), "labels.csv": buffer.getvalue()}.items():
+        (partial / name).write_text(text, encoding="utf-8")
+    for name in (PROGRESS, ROWS):
+        (partial / name).unlink(missing_ok=True)
+    _check_new(out)  # nothing appeared there meanwhile
+    try:
+        os.replace(partial, out)  # an empty folder at ``out`` is replaced; a non-empty one refuses
+    except OSError as error:
+        raise RunFolderError(f"{out}: cannot create it ({error.strerror}); choose another folder") from None
+    return out
+
+
+def _check_new(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"{out}: exists and is a file; choose another folder")
+    if out.is_dir() and any(out.iterdir()):
+        raise RunFolderError(f"{out}: already holds files; choose a new folder")
+
+
+def _restart(partial: Path, recipe: dict[str, Any], sampler: Sampler, force: bool) -> list[tuple[str, str]]:
+    """The rows already made by an interrupted run of ``recipe`` (the sampler set to go on after
+    them); an empty list for a fresh start."""
+    if force or (partial.is_dir() and not (partial / PROGRESS).exists()):
+        shutil.rmtree(partial, ignore_errors=True)  # ours, hidden, and never a finished set
+    if not partial.exists():
+        try:
+            partial.mkdir(parents=True)
+        except OSError as error:
+            raise RunFolderError(f"{partial}: cannot create it ({error.strerror}); choose another folder") from None
+        return []
+    fix = "pass --force to start over"
+    try:
+        saved = _Progress.model_validate(files.read_json(partial / PROGRESS, RunFolderError, fix))
+    except ValidationError as problem:
+        raise RunFolderError(f"{partial / PROGRESS}: damaged ({files.describe(problem)}); {fix}") from None
+    if saved.recipe != recipe:
+        raise RunFolderError(f"{partial}: holds an interrupted generate with other options; rerun it with the "
+                             f"same options to continue, or {fix}")
+    with open(partial / ROWS, newline="", encoding="utf-8") as handle:
+        rows = [(row[0], row[1]) for row in csv.reader(handle) if len(row) == 2][: saved.done]
+    if len(rows) != saved.done:
+        raise RunFolderError(f"{partial / ROWS}: has fewer rows than {PROGRESS} says; {fix}")
+    with open(partial / ROWS, "w", newline="", encoding="utf-8") as handle:  # drop rows past the checkpoint
+        csv.writer(handle, lineterminator="\n").writerows(rows)
+    sampler.rng.setstate(saved.rng)
+    return rows
+
+
+def _checkpoint(partial: Path, recipe: dict[str, Any], rows: list[tuple[str, str]],
+                pending: list[tuple[str, str]], rng: random.Random) -> None:
+    """Append the pending rows, then record how far the set is (a kill between the two leaves
+    extra rows, which the progress count ignores)."""
+    with open(partial / ROWS, "a", newline="", encoding="utf-8") as handle:
+        csv.writer(handle, lineterminator="\n").writerows(pending)
+    rows += pending
+    pending.clear()
+    state = {"recipe": recipe, "done": len(rows), "rng": rng.getstate()}
+    tmp = partial / f"{PROGRESS}.tmp"
+    tmp.write_text(json.dumps(state), encoding="utf-8")
+    os.replace(tmp, partial / PROGRESS)

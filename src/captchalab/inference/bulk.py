@@ -7,17 +7,21 @@ import json
 import os
 import sys
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TextIO
 
 import numpy as np
 
+from captchalab import runs
 from captchalab.decoding import Constraints, Prediction
-from captchalab.errors import ImageError, RunFolderError, UsageError
+from captchalab.errors import ImageError, Interrupted, RunFolderError, UsageError
+from captchalab.files import printable
 from captchalab.inference.predictor import Predictor, iter_image_files
 from captchalab.progress import counting
+
+Result = list[Prediction] | ImageError
 
 
 def solve_files(
@@ -43,11 +47,37 @@ def solve_files(
     warning = constraints.unproducible(predictor.config.charset) if constraints is not None else None
     if warning:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
+
+    def run(write_row: Callable[[Path, Result], None]) -> int:
+        return _solve_all(predictor, files, as_json, top_k, batch_size, constraints, min_confidence, write_row,
+                          warning)
+
+    if results_csv is None:
+        return run(lambda file, result: None)
+    failures = 0
+
+    def write(tmp: Path) -> None:  # all rows to a temporary file, renamed when complete: never half a CSV
+        nonlocal failures
+        with open(tmp, "w", newline="", encoding="utf-8", errors="backslashreplace") as handle:
+            failures = run(_csv_rows(handle))
+
+    try:
+        runs.atomic_write(results_csv, write)
+    except KeyboardInterrupt:
+        raise Interrupted(f"{results_csv} was not written; run the command again") from None
+    return failures
+
+
+def _solve_all(
+    predictor: Predictor, files: list[Path], as_json: bool, top_k: int, batch_size: int,
+    constraints: Constraints | None, min_confidence: float | None, write_row: Callable[[Path, Result], None],
+    warning: str | None = None,
+) -> int:
     failures = 0
     # While the bar is live Rich routes sys.stdout to the terminal (stderr); when stdout is a file
     # or a pipe, results must still go there, so keep hold of the real stream.
     stdout = sys.stdout
-    with _csv_writer(results_csv) as write_row, counting("solving", len(files) < 50, len(files)) as step:
+    with counting("solving", len(files) < 50, len(files)) as step:
         stream = solve_stream(predictor, files, top_k, batch_size, constraints, min_confidence)
         for file, result in zip(files, stream):
             failures += isinstance(result, ImageError)
@@ -88,11 +118,10 @@ def solve_stream(
             yield from infer(ahead.popleft().result())
 
 
-def _print(file: Path, result: list[Prediction] | ImageError, as_json: bool, stream: TextIO,
-           warning: str | None = None) -> None:
+def _print(file: Path, result: Result, as_json: bool, stream: TextIO, warning: str | None = None) -> None:
     if isinstance(result, ImageError):
         record = {"file": str(file), "error": str(result)}
-        line = json.dumps(record) if as_json else f"{file}\tERROR\t{result}"
+        line = json.dumps(record) if as_json else f"{printable(str(file))}\tERROR\t{printable(str(result))}"
     else:
         best = result[0]
         record = {"file": str(file), "text": best.text, "confidence": round(best.confidence, 4)}
@@ -109,31 +138,22 @@ def _print(file: Path, result: list[Prediction] | ImageError, as_json: bool, str
             shown, others = "(abstained)", f"guess {best.text}  {others}"
         if best.ood:
             others = f"{others}  [ood: unlike the model's training images]".lstrip()
-        line = json.dumps(record) if as_json else f"{file}\t{shown}\t{best.confidence:.3f}\t{others}".rstrip()
+        # one file, one line: a newline or tab in a file name is escaped, never printed
+        line = json.dumps(record) if as_json else f"{printable(str(file))}\t{shown}\t{best.confidence:.3f}\t{others}"
+        line = line.rstrip()
     print(line, file=stream, flush=False)
 
 
-class _csv_writer:
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
+def _csv_rows(handle: TextIO) -> Callable[[Path, Result], None]:
+    writer = csv.writer(handle)
+    writer.writerow(["file", "text", "confidence", "error"])
 
-    def __enter__(self):  # type: ignore[no-untyped-def]
-        if self.path is None:
-            return lambda file, result: None
-        self.handle = open(self.path, "x", newline="", encoding="utf-8", errors="backslashreplace")
-        writer = csv.writer(self.handle)
-        writer.writerow(["file", "text", "confidence", "error"])
+    def write(file: Path, result: Result) -> None:
+        if isinstance(result, ImageError):
+            writer.writerow([file, "", "", str(result)])
+        elif result[0].abstained:
+            writer.writerow([file, "", f"{result[0].confidence:.4f}", "abstained: below --min-confidence"])
+        else:
+            writer.writerow([file, result[0].text, f"{result[0].confidence:.4f}", ""])
 
-        def write(file: Path, result: list[Prediction] | ImageError) -> None:
-            if isinstance(result, ImageError):
-                writer.writerow([file, "", "", str(result)])
-            elif result[0].abstained:
-                writer.writerow([file, "", f"{result[0].confidence:.4f}", "abstained: below --min-confidence"])
-            else:
-                writer.writerow([file, result[0].text, f"{result[0].confidence:.4f}", ""])
-
-        return write
-
-    def __exit__(self, *exc: object) -> None:
-        if self.path is not None:
-            self.handle.close()
+    return write

@@ -6,7 +6,6 @@ folder that has no ``model.onnx``. Pre-processing and decoding are the same for 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -17,11 +16,12 @@ from typing import Any, overload
 import numpy as np
 from PIL import Image
 
-from captchalab import calibration, decoding, ood, runs
+from captchalab import calibration, decoding, files, ood, runs
 from captchalab.config import RunConfig, from_dict
 from captchalab.data import images
 from captchalab.decoding import Constraints, Prediction
 from captchalab.errors import ImageError, ModelError, UsageError
+from captchalab.inference import onnxfile
 from captchalab.segmentation import segment_batch
 
 METADATA_KEY = "captchalab_config"
@@ -56,7 +56,7 @@ class Predictor:
             raise UsageError(f"{address}: is an address, not a file; captchalab never loads a model over the network. "
                              "Download it, then pass the .onnx file or the run folder")
         path = Path(model) if model is not None else bundled_model_path()
-        if path.is_file() and path.suffix == ".onnx":
+        if path.suffix == ".onnx" and path.exists() and not path.is_dir():  # read_model refuses pipes and devices
             return cls._from_onnx(path, threads)
         folder = runs.run_folder(path)
         if (folder / "model.onnx").exists() and backend != "keras":
@@ -69,22 +69,30 @@ class Predictor:
     def _from_onnx(cls, path: Path, threads: int) -> Predictor:
         import onnxruntime as ort
 
+        try:
+            data, external = onnxfile.read_model(path)
+        except FileNotFoundError:
+            raise ModelError(f"{path}: no such file; check the path") from None
+        except OSError as error:
+            raise ModelError(f"{path}: cannot be read ({error.strerror}); check the file") from None
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3
         try:
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            # From the bytes read above: no second open of a path that may have changed. A model with
+            # (checked) external data needs its path, where ONNX Runtime looks for those files.
+            model = str(path) if external else data
+            session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         except Exception as error:  # ORT raises its own exception types for damaged files
             raise ModelError(f"{path}: not a loadable ONNX model ({type(error).__name__}); re-export it") from None
         raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         if raw is None:
             raise ModelError(f"{path}: has no captchalab metadata; export it with 'captchalab export'")
-        try:
-            config = from_dict(json.loads(raw), path, None)
-        except json.JSONDecodeError:
-            raise ModelError(f"{path}: its captchalab metadata is not JSON; re-export it") from None
+        fix = "re-export it"
+        config = from_dict(files.parse_json(raw, f"{path} (captchalab metadata)", ModelError, fix), path, None)
+        _check_graph(session, config, path)
         input_name = session.get_inputs()[0].name
         backend = _Backend(lambda batch: session.run(None, {input_name: batch})[0])
         predictor = cls(config, backend, path, "onnx")
@@ -201,6 +209,29 @@ class Predictor:
                 "source": str(self.source), "bytes": size}
 
 
+def _check_graph(session: Any, config: RunConfig, path: Path) -> None:
+    """The metadata must describe the network it travels with: an image size the graph does not
+    take fails in ONNX Runtime after allocating for the wrong size, and a charset or head that does
+    not fit the outputs reads silently wrong text."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or len(outputs) < 1:
+        raise ModelError(f"{path}: the network has {len(inputs)} inputs and {len(outputs)} outputs, not one image "
+                         "in and logits out; export it with 'captchalab export'")
+    taken = list(inputs[0].shape)
+    wanted = [None, config.image.height, config.image.width, 1]
+    if len(taken) != 4 or any(isinstance(t, int) and w is not None and t != w for t, w in zip(taken, wanted)):
+        raise ModelError(f"{path}: its metadata says {config.image.width}x{config.image.height} grayscale images "
+                         f"but the network takes shape {taken}; re-export it")
+    given = list(outputs[0].shape)
+    steps, classes = (given[1], given[2]) if len(given) == 3 else (None, None)
+    if len(given) != 3 or (isinstance(classes, int) and classes != config.charset.num_classes):
+        raise ModelError(f"{path}: its metadata names {len(config.charset.symbols)} symbols (plus the blank) but "
+                         f"the network's output has shape {given}; re-export it")
+    if config.head != "ctc" and isinstance(steps, int) and steps != config.max_length:
+        raise ModelError(f"{path}: its metadata says a '{config.head}' head of {config.max_length} positions but "
+                         f"the network reads {steps}; re-export it")
+
+
 def _onnx_temperature(session: Any, path: Path) -> float:
     """The calibration in the ONNX metadata, else a run folder's calibration.json beside it, else 1."""
     raw = session.get_modelmeta().custom_metadata_map.get(calibration.METADATA_KEY)
@@ -235,11 +266,10 @@ def load(model: str | Path | None = None, backend: str = "auto", threads: int = 
 
 def iter_image_files(paths: Sequence[str | Path]) -> Iterator[Path]:
     """Files as given; folders expanded to their images, sorted."""
-    from captchalab.data.folder import IMAGE_SUFFIXES
-
     for item in paths:
         path = Path(item)
-        if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if path.is_dir():  # hidden files and folders (".hidden_X.png", ".cache/") are never inputs
+            yield from sorted(p for p in path.rglob("*") if p.suffix.lower() in images.SUFFIXES and p.is_file()
+                              and not any(part.startswith(".") for part in p.relative_to(path).parts))
         else:
             yield path

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import keras
 from keras import layers
 
+from captchalab.config import Dropout, Stack, Units, settings
 from captchalab.models.layers import conv_block, image_input, positional_logits
 from captchalab.models.registry import ModelSpec, register
 
 
-@dataclass(frozen=True)
+@settings
 class CnnOptions:
-    filters: tuple[int, ...] = (32, 64, 96)
-    hidden: int = 256
-    dropout: float = 0.3
+    filters: Stack = (32, 64, 96)
+    hidden: Units = 256
+    dropout: Dropout = 0.3
 
 
 @register("cnn", CnnOptions, "positional", "conv trunk + one softmax head per position")

@@ -12,11 +12,11 @@ Two choices make it cheap to train on a CPU (measured in bench/crnn_vs_keras.py)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import keras
 from keras import layers
 
+from captchalab.config import Dropout, Layers, Stack, Units, Weight, settings
 from captchalab.data.images import ImageSize
 from captchalab.models.layers import conv_block, image_input, positional_logits
 from captchalab.models.registry import ModelSpec, register
@@ -25,16 +25,16 @@ MIN_HEIGHT = 32
 MIN_CHAR_WIDTH = 20
 
 
-@dataclass(frozen=True)
+@settings
 class CrnnOptions:
-    filters: tuple[int, ...] = (32, 48, 64)
-    rnn_units: int = 64
-    rnn_layers: int = 1  # a second BiLSTM layer cost 20% more CPU per epoch and was no more accurate
-    dropout: float = 0.25
+    filters: Stack = (32, 48, 64)
+    rnn_units: Units = 64
+    rnn_layers: Layers = 1  # a second BiLSTM layer cost 20% more CPU per epoch and was no more accurate
+    dropout: Dropout = 0.25
     batch_norm: bool = True
     # 2.0 rather than 1.0: >=99% on captcha_images_v2 test.csv in 4 of 4 seeded runs, against
     # 1 of 2 at 1.0, at the same CPU (bench/results/tuning/crnn_defaults.json). 0: CTC alone.
-    alignment_weight: float = 2.0
+    alignment_weight: Weight = 2.0
 
 
 def half_height(size: ImageSize, max_length: int) -> ImageSize:

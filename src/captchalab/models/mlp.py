@@ -20,22 +20,21 @@ a 320x larger step with plain SGD).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import keras
 from keras import layers
 
+from captchalab.config import Dropout, Pool, Stack, settings
 from captchalab.models.layers import image_input, positional_logits
 from captchalab.models.registry import ModelSpec, register
 
 
-@dataclass(frozen=True)
+@settings
 class MlpOptions:
-    hidden: tuple[int, ...] = (1024, 512)
-    dropout: float = 0.2
+    hidden: Stack = (1024, 512)
+    dropout: Dropout = 0.2
     batch_norm: bool = True
     invert: bool = True
-    pool: int = 4
+    pool: Pool = 4
 
 
 @register("mlp", MlpOptions, "positional", "fully connected, one softmax head per position")

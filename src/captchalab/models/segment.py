@@ -9,20 +9,19 @@ shared by every cell: it never has to find where a character is, only what it is
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import keras
 from keras import layers
 
+from captchalab.config import Dropout, Stack, Units, settings
 from captchalab.models.layers import image_input
 from captchalab.models.registry import ModelSpec, register
 
 
-@dataclass(frozen=True)
+@settings
 class SegmentOptions:
-    filters: tuple[int, ...] = (32, 64)
-    hidden: int = 128
-    dropout: float = 0.3
+    filters: Stack = (32, 64)
+    hidden: Units = 128
+    dropout: Dropout = 0.3
 
 
 @register("segment", SegmentOptions, "segment", "split into characters, classify each (fixed length)")
