@@ -195,8 +195,8 @@ class GuardedH11Protocol(H11Protocol):
     its keep-alive timer starts only after a first response, and ``limit_concurrency`` only answers 503
     to requests that arrive, not to connections that never finish their headers).
 
-    Its limits come from ``ServeConfig.from_env()``: uvicorn builds protocols in each worker process,
-    from a class it can pickle, so they cannot be passed in as arguments."""
+    Its limits come from ``ServeConfig.from_env()``: uvicorn builds protocols in each worker process
+    from the class alone, so they cannot be passed in as arguments."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
