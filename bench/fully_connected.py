@@ -685,17 +685,21 @@ def report_mechanism(by_stage: dict[str, list[dict]]) -> None:
     losses = [loss for loss in ("position 1", "positions 1+2", "all five") if loss in records]
     if not losses:
         return
-    print("The TF1 settings over the first steps: share of first-layer ReLUs alive, and the cosine between "
+    print("The TF1 settings over the first steps: share of first-layer ReLUs alive; the cosine between "
           "position 1's gradient on the first layer and the gradient of the whole loss (how much of each step "
-          "serves position 1); gradients on a fixed batch of 256 training images:\n\n"
-          "| step | " + " | ".join(f"{loss}: alive | {loss}: cosine" for loss in losses) + " |\n|"
-          + "---|" * (1 + 2 * len(losses)))
+          "serves position 1); the size (norm) of position 1's gradient; and, with all five in the loss, the "
+          "cosines between position 1's gradient and each other head's. Gradients on a fixed batch of 256 "
+          "training images:\n\n| step | " + " | ".join(f"{loss}: alive | cosine | size" for loss in losses)
+          + " | all five: cosines between heads |\n|" + "---|" * (2 + 3 * len(losses)))
     steps = [row["step"] for row in records[losses[0]]["rows"]]
     for index, step in enumerate(steps):
         if step not in (0, 25, 50, 100, 200, 300, 400, 600):
             continue
         cells = [records[loss]["rows"][index] for loss in losses]
-        print(f"| {step} | " + " | ".join(f"{c['alive']:.0%} | {c['cos_position1_total']:.2f}" for c in cells) + " |")
+        between = cells[-1]["cos_between_heads"]
+        print(f"| {step} | " + " | ".join(f"{c['alive']:.0%} | {c['cos_position1_total']:.2f} | {c['norms'][0]:.0f}"
+                                         for c in cells)
+              + f" | {min(between):.2f} to {max(between):.2f} |")
 
 
 def plot_asker(by_stage: dict[str, list[dict]], path: Path) -> None:
@@ -710,18 +714,21 @@ def plot_asker(by_stage: dict[str, list[dict]], path: Path) -> None:
             if r["key"]["change"] == "as TF1 tutorials" and r["key"]["seed"] == 0}
     mechanism = {r["key"]["loss"]: r for r in by_stage.get("mechanism", []) if "loss" in r["key"]}
     figure, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    colour = {loss: f"C{i}" for i, loss in enumerate(ASKER_LOSSES)}  # one colour per loss in every panel
     for loss, run in runs.items():
         steps = np.arange(1, len(run["history"]) + 1) * run["steps_per_epoch"]
         trained = ASKER_LOSSES[loss] or (1, 2, 3, 4, 5)
-        axes[0].plot(steps, [np.mean([h[p - 1] for p in trained]) for h in run["history"]], marker=".", label=loss)
+        axes[0].plot(steps, [np.mean([h[p - 1] for p in trained]) for h in run["history"]], marker=".", label=loss,
+                     color=colour[loss])
         live = np.array(run["alive"])
-        axes[1].plot(live[:, 0], live[:, 1], marker=".", label=loss)
+        axes[1].plot(live[:, 0], live[:, 1], marker=".", label=loss, color=colour[loss])
     axes[0].axhline(runs[next(iter(runs))]["chance"] if runs else 0, color="grey", linestyle="--", linewidth=1)
     axes[0].set(title="accuracy of the positions in the loss (mean)", xlabel="step")
     axes[1].set(title="first-layer ReLUs alive", xlabel="step", ylim=(0, 1.05))
     for loss, record_ in mechanism.items():
         rows = record_["rows"]
-        axes[2].plot([r["step"] for r in rows], [r["cos_position1_total"] for r in rows], marker=".", label=loss)
+        axes[2].plot([r["step"] for r in rows], [r["cos_position1_total"] for r in rows], marker=".", label=loss,
+                     color=colour[loss])
     axes[2].set(title="cosine(position 1's gradient, the loss's gradient)", xlabel="step", ylim=(-0.1, 1.05))
     for ax in axes:
         ax.legend(fontsize=7)
