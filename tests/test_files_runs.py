@@ -93,7 +93,10 @@ def test_ctrl_c_in_generate_says_how_to_continue(tmp_path: Path):
     """A real SIGINT: the command exited 130 without a word."""
     out = tmp_path / "set"
     command = [sys.executable, "-m", "captchalab", "generate", str(out), "-n", "100000", "--size", "64x24", "-q"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A child inherits an ignored SIGINT, and Python then never raises KeyboardInterrupt: an earlier test in
+    # the same pytest process (a server) can leave SIGINT ignored, so the child gets the default back, as a shell's has.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     progress = tmp_path / f".set{synthetic.PARTIAL}" / synthetic.PROGRESS
     deadline = time.monotonic() + 120
     while not progress.exists() and time.monotonic() < deadline and process.poll() is None:
