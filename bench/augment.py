@@ -19,7 +19,8 @@ import importlib
 import json
 from pathlib import Path
 
-from efficiency import DATA, ROOT
+from data import captcha_images_v2
+from efficiency import ROOT
 from machine import machine_info
 
 RESULT = ROOT / "bench" / "results" / "tuning" / "augment.json"
@@ -34,7 +35,8 @@ def main() -> None:
     args = parser.parse_args()
     audit = importlib.import_module("captchalab.audit")
     config = audit.AuditConfig()
-    splits = audit.make_splits(DATA / "train.csv", DATA / "test.csv", 0.2, 500, 0)
+    data = captcha_images_v2()
+    splits = audit.make_splits(data / "train.csv", data / "test.csv", 0.2, 500, 0)
     test = audit.TestSet(splits.test, args.work)
     init = args.efficiency_work / "pretrained"
     rows = []

@@ -150,9 +150,15 @@ def free_port() -> int:
 
 
 def start_server(run: Path, port: int, log: Path, *options: str) -> subprocess.Popen:
-    """`captchalab serve` on loopback, its stderr in ``log`` (a pipe nobody reads could fill and block it)."""
-    command = [sys.executable, "-c", "from captchalab.cli import main; main()", "serve", "--model", str(run),
-               "--port", str(port), "--max-bytes", str(MAX_BYTES), "--log-level", "warning", *options]
+    """`captchalab serve RUN` with this bench's upload limit; see ``launch``."""
+    return launch(port, log, "--model", str(run), "--max-bytes", str(MAX_BYTES), *options)
+
+
+def launch(port: int, log: Path, *options: str) -> subprocess.Popen:
+    """`captchalab serve` on loopback, its stderr in ``log`` (a pipe nobody reads could fill and block it);
+    returns once /healthz answers."""
+    command = [sys.executable, "-c", "from captchalab.cli import main; main()", "serve", "--port", str(port),
+               "--log-level", "warning", *options]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log.open("w"))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

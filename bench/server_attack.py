@@ -48,6 +48,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from load_test import free_port, launch
 from machine import machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,27 +56,9 @@ RESULT = ROOT / "bench" / "results" / "server_attack.json"
 HUGE_RANGE = "\u0001-\U0010ffff"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def start(model: Path | None, port: int, log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-c", "from captchalab.cli import main; main()", "serve", "--port", str(port),
-               "--log-level", "warning", *(["--model", str(model)] if model else [])]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log.open("w"))
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    process.kill()
-    raise SystemExit("server did not start in 120 s")
+    """The server with its default limits (the ones under attack), the bundled model unless ``model``."""
+    return launch(port, log, *(["--model", str(model)] if model else []))
 
 
 def rss_mib(pid: int) -> float:

@@ -40,7 +40,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from load_test import DATA, MALFORMED, MAX_BYTES, free_port, load_images, malformed, server_usage, start_server
+from data import captcha_images_v2
+from load_test import MALFORMED, MAX_BYTES, free_port, load_images, malformed, server_usage, start_server
 from machine import machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -243,7 +244,8 @@ def report(args: argparse.Namespace, tally: Tally, warmup: Tally, samples: list,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, required=True, help="run folder or .onnx to serve")
-    parser.add_argument("--data", type=Path, default=DATA / "test.csv", help="labelled images for valid requests")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="labelled images for valid requests (default: captcha_images_v2 test.csv)")
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=1000, help="requests before memory is measured")
@@ -253,6 +255,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args()
 
+    args.data = args.data or captcha_images_v2() / "test.csv"
     images, _ = load_images(args.data)
     port, log = free_port(), Path(tempfile.mkdtemp()) / "server.log"
     server = start_server(args.model, port, log, "--threads", "1")
