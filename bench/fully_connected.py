@@ -276,21 +276,26 @@ def stage_size(args: argparse.Namespace) -> None:
 _LOADED: dict[Path, Any] = {}
 
 
+def _loaded(source: Path) -> Any:
+    """The dataset at ``source``, loaded once (stages run many setups on the same images)."""
+    from captchalab.data.folder import load_dataset
+
+    if source not in _LOADED:
+        _LOADED.clear()
+        _LOADED[source] = load_dataset(source)
+    return _LOADED[source]
+
+
 def harness_run(args: argparse.Namespace, stage: str, key: dict[str, Any], folder: Path, setup: Any,
                 hidden: tuple[int, ...] = (256, 256)) -> None:
     """One ``captchalab diagnose`` setup on the first ``args.harness_images`` images of ``folder``."""
-    from captchalab.data.folder import load_dataset
     from captchalab.data.pipeline import encode_labels
     from captchalab.diagnose import DiagnoseConfig, run_setup
 
     if done(stage, key):
         return
     config = DiagnoseConfig(limit=args.harness_images, epochs=args.harness_epochs, hidden=hidden)
-    source = prefix(folder, args.harness_images)
-    if source not in _LOADED:
-        _LOADED.clear()
-        _LOADED[source] = load_dataset(source)
-    data = _LOADED[source]
+    data = _loaded(prefix(folder, args.harness_images))
 
     targets = encode_labels(data.labels, data.charset, data.max_length)
     outcome = run_setup(setup, data.pixels, targets, data.charset.num_classes, config)
@@ -424,13 +429,7 @@ ASKER_EPOCHS = 8  # diagnose's default budget
 
 
 def _diagnose_data(args: argparse.Namespace) -> Any:
-    from captchalab.data.folder import load_dataset
-
-    source = prefix(dataset(args, "diagnose10k", 10000, DIAGNOSE_SEED), args.harness_images)
-    if source not in _LOADED:
-        _LOADED.clear()
-        _LOADED[source] = load_dataset(source)
-    return _LOADED[source]
+    return _loaded(prefix(dataset(args, "diagnose10k", 10000, DIAGNOSE_SEED), args.harness_images))
 
 
 def stage_asker(args: argparse.Namespace) -> None:
@@ -494,17 +493,20 @@ def head_gradients(data: Any, targets: np.ndarray, positions: tuple[int, ...], s
                    every: int = 25) -> dict[str, Any]:
     """Train diagnose.ASKER with ``positions`` in the loss; at probe steps, each head's gradient on the
     first layer's weights (a fixed batch of 256 training images) and the live ReLUs."""
+    from dataclasses import replace
+
     import keras
     import tensorflow as tf
 
-    from captchalab.diagnose import ASKER, build_network, prepare_inputs
+    from captchalab.diagnose import ASKER, build_network, prepare_inputs, train_step
 
     keras.utils.set_random_seed(0)
     x = prepare_inputs(data.pixels, ASKER)
     x_fit, y_fit, x_val = x[len(x) // 6:], targets[len(x) // 6:], x[: len(x) // 6]
     slots, classes = targets.shape[1], data.charset.num_classes
     model, _, first_relu = build_network(ASKER, x.shape[1], slots * classes, ASKER.hidden)
-    optimizer = keras.optimizers.Adam(ASKER.learning_rate)
+    step_once = train_step(model, keras.optimizers.Adam(ASKER.learning_rate), replace(ASKER, positions=positions),
+                           slots, classes)  # the same step diagnose trains with
     used = [p - 1 for p in positions] or list(range(slots))
     probe_x, probe_y = tf.constant(x_fit[:256]), tf.constant(y_fit[:256])
     kernel = model.trainable_variables[0]
@@ -530,11 +532,7 @@ def head_gradients(data: Any, targets: np.ndarray, positions: tuple[int, ...], s
                          "cos_position1_total": _cos(grads[0], total),
                          "cos_between_heads": [_cos(grads[0], grads[k]) for k in range(1, slots)]})
         batch = rng.integers(0, len(x_fit), ASKER.batch_size)
-        with tf.GradientTape() as tape:
-            logits = tf.gather(tf.reshape(model(x_fit[batch], training=True), (-1, slots, classes)), used, axis=1)
-            labels = tf.gather(tf.one_hot(y_fit[batch], classes), used, axis=1)
-            loss = tf.reduce_sum(tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits))
-        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+        step_once(tf.constant(x_fit[batch]), tf.constant(y_fit[batch]))
     return {"positions": list(positions), "probe_images": 256, "rows": rows}
 
 

@@ -247,7 +247,7 @@ def run_setup(setup: Setup, pixels: np.ndarray, targets: np.ndarray, num_classes
     model, first_layer, first_relu = build_network(setup, x.shape[1], slots * num_classes, hidden)
     optimizer = keras.optimizers.Adam(setup.learning_rate) if setup.optimizer == "adam" \
         else keras.optimizers.SGD(setup.learning_rate)
-    step = _train_step(model, optimizer, setup, slots, num_classes)
+    step = train_step(model, optimizer, setup, slots, num_classes)
     batch_size = setup.batch_size or config.batch_size
     init_std = float(np.std(np.asarray(first_layer(x_fit[:batch_size]))))
     batches = max(1, len(x_fit) // batch_size)
@@ -302,7 +302,7 @@ def build_network(setup: Setup, inputs: int, outputs: int, hidden: tuple[int, ..
     return keras.Model(image, outputs), keras.Model(image, views[0]), keras.Model(image, views[1])
 
 
-def _train_step(model: Any, optimizer: Any, setup: Setup, slots: int, num_classes: int) -> Callable:
+def train_step(model: Any, optimizer: Any, setup: Setup, slots: int, num_classes: int) -> Callable:
     import tensorflow as tf
 
     used = [p - 1 for p in setup.positions] or list(range(slots))
