@@ -90,16 +90,27 @@ def generate(
     seed: Annotated[int, typer.Option(help="Same seed, same images.")] = 0,
     like: Annotated[Path | None, typer.Option(help="Look like this labelled set: its size, lengths, charset, "
                                                    "colours and font size (the options above override).")] = None,
+    world: Annotated[bool, typer.Option("--world", help="A new style per image from broad priors (docs/world.md): "
+                                                        "sizes vary; --length default 1-10, --charset 0-9a-zA-Z.")]
+    = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Start over, discarding an interrupted run's images "
                                                         "(by default a rerun continues it).")] = False,
 ) -> None:
-    """Render synthetic captchas (PyPI 'captcha' generator) as a dataset folder."""
+    """Render synthetic captchas as a dataset folder: the PyPI 'captcha' generator, a look-alike of a set
+    (--like) or the wide synthetic world (--world)."""
     from captchalab.data.synthetic import generate as run
+    from captchalab.errors import UsageError
     from captchalab.progress import counting
 
+    if world and (like is not None or size is not None):
+        raise UsageError("--world draws its own image sizes and looks; drop --size and --like")
     with counting(f"generating {out_dir}", quiet, total=count) as advance:
-        if like is not None:
+        if world:
+            from captchalab.data.world import generate_world
+
+            folder = generate_world(out_dir, count, seed, charset or "0-9a-zA-Z", length or "1-10", advance, force)
+        elif like is not None:
             from captchalab.data.style import generate_like
 
             folder = generate_like(out_dir, like, count, seed, length, charset, size, advance, force)

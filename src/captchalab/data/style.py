@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
 
 from captchalab.charset import Charset
 from captchalab.data import images
@@ -383,15 +383,35 @@ def _label(style: Style, rng: random.Random) -> str:
 # --------------------------------------------------------------------------- rendering
 
 
+@dataclass(frozen=True)
+class Effects:
+    """Rendering choices that ``estimate`` does not measure. The defaults are the look-alike
+    renderer's own look (and draw nothing extra from the generator, so a seed gives the same
+    images as before); the wide synthetic world (data/world.py) sets them per image."""
+
+    rotation: float = 10.0  # each character turns by up to this many degrees either way
+    char_scale: float = 0.0  # each character's size varies by up to this share either way
+    offset: float = 0.04  # vertical jitter of each character, standard deviation / text height
+    baseline: bool = False  # characters sit on the font's baseline (keeps p/P, o/O apart) instead of centred
+    char_colours: bool = False  # each character in its own colour from the style's text colours
+    thicken: bool = False  # strokes one pixel bolder all round
+    hollow: int = 0  # outline only: the ink minus its erosion by a square this wide (odd, 0 = solid)
+    shadow: tuple[int, int] = (0, 0)  # a darker copy of the text, shifted by (dx, dy) pixels, behind it
+    noise: float = 4.0  # per-pixel background noise, standard deviation up to this
+    texture: float = 0.0  # smooth blotchy background variation of about this amplitude (grey levels)
+    grid: int = 0  # background grid lines every this many pixels (0 = none)
+
+
 class LookAlike:
     """Renders labelled images in a style; the same seed gives the same images and labels."""
 
     def __init__(self, style: Style, seed: int = 0, fonts: Sequence[FontChoice] | None = None,
-                 generator_share: float = CAPTCHA_GENERATOR_SHARE) -> None:
+                 generator_share: float = CAPTCHA_GENERATOR_SHARE, effects: Effects | None = None) -> None:
         self.style = style
         self.rng = random.Random(seed)
         self.fonts = list(fonts) if fonts is not None else match_fonts(style, seed=seed)
         self.generator_share = generator_share
+        self.effects = effects or Effects()
         self._generator: Any = None
 
     def sample(self) -> tuple[str, Image.Image]:
@@ -400,32 +420,59 @@ class LookAlike:
             return text, self._from_generator(text)
         return text, self._draw(text)
 
+    def render(self, text: str) -> Image.Image:
+        """``text`` drawn in the style by the look-alike drawing (never the captcha generator)."""
+        return self._draw(text)
+
     def _draw(self, text: str) -> Image.Image:
-        s, rng = self.style, self.rng
+        s, rng, e = self.style, self.rng, self.effects
         choice = rng.choices(self.fonts, weights=[f.weight for f in self.fonts])[0]
         mask = Image.new("L", (s.width, s.height), 0)
-        self._place_text(mask, text, choice)
+        spans = self._place_text(mask, text, choice)
+        mask = _ink_shape(mask, e)
         self._clutter(mask)
         mask = self._texture(_warp(mask, rng, s.text_height))
         if rng.random() < 0.5:
             mask = mask.filter(ImageFilter.GaussianBlur(rng.uniform(0.2, 0.7)))
-        return _compose(mask, self._background(), rng.choice(s.text_colours), rng)
+        background = self._background()
+        colour: RGB | np.ndarray = rng.choice(s.text_colours)
+        if e.char_colours:  # by column: the sine warp moves pixels only up and down, so colours stay on their glyph
+            colour = _column_colours(s.width, colour, [(x0, x1, rng.choice(s.text_colours)) for x0, x1 in spans])
+        if e.shadow != (0, 0):
+            shade = np.asarray(colour, dtype=np.float32) * rng.uniform(0.2, 0.6)
+            background = np.asarray(_compose(_shifted(mask, e.shadow), background, shade, rng), dtype=np.float32)
+        return _compose(mask, background, colour, rng)
 
-    def _place_text(self, mask: Image.Image, text: str, choice: FontChoice) -> None:
-        s, rng = self.style, self.rng
+    def _place_text(self, mask: Image.Image, text: str, choice: FontChoice) -> list[tuple[int, int]]:
+        """Paste the characters into ``mask``; their column spans, left to right."""
+        s, rng, e = self.style, self.rng, self.effects
         spread = s.spread.get
         height = _jitter(rng, s.text_height, spread("text_height", 0.0), 0.08 * s.text_height)
-        font = _font(choice.path, max(6, round(choice.size * height / s.text_height)))
-        glyphs = [_glyph(font, ch, rng.uniform(-10, 10)) for ch in text]
+        size = max(6, round(choice.size * height / s.text_height))
+        glyphs = [self._glyph(choice.path, size, ch) for ch in text]
         width = _jitter(rng, s.char_width, spread("char_width", 0.0), 0.08 * s.char_width) * len(text)
-        inked = sum(g.width for g in glyphs)
+        inked = sum(g.width for g, _ in glyphs)
         gap = max(-0.35 * inked / len(text), (width - inked) / max(1, len(text) - 1)) if len(text) > 1 else 0.0
         x = _jitter(rng, s.text_left, spread("text_left", 0.0), 0.03 * s.width)
         centre = _jitter(rng, s.text_center, spread("text_center", 0.0), 0.03 * s.height)
-        for glyph in glyphs:
-            y = centre - glyph.height / 2 + rng.gauss(0, 0.04 * s.text_height)
+        spans = []
+        for glyph, drop in glyphs:
+            y = centre - glyph.height / 2 + drop + rng.gauss(0, e.offset * s.text_height)
             mask.paste(255, (round(x), round(y)), glyph)
+            spans.append((round(x), round(x) + glyph.width))
             x += glyph.width + gap + rng.gauss(0, 0.05 * s.char_width)
+        return spans
+
+    def _glyph(self, path: str, size: int, ch: str) -> tuple[Image.Image, float]:
+        """(the character's rotated ink, how far below the text's centre line its centre sits)."""
+        e, rng = self.effects, self.rng
+        angle = rng.uniform(-e.rotation, e.rotation)
+        if e.char_scale:
+            size = max(6, round(size * rng.uniform(1 - e.char_scale, 1 + e.char_scale)))
+        font = _font(path, size)
+        if e.baseline:
+            return _glyph_on_baseline(font, ch, angle)
+        return _glyph(font, ch, angle), 0.0
 
     def _clutter(self, mask: Image.Image) -> None:
         s, rng = self.style, self.rng
@@ -462,13 +509,18 @@ class LookAlike:
         return Image.fromarray((np.asarray(mask, dtype=np.float32) * keep).astype(np.uint8))
 
     def _background(self) -> np.ndarray:
-        s, rng = self.style, self.rng
+        s, rng, e = self.style, self.rng, self.effects
         profile = np.array(rng.choice(s.backgrounds), dtype=np.float32)
         xs = np.linspace(0, s.width - 1, len(profile))
         columns = np.stack([np.interp(np.arange(s.width), xs, profile[:, c]) for c in range(3)], axis=1)
         columns = columns + np.array([rng.gauss(0, 6) for _ in range(3)], dtype=np.float32)
-        noise = np.random.default_rng(rng.getrandbits(32)).normal(0, rng.uniform(0, 4), (s.height, s.width, 1))
-        return np.clip(columns[None] + noise, 0, 255)
+        noise = np.random.default_rng(rng.getrandbits(32)).normal(0, rng.uniform(0, e.noise), (s.height, s.width, 1))
+        pixels = columns[None] + noise
+        if e.texture:
+            pixels = pixels + _blotches(rng, s.width, s.height, e.texture)
+        if e.grid:
+            pixels = _grid(pixels, rng, e.grid)
+        return np.clip(pixels, 0, 255)
 
     def _from_generator(self, text: str) -> Image.Image:
         """The PyPI captcha generator's drawing (white on black, used as a mask) in the style's colours."""
@@ -514,6 +566,71 @@ def _glyph(font: ImageFont.FreeTypeFont, ch: str, angle: float) -> Image.Image:
     return rotated.crop(box) if box else rotated
 
 
+def _glyph_on_baseline(font: ImageFont.FreeTypeFont, ch: str, angle: float) -> tuple[Image.Image, float]:
+    """One character drawn in the font's full line box (ascent to descent, so its height above the
+    baseline is kept), rotated about the box centre and cropped to its ink; with how far the ink's
+    centre sits below the centre of the capitals' band."""
+    ascent, descent, cap_top = _line_metrics(font)
+    left, _, right, _ = font.getbbox(ch)
+    pad = 4
+    canvas = Image.new("L", (right - left + 2 * pad, ascent + descent + 2 * pad), 0)
+    ImageDraw.Draw(canvas).text((pad - left, pad), ch, font=font, fill=255)
+    rotated = canvas.rotate(angle, resample=Image.Resampling.BILINEAR, expand=True)
+    box = rotated.getbbox() or (0, 0, rotated.width, rotated.height)
+    # the line box's centre stays the rotated canvas's centre; the capitals' band centre is fixed in the font
+    band_centre = rotated.height / 2 + (pad + (cap_top + ascent) / 2) - canvas.height / 2
+    return rotated.crop(box), (box[1] + box[3]) / 2 - band_centre
+
+
+@lru_cache(maxsize=256)
+def _line_metrics(font: ImageFont.FreeTypeFont) -> tuple[int, int, int]:
+    """(ascent, descent, top of the capitals) of a font: the same for each of its characters."""
+    ascent, descent = font.getmetrics()
+    return ascent, descent, font.getbbox("H")[1]
+
+
+def _ink_shape(mask: Image.Image, effects: Effects) -> Image.Image:
+    """Bolder strokes, or outlines only (hollow letters), as the effects ask."""
+    if effects.thicken:
+        mask = mask.filter(ImageFilter.MaxFilter(3))
+    if effects.hollow:
+        mask = ImageChops.subtract(mask, mask.filter(ImageFilter.MinFilter(effects.hollow)))
+    return mask
+
+
+def _shifted(mask: Image.Image, offset: tuple[int, int]) -> Image.Image:
+    moved = Image.new("L", mask.size, 0)
+    moved.paste(mask, offset)
+    return moved
+
+
+def _column_colours(width: int, base: RGB, spans: Sequence[tuple[int, int, RGB]]) -> np.ndarray:
+    """(1, width, 3) colours: each character's columns in its own colour, the rest in ``base``."""
+    colours = np.tile(np.array(base, dtype=np.float32), (1, width, 1))
+    for x0, x1, colour in spans:
+        colours[0, max(0, x0) : max(0, x1)] = colour
+    return colours
+
+
+def _blotches(rng: random.Random, width: int, height: int, amplitude: float) -> np.ndarray:
+    """(h, w, 3) smooth random variation: a coarse random grid, enlarged bicubically."""
+    cells = np.random.default_rng(rng.getrandbits(32)).uniform(0, 255, (rng.randint(2, 6), rng.randint(3, 12), 3))
+    coarse = Image.fromarray(cells.astype(np.uint8), "RGB").resize((width, height), Image.Resampling.BICUBIC)
+    return (np.asarray(coarse, dtype=np.float32) / 255 - 0.5) * 2 * amplitude
+
+
+def _grid(pixels: np.ndarray, rng: random.Random, step: int) -> np.ndarray:
+    """Thin lines every ``step`` pixels both ways, under the text, in a colour halfway between the
+    background's and a random one (a grid in the text's own contrast would hide the text)."""
+    mean = pixels.reshape(-1, 3).mean(axis=0)
+    colour = (mean + np.array([rng.uniform(0, 255) for _ in range(3)], dtype=np.float32)) / 2
+    pixels = pixels.copy()
+    x0, y0 = rng.randrange(step), rng.randrange(step)
+    pixels[y0::step, :] = colour
+    pixels[:, x0::step] = colour
+    return pixels
+
+
 def _warp(mask: Image.Image, rng: random.Random, text_height: float) -> Image.Image:
     """A gentle vertical sine displacement across the width, half of the time."""
     if rng.random() < 0.5:
@@ -528,10 +645,11 @@ def _warp(mask: Image.Image, rng: random.Random, text_height: float) -> Image.Im
     return Image.fromarray(array[rows, np.arange(width)[None, :]])
 
 
-def _compose(mask: Image.Image, background: np.ndarray, colour: RGB, rng: random.Random) -> Image.Image:
+def _compose(mask: Image.Image, background: np.ndarray, colour: RGB | np.ndarray, rng: random.Random) -> Image.Image:
+    """``colour``: one RGB, or an array that broadcasts to the image (a colour per column)."""
     alpha = np.asarray(mask, dtype=np.float32)[..., None] / 255.0
     ink = np.array(colour, dtype=np.float32) + np.array([rng.gauss(0, 8) for _ in range(3)], dtype=np.float32)
-    pixels = background * (1 - alpha) + ink[None, None] * alpha
+    pixels = background * (1 - alpha) + (ink if ink.ndim == 3 else ink[None, None]) * alpha
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
 
 
