@@ -139,7 +139,6 @@ def test_validation_loss_is_the_inference_heads_alone(tmp_path):
     from captchalab.charset import Charset
     from captchalab.config import RunConfig, TrainConfig
     from captchalab.data.images import ImageSize
-    from captchalab.data.pipeline import encode_labels
     from captchalab.models import registry
     from captchalab.models.losses import ctc_loss
     from captchalab.train import EpochEnd, Split, build_model, training_model
@@ -152,7 +151,7 @@ def test_validation_loss_is_the_inference_heads_alone(tmp_path):
     trainer.compile(loss=["mse", "mse"])
     labels = ("1234", "567", "0000", "98")
     pixels = np.random.default_rng(0).integers(0, 256, (4, 32, 64), dtype=np.uint8)
-    targets = encode_labels(labels, charset, 4)
+    targets = charset.encode_batch(labels, 4)
     callback = EpochEnd(config, tmp_path, Split(pixels, targets, pixels, labels, targets), {}, model)
     callback.set_model(trainer)
 

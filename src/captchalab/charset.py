@@ -10,6 +10,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
+
 from captchalab.errors import CharsetError
 
 BLANK = 0
@@ -115,6 +117,19 @@ class Charset:
             raise CharsetError(
                 f"label '{text}' has character {missing} outside the charset '{self.symbols}'"
             ) from None
+
+    def encode_batch(self, labels: Sequence[str], length: int) -> np.ndarray:
+        """Training targets: (len(labels), length) int32, each label's indices cut to ``length`` and
+        padded with BLANK (the "no character" class of a model with one head per position)."""
+        targets = np.full((len(labels), length), BLANK, dtype=np.int32)
+        for row, label in enumerate(labels):
+            codes = self.encode(label)[:length]
+            targets[row, : len(codes)] = codes
+        return targets
+
+    def index_of(self, symbol: str) -> int | None:
+        """The class index of ``symbol`` as written (no case folding); None when it is not a symbol."""
+        return self._index.get(symbol)
 
     def decode(self, indices: Sequence[int] | Iterable[int]) -> str:
         """Indices to text; the blank and out-of-range indices are dropped."""

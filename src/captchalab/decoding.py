@@ -219,7 +219,7 @@ def constrain(probs: np.ndarray, charset: Charset, constraints: Constraints) -> 
     merge = np.zeros((charset.num_classes, target.num_classes), dtype=probs.dtype)
     merge[BLANK, BLANK] = 1.0
     for i, ch in enumerate(charset.symbols, start=1):
-        merge[i, symbols.index(constraints.fold(ch)) + 1] = 1.0
+        merge[i, target.index_of(constraints.fold(ch))] = 1.0
     folded = probs @ merge
     if constraints.allowed is not None:
         allowed = constraints.allowed_symbols(charset)

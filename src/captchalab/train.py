@@ -25,7 +25,7 @@ from captchalab.charset import Charset
 from captchalab.config import SCHEDULES, RunConfig, TrainConfig, apply_overrides
 from captchalab.data import pipeline
 from captchalab.data.folder import Dataset, load_dataset
-from captchalab.data.images import ImageSize, resize_pixels
+from captchalab.data.images import ImageSize, resize_pixels, to_model_input
 from captchalab.errors import DataError, Interrupted, ModelError, RunFolderError, UsageError
 from captchalab.models import registry
 from captchalab.models.losses import loss_for
@@ -190,7 +190,7 @@ def _check_train_config(train_config: TrainConfig) -> None:
 
 def _split(config: RunConfig, train_set: Dataset, val_set: Dataset | None) -> Split:
     train_set, val_set = _segmented(config, train_set), _segmented(config, val_set)
-    encode = lambda labels: pipeline.encode_labels(labels, config.charset, config.max_length)  # noqa: E731
+    encode = lambda labels: config.charset.encode_batch(labels, config.max_length)  # noqa: E731
     if val_set is not None:
         return Split(train_set.pixels, encode(train_set.labels), val_set.pixels, val_set.labels,
                      encode(val_set.labels))
@@ -333,7 +333,7 @@ def _calibrate_and_plot(model: keras.Model, config: RunConfig, folder: Path, spl
 
 
 def predict_logits(model: keras.Model, pixels: np.ndarray) -> np.ndarray:
-    return model.predict(pixels.astype(np.float32)[..., None] / 255.0, batch_size=256, verbose=0)
+    return model.predict(to_model_input(pixels), batch_size=256, verbose=0)
 
 
 def predict_texts(model: keras.Model, config: RunConfig, pixels: np.ndarray) -> list[decoding.Prediction]:
@@ -375,7 +375,7 @@ def refresh_batch_norm(
         for step, start in enumerate(range(0, min(images, len(pixels)), batch_size)):
             for layer in norms:  # moving = mean of the batch statistics seen so far
                 layer.momentum = step / (step + 1)
-            upstream(pixels[start : start + batch_size].astype(np.float32)[..., None] / 255.0, training=True)
+            upstream(to_model_input(pixels[start : start + batch_size]), training=True)
     finally:
         for layer, momentum in zip(norms, momenta):
             layer.momentum = momentum
