@@ -473,12 +473,12 @@ def stage_mechanism(args: argparse.Namespace) -> None:
 
 def left_edges(pixels: np.ndarray) -> dict[str, Any]:
     """Where each character starts (segmentation's boxes, in pixels): its spread over images."""
-    from captchalab.segmentation import character_boxes, ink_map, opening, otsu_threshold
+    from captchalab.segmentation import character_boxes, ink_map, ink_mask
 
     starts = []
     for image in pixels:
         ink = ink_map(image)
-        starts.append([a for a, _ in character_boxes(opening(ink > otsu_threshold(ink)), 5)])
+        starts.append([a for a, _ in character_boxes(ink_mask(ink), 5)])
     starts_array = np.array(starts, dtype=float)
     return {"images": len(pixels), "mean": starts_array.mean(0).round(1).tolist(),
             "std": starts_array.std(0).round(1).tolist(),

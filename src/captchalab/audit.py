@@ -20,7 +20,6 @@ reveal. The same building blocks run ``bench/efficiency.py``.
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import math
@@ -33,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from captchalab.data.folder import list_entries, load_dataset
+from captchalab.data.folder import list_entries, load_dataset, write_labels_csv
 from captchalab.errors import DataError, UsageError
 
 RATES = (0.01, 0.10, 0.50, 0.90)
@@ -102,20 +101,6 @@ def _absolute(data: str | Path) -> list[Entry]:
 def subset(pool: Sequence[Entry], n: int, seed: int) -> list[Entry]:
     """The first ``n`` of a seeded shuffle of the pool: counts are nested within a seed."""
     return random.Random(1000 + seed).sample(list(pool), len(pool))[:n]
-
-
-def write_csv(path: Path, entries: Sequence[Entry]) -> Path:
-    """A ``file,label`` CSV, written atomically (runs.atomic_write)."""
-    from captchalab.runs import atomic_write
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["file", "label"])
-            writer.writerows(entries)
-
-    atomic_write(path, write)
-    return path
 
 
 def label_counts(config: AuditConfig, pool_size: int) -> list[int]:
@@ -194,7 +179,8 @@ def cell_data(pool: Sequence[Entry], n: int, seed: int, folder: Path) -> tuple[P
             name = f"{i:05d}-{k}{Path(path).suffix}"
             _link(Path(path), folder / name)
             rows.append((name, label))
-    return write_csv(folder / "labels.csv", rows), write_csv(folder.parent / f"{folder.name}-val.csv", val)
+    train_csv = write_labels_csv(folder / "labels.csv", rows)
+    return train_csv, write_labels_csv(folder.parent / f"{folder.name}-val.csv", val)
 
 
 def charset_of(labels: Iterable[str]) -> str:
@@ -247,7 +233,7 @@ class TestSet:
     """Held-out images, decoded once per model input size."""
 
     def __init__(self, entries: Sequence[Entry], work: Path) -> None:
-        self.csv = write_csv(work / "test.csv", entries)
+        self.csv = write_labels_csv(work / "test.csv", entries)
         self.size = len(entries)
         self._cache: dict[Any, tuple[np.ndarray, tuple[str, ...]]] = {}
 
@@ -482,7 +468,7 @@ def audit(
     splits = make_splits(data, test, config.test_fraction, config.max_test, config.seed)
     sizes = label_counts(config, len(splits.pool))
     work = folder / "work"
-    style_source = write_csv(work / "style-source.csv", subset(splits.pool, sizes[0], 0))
+    style_source = write_labels_csv(work / "style-source.csv", subset(splits.pool, sizes[0], 0))
     test_set = TestSet(splits.test, work)
     say(f"pool {len(splits.pool)} labelled images, test {len(splits.test)}; counts {sizes}, {config.seeds} seed(s)")
     record: dict[str, Any] = {"data": str(data), "test": str(test) if test else f"{len(splits.test)} held out",

@@ -8,7 +8,6 @@ We hand its module a drop-in object with the same three functions backed by a se
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import random
@@ -25,6 +24,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from captchalab import files
 from captchalab.charset import Charset
+from captchalab.data.folder import write_labels_csv
 from captchalab.data.images import ImageSize
 from captchalab.errors import Interrupted, RunFolderError, UsageError
 
@@ -186,10 +186,9 @@ def write_set(
         raise Interrupted(f"{len(rows)} of {count} images kept in {partial}; run the same command again to "
                           "continue, or add --force to start over") from None
     rows += pending
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows([("file", "label"), *rows])
-    for name, text in {**(extra or {}), "labels.csv": buffer.getvalue()}.items():
+    for name, text in (extra or {}).items():
         (partial / name).write_text(text, encoding="utf-8")
+    write_labels_csv(partial / "labels.csv", rows)
     for name in (PROGRESS, ROWS):
         (partial / name).unlink(missing_ok=True)
     _check_new(out)  # nothing appeared there meanwhile
