@@ -112,3 +112,28 @@ def test_labels_csv_writer_round_trips_through_the_reader(tmp_path):
     assert read_labels_csv(path) == rows
     assert path.read_bytes().startswith(b"file,label\n")
     assert not [p for p in path.parent.iterdir() if p.name != "labels.csv"]  # no temporary left behind
+
+
+def test_one_length_parser_with_one_rule_for_generate_and_solve(tmp_path):
+    """"4-" means 4 or more wherever a length is read: solve takes it, generate (which needs an
+    upper end) refuses it instead of reading it as 4, as it did before."""
+    import typer.main
+
+    from captchalab.charset import parse_length
+    from captchalab.cli import app
+    from captchalab.decoding import Constraints
+    from captchalab.errors import UsageError
+    from clirun import run_cli
+
+    assert [parse_length(t) for t in ("5", " 4-6 ", "4-", "-6", 3)] == [(5, 5), (4, 6), (4, None), (0, 6), (3, 3)]
+    assert Constraints.parse("4-") == Constraints(4, None)
+    with pytest.raises(UsageError, match="no upper end"):
+        generate(tmp_path / "open", 2, length="4-")
+    assert not (tmp_path / "open").exists()
+    refused = run_cli("generate", tmp_path / "cli", "-n", "2", "--length", "4-")
+    assert refused.failed_cleanly(2, "no upper end")
+    for bad in ("x", "4-x", "0-3", "3-40"):
+        with pytest.raises(UsageError, match="length"):
+            generate(tmp_path / "bad", 2, length=bad)
+    solve = typer.main.get_command(app).commands["solve"]
+    assert "4- (4 or more)" in next(p.help for p in solve.params if p.name == "length")

@@ -33,6 +33,7 @@ from captchalab.charset import Charset
 from captchalab.data import images
 from captchalab.data.folder import list_entries, typical_size
 from captchalab.data.ink import closing, otsu_threshold
+from captchalab.data.synthetic import length_bounds
 from captchalab.errors import DataError, ImageError, UsageError
 
 RGB = tuple[int, int, int]
@@ -517,11 +518,11 @@ def generate_like(
     ``length``, ``charset`` and ``size`` override what was estimated. Written as ``synthetic.write_set``
     writes: complete or not at all, and an interrupted run continues on a rerun.
     """
-    from captchalab.data.synthetic import parse_length, write_set
+    from captchalab.data.synthetic import write_set
 
     if count < 1:
         raise UsageError(f"--count must be at least 1, got {count}")
-    style = override(estimate(like, seed=seed), length, charset, size, parse_length)
+    style = override(estimate(like, seed=seed), length, charset, size)
     recipe = {"generator": "like", "count": count, "seed": seed, "style": style.to_dict()}
     return write_set(Path(out), LookAlike(style, seed), count, recipe, progress, force,
                      extra={"style.json": json.dumps(style.to_dict(), indent=2) + "\n"})
@@ -532,13 +533,12 @@ def override(
     length: int | str | None,
     charset: str | None,
     size: images.ImageSize | str | None,
-    parse_length: Callable[[int | str], tuple[int, int]],
 ) -> Style:
     """The style with the user's explicit length range, charset or image size (geometry rescaled)."""
     from dataclasses import replace
 
     if length is not None:
-        low, high = parse_length(length)
+        low, high = length_bounds(length)
         style = replace(style, lengths={k: 1.0 / (high - low + 1) for k in range(low, high + 1)})
     if charset is not None:
         style = replace(style, charset=Charset.parse(charset).symbols)
