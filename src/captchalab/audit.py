@@ -251,9 +251,7 @@ def score(run: Path, test: TestSet) -> dict[str, float]:
 
     predictor = Predictor.load(run, backend="keras")
     pixels, raw_labels = test.at(predictor.config.image)
-    texts = []
-    for start in range(0, len(pixels), 128):
-        texts += [r[0].text for r in predictor.predict_pixels(pixels[start : start + 128])]
+    texts = [r[0].text for r in predictor.predict_pixels(pixels, batch_size=128)]
     labels = [predictor.config.charset.normalize(label) for label in raw_labels]
     summary = metrics.summarize(texts, labels)
     return {"sequence_accuracy": summary["sequence_accuracy"], "char_accuracy": summary["char_accuracy"]}
