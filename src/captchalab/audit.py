@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from captchalab.config import TrainConfig
 from captchalab.data.folder import list_entries, load_dataset, write_labels_csv
 from captchalab.errors import DataError, UsageError
 
@@ -141,9 +142,9 @@ def repeats(train_n: int) -> int:
     return max(1, math.ceil(MIN_EPOCH_IMAGES / max(1, train_n)))
 
 
-def cell_overrides(
+def cell_settings(
     n: int, config: AuditConfig, pretrained: bool, seed: int, max_minutes: float, cpu_minutes: float | None = None
-) -> list[str]:
+) -> TrainConfig:
     """Training settings for ``n`` labelled images: the same schedule for both methods, except the
     learning rate. Up to ``min_steps`` steps (or ``epochs`` passes over the labelled images, if
     more); early stopping after ``patience_steps`` without improvement (the trainer halves the
@@ -160,10 +161,9 @@ def cell_overrides(
     patience = max(3, math.ceil(config.patience_steps / per_epoch))
     least = math.ceil(config.min_fit_steps / per_epoch)
     rate = config.finetune_learning_rate if pretrained else config.learning_rate
-    return [f"train.epochs={epochs}", f"train.batch_size={config.batch_size}", f"train.patience={patience}",
-            f"train.min_epochs={least}", "train.schedule=plateau",
-            f"train.learning_rate={rate}", f"train.seed={seed}", f"train.threads={config.threads}",
-            f"train.max_minutes={max_minutes:.3f}", f"train.max_cpu_minutes={cpu_minutes or 0:.3f}"]
+    return TrainConfig(epochs=epochs, batch_size=config.batch_size, patience=patience, min_epochs=least,
+                       schedule="plateau", learning_rate=rate, seed=seed, threads=config.threads,
+                       max_minutes=round(max_minutes, 3), max_cpu_minutes=round(cpu_minutes or 0.0, 3))
 
 
 def cell_data(pool: Sequence[Entry], n: int, seed: int, folder: Path) -> tuple[Path, Path]:
@@ -215,11 +215,10 @@ def pretrain(
         generate_like(synthetic, style_source, count, seed=config.seed)
     generated = clock.cpu()
     # a wall-clock cap for the benchmark; otherwise CPU time, with room for reading the images
-    cap = f"train.max_minutes={wall_minutes:.3f}" if wall_minutes is not None else \
-        f"train.max_cpu_minutes={0.85 * clock.left() / 60:.3f}"
-    overrides = [f"train.epochs={config.pretrain_epochs}", "train.patience=6", f"train.seed={config.seed}",
-                 f"train.threads={config.threads}", cap]
-    run = train(synthetic, out=work / "pretrained", overrides=overrides, export_onnx=False, quiet=quiet,
+    cap = {"max_minutes": round(wall_minutes, 3)} if wall_minutes is not None else \
+        {"max_cpu_minutes": round(0.85 * clock.left() / 60, 3)}
+    settings = TrainConfig(epochs=config.pretrain_epochs, patience=6, seed=config.seed, threads=config.threads, **cap)
+    run = train(synthetic, out=work / "pretrained", train_config=settings, export_onnx=False, quiet=quiet,
                 force=True)
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     record = {"synthetic_images": count, "generate_cpu_seconds": round(generated, 1),
@@ -271,9 +270,9 @@ def run_cell(
     began_cpu, began_wall = time.process_time(), time.time()
     name = f"{method}-n{n}-s{seed}"
     data, val = cell_data(pool, n, seed, work / "subsets" / f"n{n}-s{seed}")
-    overrides = [*cell_overrides(n, config, method == "pretrained", seed, max_minutes, cpu_minutes), *extra]
-    run = train(data, val=val, out=work / "cells" / name, overrides=overrides, export_onnx=False, quiet=quiet,
-                force=True, init=init if method == "pretrained" else None,
+    settings = cell_settings(n, config, method == "pretrained", seed, max_minutes, cpu_minutes)
+    run = train(data, val=val, out=work / "cells" / name, train_config=settings, overrides=list(extra),
+                export_onnx=False, quiet=quiet, force=True, init=init if method == "pretrained" else None,
                 charset=charset_of(label for _, label in subset(pool, n, seed)))
     result = score(run, test)
     history = json.loads((run / "history.json").read_text(encoding="utf-8"))
