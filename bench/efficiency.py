@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--max-cells", type=int, default=0, help="stop after this many new cells (0: all)")
     args = parser.parse_args()
     audit = importlib.import_module("captchalab.audit")
+    from captchalab.data.folder import write_labels_csv
 
     config = replace(audit.AuditConfig(), counts=tuple(int(c) for c in args.counts.split(",")),
                      seeds=args.seeds, synthetic=args.synthetic)
@@ -97,7 +98,7 @@ def main() -> None:
     splits = audit.make_splits(data / "train.csv", data / "test.csv", 0.2, 500, 0)
     pool, test = splits.pool, audit.TestSet(splits.test, args.work)
     counts = audit.label_counts(config, len(pool))
-    style_source = audit.write_csv(args.work / "style-source.csv", audit.subset(pool, counts[0], 0))
+    style_source = write_labels_csv(args.work / "style-source.csv", audit.subset(pool, counts[0], 0))
     init = pretrained_run(audit, style_source, args.work, config, record, args.pretrain_wall_minutes)
     done = {(c["n"], c["seed"], c["method"]) for c in record["cells"]}
     new = 0

@@ -289,7 +289,6 @@ def _loaded(source: Path) -> Any:
 def harness_run(args: argparse.Namespace, stage: str, key: dict[str, Any], folder: Path, setup: Any,
                 hidden: tuple[int, ...] = (256, 256)) -> None:
     """One ``captchalab diagnose`` setup on the first ``args.harness_images`` images of ``folder``."""
-    from captchalab.data.pipeline import encode_labels
     from captchalab.diagnose import DiagnoseConfig, run_setup
 
     if done(stage, key):
@@ -297,7 +296,7 @@ def harness_run(args: argparse.Namespace, stage: str, key: dict[str, Any], folde
     config = DiagnoseConfig(limit=args.harness_images, epochs=args.harness_epochs, hidden=hidden)
     data = _loaded(prefix(folder, args.harness_images))
 
-    targets = encode_labels(data.labels, data.charset, data.max_length)
+    targets = data.charset.encode_batch(data.labels, data.max_length)
     outcome = run_setup(setup, data.pixels, targets, data.charset.num_classes, config)
     chance = 1 / len(data.charset.symbols)
     record(stage, key, {"per_position": outcome.final, "mean": outcome.mean, "learned": outcome.learned(chance),
@@ -436,7 +435,6 @@ def stage_asker(args: argparse.Namespace) -> None:
     """Every change x loss x seed cell of the search, shared between processes by --shard."""
     from dataclasses import replace
 
-    from captchalab.data.pipeline import encode_labels
     from captchalab.diagnose import ASKER, DiagnoseConfig, run_setup
 
     shard, shards = (int(v) for v in args.shard.split("/"))
@@ -452,7 +450,7 @@ def stage_asker(args: argparse.Namespace) -> None:
         data = _diagnose_data(args)
         setup = replace(ASKER, name=f"{change}: {loss}", positions=ASKER_LOSSES[loss], **ASKER_CHANGES[change])
         config = DiagnoseConfig(limit=args.harness_images, epochs=ASKER_EPOCHS, seed=seed)
-        targets = encode_labels(data.labels, data.charset, data.max_length)
+        targets = data.charset.encode_batch(data.labels, data.max_length)
         outcome = run_setup(setup, data.pixels, targets, data.charset.num_classes, config)
         chance = 1 / len(data.charset.symbols)
         record("asker", key, {"trained": outcome.trained, "per_position": outcome.final, "chance": chance,
@@ -463,10 +461,8 @@ def stage_asker(args: argparse.Namespace) -> None:
 
 def stage_mechanism(args: argparse.Namespace) -> None:
     """Live ReLUs and position 1's share of each Adam step, with 1, 2 and 5 heads; characters' left edges."""
-    from captchalab.data.pipeline import encode_labels
-
     data = _diagnose_data(args)
-    targets = encode_labels(data.labels, data.charset, data.max_length)
+    targets = data.charset.encode_batch(data.labels, data.max_length)
     if not done("mechanism", {"measure": "left edges"}):
         record("mechanism", {"measure": "left edges"}, left_edges(data.pixels[:2000]))
     for loss in ("position 1", "positions 1+2", "all five"):
@@ -477,12 +473,12 @@ def stage_mechanism(args: argparse.Namespace) -> None:
 
 def left_edges(pixels: np.ndarray) -> dict[str, Any]:
     """Where each character starts (segmentation's boxes, in pixels): its spread over images."""
-    from captchalab.segmentation import character_boxes, ink_map, opening, otsu_threshold
+    from captchalab.segmentation import character_boxes, ink_map, ink_mask
 
     starts = []
     for image in pixels:
         ink = ink_map(image)
-        starts.append([a for a, _ in character_boxes(opening(ink > otsu_threshold(ink)), 5)])
+        starts.append([a for a, _ in character_boxes(ink_mask(ink), 5)])
     starts_array = np.array(starts, dtype=float)
     return {"images": len(pixels), "mean": starts_array.mean(0).round(1).tolist(),
             "std": starts_array.std(0).round(1).tolist(),

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from captchalab.audit import write_csv
+from captchalab.data.folder import write_labels_csv
 from data import captcha_images_v2
 from machine import machine_info
 
@@ -206,7 +206,7 @@ def render(name: str, folder: Path, count: int, seed: int) -> Path:
         file = f"{i:05d}.png"
         image.save(folder / file)
         rows.append((file, label))
-    write_csv(labels, rows)  # last: its presence marks the style as rendered
+    write_labels_csv(labels, rows)  # last: its presence marks the style as rendered
     return labels
 
 
@@ -228,7 +228,7 @@ def first(pool: Path, n: int, folder: Path) -> Path:
     rows = read_csv(pool)[:n]
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / f"first{n}.csv"
-    write_csv(out, [(str((pool.parent / file).resolve()), label) for file, label in rows])
+    write_labels_csv(out, [(str((pool.parent / file).resolve()), label) for file, label in rows])
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -67,11 +68,11 @@ def test_overlapping_test_set_is_refused(tiny_set: Path) -> None:
 
 def test_both_methods_get_the_same_schedule() -> None:
     config = audit.AuditConfig()
-    scratch = audit.cell_overrides(25, config, False, 0, 5.0)
-    tuned = audit.cell_overrides(25, config, True, 0, 5.0)
-    differ = [(a, b) for a, b in zip(scratch, tuned) if a != b]
-    assert [a.split("=")[0] for a, _ in differ] == ["train.learning_rate"]
-    epochs = int(next(o for o in scratch if o.startswith("train.epochs=")).split("=")[1])
+    scratch = audit.cell_settings(25, config, False, 0, 5.0)
+    tuned = audit.cell_settings(25, config, True, 0, 5.0)
+    assert asdict(replace(tuned, learning_rate=scratch.learning_rate)) == asdict(scratch)
+    assert (scratch.learning_rate, tuned.learning_rate) == (config.learning_rate, config.finetune_learning_rate)
+    epochs = scratch.epochs
     steps_per_epoch = -(-22 * audit.repeats(22) // config.batch_size)  # 25 - 3 held out, repeated
     assert epochs * steps_per_epoch >= config.min_steps and audit.repeats(22) * 22 >= audit.MIN_EPOCH_IMAGES
 
@@ -134,13 +135,13 @@ def test_perfect_validation_stops_only_after_min_epochs(min_epochs: int, stops_a
     from captchalab.charset import Charset
     from captchalab.config import RunConfig, TrainConfig
     from captchalab.data.images import ImageSize
-    from captchalab.train import EpochEnd
+    from captchalab.train import EpochEnd, TrainingState
 
     config = RunConfig("crnn", "ctc", Charset("A"), ImageSize(32, 32), 1,
                        train=TrainConfig(patience=50, min_epochs=min_epochs))
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
-    callback = EpochEnd(config, tmp_path, None, {"best": None, "wait": 0}, model)  # type: ignore[arg-type]
+    callback = EpochEnd(config, tmp_path, None, TrainingState(data="d", epoch=0, history=[], learning_rate=1e-3), model)  # type: ignore[arg-type]
     callback.set_model(model)
     for epoch in range(1, 10):
         callback._track_best({"epoch": epoch, "val_sequence_accuracy": 1.0, "val_cer": 0.0, "val_loss": 1.0})

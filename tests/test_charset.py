@@ -80,3 +80,18 @@ def test_charset_from_labels_encodes_every_label(labels):
 @given(st.text(alphabet="abcdefXYZ019", max_size=15))
 def test_ranges_without_dashes_keep_each_symbol_once_in_order(spec):
     assert expand_ranges(spec) == "".join(dict.fromkeys(spec))
+
+
+def test_batch_encoding_pads_with_the_blank_and_cuts_at_the_length():
+    charset = Charset.parse("a-c", case_insensitive=True)
+    targets = charset.encode_batch(["ab", "cab", "bcab"], 3)
+    assert targets.dtype.name == "int32" and targets.tolist() == [[1, 2, BLANK], [3, 1, 2], [2, 3, 1]]
+    assert charset.encode_batch([], 4).shape == (0, 4)
+    with pytest.raises(CharsetError, match="'ax'"):
+        charset.encode_batch(["ab", "ax"], 3)
+
+
+def test_index_lookup_is_the_encoding_of_one_symbol():
+    charset = Charset.parse("A-C", case_insensitive=True)
+    assert [charset.index_of(ch) for ch in "ABC"] == charset.encode("ABC")
+    assert charset.index_of("Z") is None and charset.index_of("a") is None  # as written: no folding

@@ -6,7 +6,8 @@ import pytest
 from PIL import Image
 
 from captchalab.charset import Charset
-from captchalab.data.folder import load_dataset
+from captchalab.data.folder import load_dataset, read_labels_csv, typical_size, write_labels_csv
+from captchalab.data.images import ImageSize
 from captchalab.data.synthetic import generate
 from captchalab.errors import DataError, RunFolderError
 
@@ -75,3 +76,64 @@ def test_transparency_is_composited_on_white(tmp_path):
     pixels = load_dataset(tmp_path).pixels[0]
     assert pixels[0, 0] == 255 and pixels[5, 5] == 0
     assert pixels.dtype == np.uint8
+
+
+def _labelled(folder, images):
+    """A folder of (name, label, PIL image) with its labels.csv."""
+    folder.mkdir()
+    for name, _, image in images:
+        image.save(folder / name, exif=image.getexif())
+    write_labels_csv(folder / "labels.csv", [(name, label) for name, label, _ in images])
+    return folder
+
+
+def test_one_size_survey_for_datasets_and_styles(tmp_path):
+    """load_dataset and style.estimate take the image size from the same survey: as shown
+    (EXIF rotation applied), and a set of oversized images is refused by both, in the same words."""
+    from captchalab.data import style
+
+    turned = Image.new("RGB", (30, 90), "white")  # stored 30 wide, 90 tall; shown turned: 90x30
+    turned.getexif()[0x0112] = 6
+    upright = [(f"{i}.png", "AB", Image.new("RGB", (90, 30), "white")) for i in range(2)]
+    folder = _labelled(tmp_path / "turned", [*upright, *((f"t{i}.jpg", "AB", turned) for i in range(3))])
+    assert style.typical_size is typical_size  # estimate's survey is the loader's
+    assert load_dataset(folder).size == typical_size(folder, ["t0.jpg", "0.png"]) == ImageSize(30, 90)
+    huge = _labelled(tmp_path / "huge", [(f"{i}.png", "AB", Image.new("L", (4097, 20), 255)) for i in range(2)])
+    with pytest.raises(DataError, match="4097x20 are over the size limits") as from_load:
+        load_dataset(huge)
+    with pytest.raises(DataError) as from_style:
+        style.estimate(huge)
+    assert str(from_load.value) == str(from_style.value)
+
+
+def test_labels_csv_writer_round_trips_through_the_reader(tmp_path):
+    rows = [("a,b.png", 'q"1'), ("dir/é.png", "x,y"), ("c.png", "-")]
+    path = write_labels_csv(tmp_path / "sub" / "labels.csv", rows)
+    assert read_labels_csv(path) == rows
+    assert path.read_bytes().startswith(b"file,label\n")
+    assert not [p for p in path.parent.iterdir() if p.name != "labels.csv"]  # no temporary left behind
+
+
+def test_one_length_parser_with_one_rule_for_generate_and_solve(tmp_path):
+    """"4-" means 4 or more wherever a length is read: solve takes it, generate (which needs an
+    upper end) refuses it instead of reading it as 4, as it did before."""
+    import typer.main
+
+    from captchalab.charset import parse_length
+    from captchalab.cli import app
+    from captchalab.decoding import Constraints
+    from captchalab.errors import UsageError
+    from clirun import run_cli
+
+    assert [parse_length(t) for t in ("5", " 4-6 ", "4-", "-6", 3)] == [(5, 5), (4, 6), (4, None), (0, 6), (3, 3)]
+    assert Constraints.parse("4-") == Constraints(4, None)
+    with pytest.raises(UsageError, match="no upper end"):
+        generate(tmp_path / "open", 2, length="4-")
+    assert not (tmp_path / "open").exists()
+    refused = run_cli("generate", tmp_path / "cli", "-n", "2", "--length", "4-")
+    assert refused.failed_cleanly(2, "no upper end")
+    for bad in ("x", "4-x", "0-3", "3-40"):
+        with pytest.raises(UsageError, match="length"):
+            generate(tmp_path / "bad", 2, length=bad)
+    solve = typer.main.get_command(app).commands["solve"]
+    assert "4- (4 or more)" in next(p.help for p in solve.params if p.name == "length")

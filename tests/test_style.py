@@ -102,7 +102,7 @@ def test_fonts_are_matched_by_stroke_and_width(painted: Path) -> None:
 
 
 def test_a_charset_no_font_can_draw_is_a_clear_error(painted: Path) -> None:
-    found = style.override(style.estimate(painted), None, "\ue000\ue001", None, lambda x: (1, 1))
+    found = style.override(style.estimate(painted), None, "\ue000\ue001", None)
     with pytest.raises(UsageError, match="font"):
         style.match_fonts(found)
 

@@ -33,10 +33,15 @@ def test_overrides_are_validated(tiny_set, tmp_path):
 
 
 def test_resume_continues_to_the_requested_epochs(tiny_set, tmp_path):
+    from captchalab.config import TrainConfig
+
+    # typed settings, with the command line's key=value overrides on top
     run = train(tiny_set, out=tmp_path / "r", epochs=1, quiet=True, export_onnx=False,
-                overrides=["train.patience=50"])
+                train_config=TrainConfig(patience=50, seed=3, batch_size=4), overrides=["train.batch_size=8"])
     state = json.loads((run / "checkpoints" / "state.json").read_text())
     assert state["epoch"] == 1
+    settings = json.loads((run / "config.json").read_text())["train"]
+    assert (settings["patience"], settings["seed"], settings["batch_size"], settings["epochs"]) == (50, 3, 8, 1)
     train(tiny_set, resume=run, epochs=2, quiet=True, export_onnx=False)
     assert len(json.loads((run / "history.json").read_text())) == 2
     assert json.loads((run / "config.json").read_text())["train"]["epochs"] == 2
@@ -139,10 +144,9 @@ def test_validation_loss_is_the_inference_heads_alone(tmp_path):
     from captchalab.charset import Charset
     from captchalab.config import RunConfig, TrainConfig
     from captchalab.data.images import ImageSize
-    from captchalab.data.pipeline import encode_labels
     from captchalab.models import registry
     from captchalab.models.losses import ctc_loss
-    from captchalab.train import EpochEnd, Split, build_model, training_model
+    from captchalab.train import EpochEnd, Split, TrainingState, build_model, training_model
 
     charset = Charset.parse("0-9")
     config = RunConfig("crnn", "ctc", charset, ImageSize(32, 64), 4, registry.get("crnn").options_type(),
@@ -152,8 +156,9 @@ def test_validation_loss_is_the_inference_heads_alone(tmp_path):
     trainer.compile(loss=["mse", "mse"])
     labels = ("1234", "567", "0000", "98")
     pixels = np.random.default_rng(0).integers(0, 256, (4, 32, 64), dtype=np.uint8)
-    targets = encode_labels(labels, charset, 4)
-    callback = EpochEnd(config, tmp_path, Split(pixels, targets, pixels, labels, targets), {}, model)
+    targets = charset.encode_batch(labels, 4)
+    state = TrainingState(data="d", epoch=0, history=[], learning_rate=1e-3)
+    callback = EpochEnd(config, tmp_path, Split(pixels, targets, pixels, labels, targets), state, model)
     callback.set_model(trainer)
 
     _, loss = callback._validate()
@@ -170,12 +175,12 @@ def test_patience_does_not_run_out_on_the_start_up_plateau(tmp_path):
     from captchalab.charset import Charset
     from captchalab.config import RunConfig, TrainConfig
     from captchalab.data.images import ImageSize
-    from captchalab.train import EpochEnd
+    from captchalab.train import EpochEnd, TrainingState
 
     config = RunConfig("crnn", "ctc", Charset("A"), ImageSize(32, 32), 1, train=TrainConfig(patience=3))
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
-    callback = EpochEnd(config, tmp_path, None, {"best": None, "wait": 0}, model)  # type: ignore[arg-type]
+    callback = EpochEnd(config, tmp_path, None, TrainingState(data="d", epoch=0, history=[], learning_rate=1e-3), model)  # type: ignore[arg-type]
     callback.set_model(model)
     for epoch in range(1, 12):
         callback._track_best({"epoch": epoch, "val_sequence_accuracy": 0.0, "val_cer": 1.0,
@@ -190,14 +195,41 @@ def test_patience_does_not_run_out_on_the_start_up_plateau(tmp_path):
 
 def test_a_run_saved_before_the_schedule_setting_resumes_with_its_rules(tiny_run, tmp_path):
     from captchalab import runs
-    from captchalab.train import _rescore_best
+    from captchalab.train import TrainingState, _rescore_best
 
     data = json.loads((tiny_run / "config.json").read_text())
     del data["train"]["schedule"]
     (tmp_path / "config.json").write_text(json.dumps(data))
     assert runs.read_config(tmp_path).train.schedule == "plateau"
-    history = [{"val_sequence_accuracy": 0.5, "val_cer": 0.2, "val_loss": 3.0},
-               {"val_sequence_accuracy": 0.5, "val_cer": 0.1, "val_loss": 4.0}]
-    state = {"best": [0.5, -3.0], "history": history}  # the old [accuracy, -loss] ranking
+    history = [{"epoch": 1, "val_sequence_accuracy": 0.5, "val_cer": 0.2, "val_loss": 3.0},
+               {"epoch": 2, "val_sequence_accuracy": 0.5, "val_cer": 0.1, "val_loss": 4.0}]
+    state = TrainingState(data="d", epoch=2, history=history, learning_rate=1e-3, best=[0.5, -3.0])  # [acc, -loss]
     _rescore_best(state)
-    assert state["best"] == [0.5, -0.1, -4.0]
+    assert state.best == [0.5, -0.1, -4.0]
+
+
+def test_a_state_json_written_while_the_state_was_a_dict_still_resumes(tiny_run, tmp_path):
+    """checkpoints/state.json as train.py wrote it before TrainingState (keys absent until set, a
+    time limit's stopped_by) reads into the typed state, writes back the same values, and resumes."""
+    import shutil
+    from pathlib import Path
+
+    from captchalab.train import TrainingState, _read_state
+
+    run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
+    state_file = run / "checkpoints" / "state.json"
+    written = json.loads(state_file.read_text())
+    old = {"data": written["data"], "val": None, "epoch": 1, "history": written["history"], "best": written["best"],
+           "wait": 0, "learning_rate": written["learning_rate"], "skipped": [], "init": None, "cpu_seconds": 2.5,
+           "bests": written["bests"], "perfect": 0, "stopped": True, "stopped_by": "train.max_minutes=0.01"}
+    state_file.write_text(json.dumps(old))
+    state = _read_state(run)
+    assert isinstance(state, TrainingState) and state.stopped_by == "train.max_minutes=0.01"
+    assert {key: state.model_dump()[key] for key in old} == old
+    state.save(run)
+    assert _read_state(run) == state  # round trip through the file
+    train(run, resume=run, epochs=2, quiet=True, export_onnx=False)  # a larger limit: go on
+    resumed = json.loads(state_file.read_text())
+    assert resumed["epoch"] == 2 and len(resumed["history"]) == 2 and resumed["stopped_by"] is None
+    assert resumed["cpu_seconds"] > 2.5 and resumed["history"][0] == old["history"][0]
+    assert "stopped_by" not in json.loads((run / "metrics.json").read_text())

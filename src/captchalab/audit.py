@@ -20,7 +20,6 @@ reveal. The same building blocks run ``bench/efficiency.py``.
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import math
@@ -33,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from captchalab.data.folder import list_entries, load_dataset
+from captchalab.config import TrainConfig
+from captchalab.data.folder import list_entries, load_dataset, write_labels_csv
 from captchalab.errors import DataError, UsageError
 
 RATES = (0.01, 0.10, 0.50, 0.90)
@@ -104,20 +104,6 @@ def subset(pool: Sequence[Entry], n: int, seed: int) -> list[Entry]:
     return random.Random(1000 + seed).sample(list(pool), len(pool))[:n]
 
 
-def write_csv(path: Path, entries: Sequence[Entry]) -> Path:
-    """A ``file,label`` CSV, written atomically (runs.atomic_write)."""
-    from captchalab.runs import atomic_write
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["file", "label"])
-            writer.writerows(entries)
-
-    atomic_write(path, write)
-    return path
-
-
 def label_counts(config: AuditConfig, pool_size: int) -> list[int]:
     counts = sorted({n for n in config.counts if n < pool_size})
     if config.include_all or not counts:
@@ -156,9 +142,9 @@ def repeats(train_n: int) -> int:
     return max(1, math.ceil(MIN_EPOCH_IMAGES / max(1, train_n)))
 
 
-def cell_overrides(
+def cell_settings(
     n: int, config: AuditConfig, pretrained: bool, seed: int, max_minutes: float, cpu_minutes: float | None = None
-) -> list[str]:
+) -> TrainConfig:
     """Training settings for ``n`` labelled images: the same schedule for both methods, except the
     learning rate. Up to ``min_steps`` steps (or ``epochs`` passes over the labelled images, if
     more); early stopping after ``patience_steps`` without improvement (the trainer halves the
@@ -175,10 +161,9 @@ def cell_overrides(
     patience = max(3, math.ceil(config.patience_steps / per_epoch))
     least = math.ceil(config.min_fit_steps / per_epoch)
     rate = config.finetune_learning_rate if pretrained else config.learning_rate
-    return [f"train.epochs={epochs}", f"train.batch_size={config.batch_size}", f"train.patience={patience}",
-            f"train.min_epochs={least}", "train.schedule=plateau",
-            f"train.learning_rate={rate}", f"train.seed={seed}", f"train.threads={config.threads}",
-            f"train.max_minutes={max_minutes:.3f}", f"train.max_cpu_minutes={cpu_minutes or 0:.3f}"]
+    return TrainConfig(epochs=epochs, batch_size=config.batch_size, patience=patience, min_epochs=least,
+                       schedule="plateau", learning_rate=rate, seed=seed, threads=config.threads,
+                       max_minutes=round(max_minutes, 3), max_cpu_minutes=round(cpu_minutes or 0.0, 3))
 
 
 def cell_data(pool: Sequence[Entry], n: int, seed: int, folder: Path) -> tuple[Path, Path]:
@@ -194,7 +179,8 @@ def cell_data(pool: Sequence[Entry], n: int, seed: int, folder: Path) -> tuple[P
             name = f"{i:05d}-{k}{Path(path).suffix}"
             _link(Path(path), folder / name)
             rows.append((name, label))
-    return write_csv(folder / "labels.csv", rows), write_csv(folder.parent / f"{folder.name}-val.csv", val)
+    train_csv = write_labels_csv(folder / "labels.csv", rows)
+    return train_csv, write_labels_csv(folder.parent / f"{folder.name}-val.csv", val)
 
 
 def charset_of(labels: Iterable[str]) -> str:
@@ -229,11 +215,10 @@ def pretrain(
         generate_like(synthetic, style_source, count, seed=config.seed)
     generated = clock.cpu()
     # a wall-clock cap for the benchmark; otherwise CPU time, with room for reading the images
-    cap = f"train.max_minutes={wall_minutes:.3f}" if wall_minutes is not None else \
-        f"train.max_cpu_minutes={0.85 * clock.left() / 60:.3f}"
-    overrides = [f"train.epochs={config.pretrain_epochs}", "train.patience=6", f"train.seed={config.seed}",
-                 f"train.threads={config.threads}", cap]
-    run = train(synthetic, out=work / "pretrained", overrides=overrides, export_onnx=False, quiet=quiet,
+    cap = {"max_minutes": round(wall_minutes, 3)} if wall_minutes is not None else \
+        {"max_cpu_minutes": round(0.85 * clock.left() / 60, 3)}
+    settings = TrainConfig(epochs=config.pretrain_epochs, patience=6, seed=config.seed, threads=config.threads, **cap)
+    run = train(synthetic, out=work / "pretrained", train_config=settings, export_onnx=False, quiet=quiet,
                 force=True)
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     record = {"synthetic_images": count, "generate_cpu_seconds": round(generated, 1),
@@ -247,7 +232,7 @@ class TestSet:
     """Held-out images, decoded once per model input size."""
 
     def __init__(self, entries: Sequence[Entry], work: Path) -> None:
-        self.csv = write_csv(work / "test.csv", entries)
+        self.csv = write_labels_csv(work / "test.csv", entries)
         self.size = len(entries)
         self._cache: dict[Any, tuple[np.ndarray, tuple[str, ...]]] = {}
 
@@ -265,9 +250,7 @@ def score(run: Path, test: TestSet) -> dict[str, float]:
 
     predictor = Predictor.load(run, backend="keras")
     pixels, raw_labels = test.at(predictor.config.image)
-    texts = []
-    for start in range(0, len(pixels), 128):
-        texts += [r[0].text for r in predictor.predict_pixels(pixels[start : start + 128])]
+    texts = [r[0].text for r in predictor.predict_pixels(pixels, batch_size=128)]
     labels = [predictor.config.charset.normalize(label) for label in raw_labels]
     summary = metrics.summarize(texts, labels)
     return {"sequence_accuracy": summary["sequence_accuracy"], "char_accuracy": summary["char_accuracy"]}
@@ -287,9 +270,9 @@ def run_cell(
     began_cpu, began_wall = time.process_time(), time.time()
     name = f"{method}-n{n}-s{seed}"
     data, val = cell_data(pool, n, seed, work / "subsets" / f"n{n}-s{seed}")
-    overrides = [*cell_overrides(n, config, method == "pretrained", seed, max_minutes, cpu_minutes), *extra]
-    run = train(data, val=val, out=work / "cells" / name, overrides=overrides, export_onnx=False, quiet=quiet,
-                force=True, init=init if method == "pretrained" else None,
+    settings = cell_settings(n, config, method == "pretrained", seed, max_minutes, cpu_minutes)
+    run = train(data, val=val, out=work / "cells" / name, train_config=settings, overrides=list(extra),
+                export_onnx=False, quiet=quiet, force=True, init=init if method == "pretrained" else None,
                 charset=charset_of(label for _, label in subset(pool, n, seed)))
     result = score(run, test)
     history = json.loads((run / "history.json").read_text(encoding="utf-8"))
@@ -482,7 +465,7 @@ def audit(
     splits = make_splits(data, test, config.test_fraction, config.max_test, config.seed)
     sizes = label_counts(config, len(splits.pool))
     work = folder / "work"
-    style_source = write_csv(work / "style-source.csv", subset(splits.pool, sizes[0], 0))
+    style_source = write_labels_csv(work / "style-source.csv", subset(splits.pool, sizes[0], 0))
     test_set = TestSet(splits.test, work)
     say(f"pool {len(splits.pool)} labelled images, test {len(splits.test)}; counts {sizes}, {config.seeds} seed(s)")
     record: dict[str, Any] = {"data": str(data), "test": str(test) if test else f"{len(splits.test)} held out",

@@ -10,7 +10,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-from captchalab.errors import CharsetError
+import numpy as np
+
+from captchalab.errors import CharsetError, UsageError
 
 BLANK = 0
 MAX_LABEL_LENGTH = 256  # the longest label a model can have: checked when training and when loading
@@ -38,6 +40,22 @@ def label_problem(label: str, charset: Charset | None = None, max_length: int | 
     if len(label) > MAX_LABEL_LENGTH:
         return f"label longer than {MAX_LABEL_LENGTH} characters", f"{len(label)} characters"
     return None
+
+
+def parse_length(length: int | str) -> tuple[int, int | None]:
+    """A label length or range as users write it, to (least, most), inclusive; most None: no limit.
+
+    ``5`` is exactly 5, ``"4-6"`` 4 to 6, ``"4-"`` 4 or more, ``"-6"`` at most 6 (least 0). The one
+    parser of ``solve --length`` (decoding.Constraints) and ``generate --length`` (which needs both
+    ends); the ranges each accepts are checked where they are used.
+    """
+    text = str(length).strip()
+    least, dash, most = text.partition("-")
+    try:
+        low = int(least) if least else 0
+        return low, (int(most) if most else None) if dash else low
+    except ValueError:
+        raise UsageError(f"length '{text}' is not a number or a range like 4-6") from None
 
 
 def expand_ranges(spec: str, within: str | None = None) -> str:
@@ -115,6 +133,19 @@ class Charset:
             raise CharsetError(
                 f"label '{text}' has character {missing} outside the charset '{self.symbols}'"
             ) from None
+
+    def encode_batch(self, labels: Sequence[str], length: int) -> np.ndarray:
+        """Training targets: (len(labels), length) int32, each label's indices cut to ``length`` and
+        padded with BLANK (the "no character" class of a model with one head per position)."""
+        targets = np.full((len(labels), length), BLANK, dtype=np.int32)
+        for row, label in enumerate(labels):
+            codes = self.encode(label)[:length]
+            targets[row, : len(codes)] = codes
+        return targets
+
+    def index_of(self, symbol: str) -> int | None:
+        """The class index of ``symbol`` as written (no case folding); None when it is not a symbol."""
+        return self._index.get(symbol)
 
     def decode(self, indices: Sequence[int] | Iterable[int]) -> str:
         """Indices to text; the blank and out-of-range indices are dropped."""

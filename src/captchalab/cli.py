@@ -84,7 +84,8 @@ def _main(
 def generate(
     out_dir: Annotated[Path, typer.Argument(metavar="OUT", help="New folder for images + labels.csv.")],
     count: Annotated[int, typer.Option("--count", "-n", help="Number of images.")] = 1000,
-    length: Annotated[str | None, typer.Option(help="Characters per image: 5 (default) or a range: 4-6.")] = None,
+    length: Annotated[str | None, typer.Option(
+        help="Characters per image: 5 (default) or a range with both ends: 4-6.")] = None,
     charset: Annotated[str | None, typer.Option(help="Symbols, ranges allowed (default 0-9A-Z).")] = None,
     size: Annotated[str | None, typer.Option(help="WIDTHxHEIGHT (default 160x60).")] = None,
     seed: Annotated[int, typer.Option(help="Same seed, same images.")] = 0,
@@ -205,7 +206,8 @@ def solve(
     threads: Annotated[int, typer.Option(help="Inference threads (0: all cores).")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, max=1024)] = 64,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Exit 0 even if some images cannot be read.")] = False,
-    length: Annotated[str | None, typer.Option(help="Answer length: 5, or a range such as 4-6.")] = None,
+    length: Annotated[str | None, typer.Option(
+        help="Answer length: 5, a range such as 4-6, 4- (4 or more) or -6 (at most 6).")] = None,
     allowed: Annotated[str | None, typer.Option(help="Characters the answer may use, ranges allowed: a-z0-9.")] = None,
     case: Annotated[str, typer.Option(help="any (as read), lower or upper (the site ignores case).")] = "any",
     min_confidence: Annotated[float | None, typer.Option(

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from captchalab.charset import BLANK, Charset, expand_ranges
+from captchalab.charset import BLANK, Charset, expand_ranges, parse_length
 from captchalab.errors import UsageError
 
 CASE_POLICIES = ("any", "lower", "upper")
@@ -60,14 +60,7 @@ class Constraints:
 
         With the model's ``charset``, ``allowed`` is kept to the symbols it can produce (in either case),
         so ranges are never expanded past it: the cost is bounded by the charset, whatever is asked."""
-        low, high = 0, None
-        if length is not None and str(length).strip():
-            low_text, dash, high_text = str(length).strip().partition("-")
-            try:
-                low = int(low_text) if low_text else 0
-                high = (int(high_text) if high_text else None) if dash else low
-            except ValueError:
-                raise UsageError(f"length '{length}' is not a number or a range like 4-6") from None
+        low, high = parse_length(length) if length is not None and str(length).strip() else (0, None)
         if not allowed:
             return cls(low, high, None, case or "any")
         if charset is None:
@@ -219,7 +212,7 @@ def constrain(probs: np.ndarray, charset: Charset, constraints: Constraints) -> 
     merge = np.zeros((charset.num_classes, target.num_classes), dtype=probs.dtype)
     merge[BLANK, BLANK] = 1.0
     for i, ch in enumerate(charset.symbols, start=1):
-        merge[i, symbols.index(constraints.fold(ch)) + 1] = 1.0
+        merge[i, target.index_of(constraints.fold(ch))] = 1.0
     folded = probs @ merge
     if constraints.allowed is not None:
         allowed = constraints.allowed_symbols(charset)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from captchalab._tf import import_quietly
+from captchalab.data import images
 from captchalab.errors import UsageError
 
 LEARNED = 3.0  # a position has learned when its accuracy is at least this many times chance
@@ -202,11 +203,9 @@ def _select(setups: list[Setup], only: tuple[str, ...] | list[str]) -> list[Setu
 
 
 def _arrays(dataset: Any, config: DiagnoseConfig) -> tuple[np.ndarray, np.ndarray]:
-    from captchalab.data.pipeline import encode_labels
-
     order = np.random.default_rng(config.seed).permutation(len(dataset))[: config.limit]
-    return dataset.pixels[order], encode_labels([dataset.labels[i] for i in order], dataset.charset,
-                                                dataset.max_length)
+    return dataset.pixels[order], dataset.charset.encode_batch([dataset.labels[i] for i in order],
+                                                               dataset.max_length)
 
 
 def prepare_inputs(pixels: np.ndarray, setup: Setup) -> np.ndarray:
@@ -216,13 +215,10 @@ def prepare_inputs(pixels: np.ndarray, setup: Setup) -> np.ndarray:
         h, w = h - h % setup.pool, w - w % setup.pool
         x = x[:, :h, :w].reshape(n, h // setup.pool, setup.pool, w // setup.pool, setup.pool).mean(axis=(2, 4))
     x = x.reshape(len(x), -1)
-    if setup.inputs == "scaled":
-        return x / 255.0
-    if setup.inputs == "centred":
-        return x / 255.0 - 0.5
-    if setup.inputs == "inverted":
-        return 1.0 - x / 255.0
-    return np.ascontiguousarray(x)
+    if setup.inputs not in ("scaled", "centred", "inverted"):  # "raw": 0..255
+        return np.ascontiguousarray(x)
+    unit = x / images.WHITE  # the models' own scale (images.scaled)
+    return 1.0 - unit if setup.inputs == "inverted" else unit - 0.5 if setup.inputs == "centred" else unit
 
 
 def _probe_steps(total: int, per_epoch: int) -> set[int]:

@@ -74,16 +74,10 @@ def _write_report(out: Path, predictor: Predictor, data: str | Path, dataset: An
 
 
 def _predict_all(predictor: Predictor, pixels: np.ndarray, batch_size: int, quiet: bool) -> tuple[list, float]:
-    readings = []
-    seconds = 0.0
     with counting("solving", quiet, total=len(pixels)) as advance:
-        for start in range(0, len(pixels), batch_size):
-            batch = pixels[start : start + batch_size]
-            began = time.perf_counter()
-            readings.extend(r[0] for r in predictor.predict_pixels(batch))
-            seconds += time.perf_counter() - began
-            advance(len(batch))
-    return readings, seconds
+        began = time.perf_counter()
+        readings = [r[0] for r in predictor.predict_pixels(pixels, batch_size=batch_size, progress=advance)]
+        return readings, time.perf_counter() - began
 
 
 ProgressHook = Callable[[int], None]

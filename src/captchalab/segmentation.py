@@ -23,9 +23,12 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from captchalab.data.ink import dilate, opening, otsu_threshold
+
 MIN_RUN_MASS = 12  # ink pixels; runs with less are noise
 NOISE_SHARE = 0.15  # runs with less than this share of an average character's ink are noise
 MARGIN = 2  # pixels kept free around a character in its cell
+MIN_THRESHOLD = 0.1  # of the ink map: a nearly blank image is not all ink
 
 
 def segment_batch(pixels: np.ndarray, count: int) -> np.ndarray:
@@ -36,9 +39,9 @@ def segment_batch(pixels: np.ndarray, count: int) -> np.ndarray:
 def segment(image: np.ndarray, count: int) -> np.ndarray:
     """One uint8 (h, w) captcha -> uint8 (h, w): dark characters on white, one per cell."""
     ink = ink_map(image)
-    mask = opening(ink > otsu_threshold(ink))
+    mask = ink_mask(ink)
     boxes = character_boxes(mask, count)
-    return render_cells(ink * _dilate(mask), mask, boxes, image.shape)
+    return render_cells(ink * dilate(mask), mask, boxes, image.shape)
 
 
 def ink_map(image: np.ndarray) -> np.ndarray:
@@ -49,42 +52,9 @@ def ink_map(image: np.ndarray) -> np.ndarray:
     return np.clip(ink / peak, 0, 1) if peak > 0 else np.zeros_like(ink)
 
 
-def otsu_threshold(values: np.ndarray, bins: int = 64) -> float:
-    """The threshold that best separates ``values`` (in [0, 1]) into two classes."""
-    hist, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
-    weight = hist.astype(np.float64)
-    centers = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(weight)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(weight * centers) / np.maximum(w0, 1)
-    m1 = (np.sum(weight * centers) - np.cumsum(weight * centers)) / np.maximum(w1, 1)
-    between = w0 * w1 * (m0 - m1) ** 2
-    return float(max(edges[int(np.argmax(between)) + 1], 0.1))
-
-
-def opening(mask: np.ndarray) -> np.ndarray:
-    """3x3 erosion then dilation: removes specks and lines thinner than 3 pixels."""
-    return _dilate(_erode(mask))
-
-
-def _erode(mask: np.ndarray) -> np.ndarray:
-    padded = np.pad(mask, 1, constant_values=False)
-    h, w = mask.shape
-    out = np.ones_like(mask)
-    for dy in range(3):
-        for dx in range(3):
-            out &= padded[dy : dy + h, dx : dx + w]
-    return out
-
-
-def _dilate(mask: np.ndarray) -> np.ndarray:
-    padded = np.pad(mask, 1, constant_values=False)
-    h, w = mask.shape
-    out = np.zeros_like(mask)
-    for dy in range(3):
-        for dx in range(3):
-            out |= padded[dy : dy + h, dx : dx + w]
-    return out
+def ink_mask(ink: np.ndarray) -> np.ndarray:
+    """bool (h, w): the ink of an ``ink_map`` above Otsu's threshold, specks and thin lines removed."""
+    return opening(ink > max(otsu_threshold(ink), MIN_THRESHOLD))
 
 
 def character_boxes(mask: np.ndarray, count: int) -> list[tuple[int, int]]:

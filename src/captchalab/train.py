@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import keras
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from captchalab import config as configuration
 from captchalab import decoding, failure, files, metrics, runs
@@ -25,7 +25,7 @@ from captchalab.charset import Charset
 from captchalab.config import SCHEDULES, RunConfig, TrainConfig, apply_overrides
 from captchalab.data import pipeline
 from captchalab.data.folder import Dataset, load_dataset
-from captchalab.data.images import ImageSize, resize_pixels
+from captchalab.data.images import ImageSize, resize_pixels, to_model_input
 from captchalab.errors import DataError, Interrupted, ModelError, RunFolderError, UsageError
 from captchalab.models import registry
 from captchalab.models.losses import loss_for
@@ -38,6 +38,49 @@ FINAL_RATE = 0.02  # the cosine schedule ends at this share of the initial learn
 PROGRESS = 0.01  # a validation loss this much (relatively) below the best so far counts as progress
 PLATEAU_CER = 0.9  # a run whose best validation CER is above this has not left CTC's start-up plateau
 PERFECT_EPOCHS = 4  # stop after this many epochs in a row read every validation image
+
+
+Score = Annotated[float, Field(allow_inf_nan=True)]
+
+
+class _Epoch(BaseModel):
+    """One history record: what ranking the best checkpoint needs; other measures pass through."""
+
+    model_config = ConfigDict(strict=True, extra="allow", allow_inf_nan=True)
+    epoch: Annotated[int, Field(ge=1, le=1_000_000)]
+    val_sequence_accuracy: Score
+    val_cer: Score
+    val_loss: Score
+
+
+# A history record stays a plain dict (history.json, the curves, failure.py read it), checked as an _Epoch.
+EpochRecord = Annotated[dict[str, Any], BeforeValidator(lambda v: _Epoch.model_validate(v).model_dump()
+                                                        if isinstance(v, dict) else v)]
+
+
+class TrainingState(BaseModel):
+    """The training loop's state, saved as checkpoints/state.json after every epoch: what --resume
+    continues from. Typed attributes in memory; checked against these types when read back."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=True)
+    data: Annotated[str, Field(min_length=1)]  # the training set, resolved: --resume reads it again
+    val: str | None = None
+    epoch: Annotated[int, Field(ge=0, le=1_000_000)]  # epochs finished
+    history: list[EpochRecord]
+    best: Annotated[list[Score], Field(max_length=3)] | None = None  # checkpoint_rank of the best epoch
+    wait: Annotated[int, Field(ge=0)] = 0  # epochs without progress (early stopping)
+    learning_rate: Annotated[float, Field(gt=0.0, le=10.0)]
+    skipped: list[str] = Field(default_factory=list)  # bad files left out with --skip-bad
+    init: str | None = None  # the pretrained run of --init
+    cpu_seconds: Annotated[float, Field(ge=0.0)] = 0.0  # of every process that trained this run
+    stopped: bool = False  # early stopping or a time limit ended the run
+    perfect: Annotated[int, Field(ge=0)] = 0  # epochs in a row that read every validation image
+    bests: dict[str, Score] | None = None  # best accuracy, CER and loss so far, each on its own
+    init_report: dict[str, Any] | None = None  # what transfer_weights copied from --init
+    stopped_by: str | None = None  # the time limit that ended the run
+
+    def save(self, folder: Path) -> None:
+        runs.write_json(folder / runs.CHECKPOINTS / STATE, self.model_dump())
 
 
 @dataclass(frozen=True)
@@ -64,11 +107,14 @@ def train(
     export_onnx: bool = True,
     quiet: bool = False,
     init: str | Path | None = None,
+    train_config: TrainConfig | None = None,
 ) -> Path:
     """Train a model on DATA and return its run folder (see docs/design.md).
 
     ``model`` defaults to crnn, or to the model of ``init``: a pretrained run to start from
-    (its model options and image size are kept; see transfer.py).
+    (its model options and image size are kept; see transfer.py). ``train_config``: the training
+    settings as a typed value (default TrainConfig()); ``epochs`` and then the ``"key=value"``
+    ``overrides`` of the command line (``--set``) apply on top of it.
     """
     if resume is not None:
         return _resume(Path(resume), export_onnx, quiet, skip_bad, epochs)
@@ -83,7 +129,7 @@ def train(
         image=entry.input_size(train_set.size, train_set.max_length) if entry.input_size else train_set.size,
         max_length=train_set.max_length,
         options=entry.options_type(),
-        train=TrainConfig(),
+        train=train_config or TrainConfig(),
     )
     if init_config is not None:
         from captchalab.transfer import adopt
@@ -105,9 +151,9 @@ def train(
     runs.check_new(out, force)  # before the lock file goes in: a refused folder is left as it was
     split = _split(config, train_set, val_set)
     skipped = [*train_set.skipped, *(val_set.skipped if val_set else ())]
-    state = {"data": str(Path(data).resolve()), "val": str(Path(val).resolve()) if val else None, "epoch": 0,
-             "history": [], "best": None, "wait": 0, "learning_rate": config.train.learning_rate,
-             "skipped": skipped, "init": str(Path(init).resolve()) if init else None}
+    state = TrainingState(data=str(Path(data).resolve()), val=str(Path(val).resolve()) if val else None, epoch=0,
+                          history=[], learning_rate=config.train.learning_rate, skipped=skipped,
+                          init=str(Path(init).resolve()) if init else None)
     with runs.locked(out) as folder, _interrupted(folder):
         runs.create(folder, force=force)
         runs.write_json(folder / "config.json", config.to_dict())
@@ -190,7 +236,7 @@ def _check_train_config(train_config: TrainConfig) -> None:
 
 def _split(config: RunConfig, train_set: Dataset, val_set: Dataset | None) -> Split:
     train_set, val_set = _segmented(config, train_set), _segmented(config, val_set)
-    encode = lambda labels: pipeline.encode_labels(labels, config.charset, config.max_length)  # noqa: E731
+    encode = lambda labels: config.charset.encode_batch(labels, config.max_length)  # noqa: E731
     if val_set is not None:
         return Split(train_set.pixels, encode(train_set.labels), val_set.pixels, val_set.labels,
                      encode(val_set.labels))
@@ -241,7 +287,7 @@ def _targets(trainer: keras.Model, y: Any) -> Any:
 
 
 def _fit(
-    config: RunConfig, folder: Path, split: Split, state: dict, export_onnx: bool, quiet: bool
+    config: RunConfig, folder: Path, split: Split, state: TrainingState, export_onnx: bool, quiet: bool
 ) -> Path:
     t = config.train
     if t.threads:
@@ -249,23 +295,23 @@ def _fit(
 
         tf.config.threading.set_intra_op_parallelism_threads(t.threads)
         tf.config.threading.set_inter_op_parallelism_threads(t.threads)
-    keras.utils.set_random_seed(t.seed + state["epoch"])
+    keras.utils.set_random_seed(t.seed + state.epoch)
     model = build_model(config)
     trainer = training_model(model, config)
-    if not state["epoch"] and state.get("init"):
+    if not state.epoch and state.init:
         from captchalab.transfer import transfer_weights
 
-        state["init_report"] = transfer_weights(model, config, Path(state["init"]))
-    if state["epoch"]:
+        state.init_report = transfer_weights(model, config, Path(state.init))
+    if state.epoch:
         _load_checkpoint(trainer, folder)
-    _compile(trainer, config, state["learning_rate"])
-    data = pipeline.batches(split.train_x, split.train_y, t.batch_size, t.seed + state["epoch"], t.augment)
+    _compile(trainer, config, state.learning_rate)
+    data = pipeline.batches(split.train_x, split.train_y, t.batch_size, t.seed + state.epoch, t.augment)
     data = data.map(lambda x, y: (x, _targets(trainer, y)))
     callbacks = [
         EpochEnd(config, folder, split, state, model),
-        TrainingProgress(t.epochs, quiet, initial=state["epoch"]),
+        TrainingProgress(t.epochs, quiet, initial=state.epoch),
     ]
-    trainer.fit(data, epochs=t.epochs, initial_epoch=state["epoch"], callbacks=callbacks, verbose=0)
+    trainer.fit(data, epochs=t.epochs, initial_epoch=state.epoch, callbacks=callbacks, verbose=0)
     return _finish(model, trainer, config, folder, split, state, export_onnx)
 
 
@@ -275,7 +321,7 @@ def _finish(
     config: RunConfig,
     folder: Path,
     split: Split,
-    state: dict,
+    state: TrainingState,
     export_onnx: bool,
 ) -> Path:
     """Keep the best epoch's weights; save, calibrate, score and export the inference model."""
@@ -284,19 +330,19 @@ def _finish(
         files.regular_file(best, RunFolderError)
         trainer.load_weights(best)
     runs.atomic_write(folder / "model.keras", lambda tmp: model.save(tmp))
-    _calibrate_and_plot(model, config, folder, split, state["history"])
-    runs.write_json(folder / "history.json", state["history"])
+    _calibrate_and_plot(model, config, folder, split, state.history)
+    runs.write_json(folder / "history.json", state.history)
     texts = [p.text for p in predict_texts(model, config, split.val_x)]
     summary = metrics.summarize(texts, split.val_labels, config.max_length if config.head != "ctc" else None)
     summary.update({"split": "validation", "model": config.model, "charset": config.charset.symbols,
-                    "train_cpu_seconds": round(state.get("cpu_seconds", 0.0), 1),
-                    "epochs_run": state["epoch"], "epochs_budget": config.train.epochs})
+                    "train_cpu_seconds": round(state.cpu_seconds, 1),
+                    "epochs_run": state.epoch, "epochs_budget": config.train.epochs})
     if summary["sequence_accuracy"] < failure.NEAR_ZERO:
-        summary["diagnosis"] = _diagnosis(model, config, split, state["history"], texts)
-    if state.get("skipped"):
-        summary["skipped"] = state["skipped"]
-    if state.get("stopped_by"):
-        summary["stopped_by"] = state["stopped_by"]
+        summary["diagnosis"] = _diagnosis(model, config, split, state.history, texts)
+    if state.skipped:
+        summary["skipped"] = state.skipped
+    if state.stopped_by:
+        summary["stopped_by"] = state.stopped_by
     runs.write_json(folder / "metrics.json", summary)
     if export_onnx:
         from captchalab.export import export_onnx as export
@@ -333,7 +379,7 @@ def _calibrate_and_plot(model: keras.Model, config: RunConfig, folder: Path, spl
 
 
 def predict_logits(model: keras.Model, pixels: np.ndarray) -> np.ndarray:
-    return model.predict(pixels.astype(np.float32)[..., None] / 255.0, batch_size=256, verbose=0)
+    return model.predict(to_model_input(pixels), batch_size=256, verbose=0)
 
 
 def predict_texts(model: keras.Model, config: RunConfig, pixels: np.ndarray) -> list[decoding.Prediction]:
@@ -375,7 +421,7 @@ def refresh_batch_norm(
         for step, start in enumerate(range(0, min(images, len(pixels)), batch_size)):
             for layer in norms:  # moving = mean of the batch statistics seen so far
                 layer.momentum = step / (step + 1)
-            upstream(pixels[start : start + batch_size].astype(np.float32)[..., None] / 255.0, training=True)
+            upstream(to_model_input(pixels[start : start + batch_size]), training=True)
     finally:
         for layer, momentum in zip(norms, momenta):
             layer.momentum = momentum
@@ -389,13 +435,14 @@ class EpochEnd(keras.callbacks.Callback):
     Kept in one place so that the state saved for ``--resume`` is always consistent.
     """
 
-    def __init__(self, config: RunConfig, folder: Path, split: Split, state: dict, inference: keras.Model) -> None:
+    def __init__(self, config: RunConfig, folder: Path, split: Split, state: TrainingState,
+                 inference: keras.Model) -> None:
         super().__init__()
         self.config, self.folder, self.split, self.state = config, folder, split, state
         self.inference = inference  # self.model is the network being trained, maybe with extra heads
         self.started = self.began = time.time()
         self.began_cpu = self.epoch_cpu = time.process_time()
-        self.cpu_before = state.get("cpu_seconds", 0.0)  # spent by earlier processes of a resumed run
+        self.cpu_before = state.cpu_seconds  # spent by earlier processes of a resumed run
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         # The cosine follows the epoch budget only: a wall-clock or CPU limit (train.max_minutes)
@@ -418,8 +465,8 @@ class EpochEnd(keras.callbacks.Callback):
                   "cpu_seconds": round(time.process_time() - self.epoch_cpu, 2)}
         self.started, self.epoch_cpu = time.time(), time.process_time()
         # counted at every epoch, so a killed run's CPU time is not lost on --resume
-        self.state["cpu_seconds"] = round(self.cpu_before + self.epoch_cpu - self.began_cpu, 1)
-        self.state["history"].append(record)
+        self.state.cpu_seconds = round(self.cpu_before + self.epoch_cpu - self.began_cpu, 1)
+        self.state.history.append(record)
         logs.update({k: v for k, v in record.items() if k.startswith("val_")})
         self._track_best(record)
         self._check_budget()
@@ -445,24 +492,24 @@ class EpochEnd(keras.callbacks.Callback):
         epoch for many epochs before the model reads its first characters, so no patience
         runs out there: the epoch budget alone ends a run that never leaves it.
         """
-        score = checkpoint_rank(record)
-        if self.state["best"] is None or score > self.state["best"]:
-            self.state["best"] = score
+        state, score = self.state, checkpoint_rank(record)
+        if state.best is None or score > state.best:
+            state.best = score
             runs.atomic_write(self.folder / runs.CHECKPOINTS / "best.weights.h5", self.model.save_weights)
-        bests = self.state.get("bests") or {"accuracy": -1.0, "cer": math.inf, "loss": math.inf}
+        bests = state.bests or {"accuracy": -1.0, "cer": math.inf, "loss": math.inf}
         progressed = (record["val_sequence_accuracy"] > bests["accuracy"] or record["val_cer"] < bests["cer"] - 1e-3
                       or record["val_loss"] < bests["loss"] * (1 - PROGRESS))
-        self.state["bests"] = bests
+        state.bests = bests
         bests.update(accuracy=max(bests["accuracy"], record["val_sequence_accuracy"]),
                      cer=min(bests["cer"], record["val_cer"]), loss=min(bests["loss"], record["val_loss"]))
-        self.state["wait"] = 0 if progressed else self.state["wait"] + 1
-        self.state["perfect"] = self.state.get("perfect", 0) + 1 if record["val_sequence_accuracy"] == 1.0 else 0
+        state.wait = 0 if progressed else state.wait + 1
+        state.perfect = state.perfect + 1 if record["val_sequence_accuracy"] == 1.0 else 0
         t = self.config.train
         if self.config.head == "ctc" and bests["cer"] > PLATEAU_CER:  # only the budget ends CTC's plateau
-            self.state["wait"] = 0
-        if t.schedule == "plateau" and self.state["wait"] and self.state["wait"] % max(1, t.patience // 3) == 0:
+            state.wait = 0
+        if t.schedule == "plateau" and state.wait and state.wait % max(1, t.patience // 3) == 0:
             self.model.optimizer.learning_rate = float(self.model.optimizer.learning_rate) * 0.5
-        done = self.state["wait"] >= t.patience or self.state["perfect"] >= PERFECT_EPOCHS
+        done = state.wait >= t.patience or state.perfect >= PERFECT_EPOCHS
         if done and record["epoch"] >= t.min_epochs:
             self.model.stop_training = True
 
@@ -472,16 +519,16 @@ class EpochEnd(keras.callbacks.Callback):
         if cpu_budget and time.process_time() - self.began_cpu > cpu_budget * 60:
             over.append(f"train.max_cpu_minutes={cpu_budget:g}")
         if over and not self.model.stop_training:  # said in metrics.json and by the CLI: not a silent stop
-            self.state["stopped_by"] = " and ".join(over)
+            self.state.stopped_by = " and ".join(over)
             self.model.stop_training = True
 
     def _save(self, epoch: int) -> None:
         checkpoints = self.folder / runs.CHECKPOINTS
         runs.atomic_write(checkpoints / "last.weights.h5", self.model.save_weights)
-        self.state.update(epoch=epoch, learning_rate=float(self.model.optimizer.learning_rate),
-                          stopped=bool(self.model.stop_training))
-        runs.write_json(checkpoints / STATE, self.state)
-        runs.write_json(self.folder / "history.json", self.state["history"])
+        self.state.epoch, self.state.stopped = epoch, bool(self.model.stop_training)
+        self.state.learning_rate = float(self.model.optimizer.learning_rate)
+        self.state.save(self.folder)
+        runs.write_json(self.folder / "history.json", self.state.history)
 
 
 class TrainingProgress(keras.callbacks.Callback):
@@ -520,61 +567,29 @@ def _continue(folder: Path, export_onnx: bool, quiet: bool, skip_bad: bool, epoc
         config = apply_overrides(config, [f"train.epochs={epochs}"])
         _check_train_config(config.train)
         runs.write_json(folder / "config.json", config.to_dict())
-        state["stopped"] = state.get("stopped") and epochs <= state["epoch"]  # a larger limit means go on
+        state.stopped = state.stopped and epochs <= state.epoch  # a larger limit means go on
     _rescore_best(state)
-    if state.get("stopped") or state["epoch"] >= config.train.epochs:
-        state["epoch"] = max(state["epoch"], config.train.epochs)
+    if state.stopped or state.epoch >= config.train.epochs:
+        state.epoch = max(state.epoch, config.train.epochs)
         model = build_model(config)
         trainer = training_model(model, config)
         _load_checkpoint(trainer, folder)
         split = _split(config, *_datasets(config, state, skip_bad, quiet))
         return _finish(model, trainer, config, folder, split, state, export_onnx)
-    state.pop("stopped_by", None)  # going on: an earlier time limit no longer says why it ends
+    state.stopped_by = None  # going on: an earlier time limit no longer says why it ends
     split = _split(config, *_datasets(config, state, skip_bad, quiet))
     return _fit(config, folder, split, state, export_onnx, quiet)
 
 
-def _rescore_best(state: dict) -> None:
+def _rescore_best(state: TrainingState) -> None:
     """A run saved before the best checkpoint was ranked by [accuracy, -CER, -loss] gets its
     best score in today's form from its history (its best.weights.h5 stays the one it chose)."""
-    if state.get("best") is None or len(state["best"]) == 3 or not state["history"]:
+    if state.best is None or len(state.best) == 3 or not state.history:
         return
-    state["best"] = max(checkpoint_rank(h) for h in state["history"])
+    state.best = max(checkpoint_rank(h) for h in state.history)
 
 
-Score = Annotated[float, Field(allow_inf_nan=True)]
-
-
-class _Epoch(BaseModel):
-    """One history record: what ranking the best checkpoint needs; other measures pass through."""
-
-    model_config = ConfigDict(strict=True, extra="allow", allow_inf_nan=True)
-    epoch: Annotated[int, Field(ge=1, le=1_000_000)]
-    val_sequence_accuracy: Score
-    val_cer: Score
-    val_loss: Score
-
-
-class StateSchema(BaseModel):
-    """checkpoints/state.json: what --resume continues from."""
-
-    model_config = ConfigDict(strict=True, extra="allow", allow_inf_nan=True)
-    data: Annotated[str, Field(min_length=1)]
-    val: str | None = None
-    epoch: Annotated[int, Field(ge=0, le=1_000_000)]
-    history: list[_Epoch]
-    best: Annotated[list[Score], Field(max_length=3)] | None = None
-    wait: Annotated[int, Field(ge=0)] = 0
-    learning_rate: Annotated[float, Field(gt=0.0, le=10.0)]
-    skipped: list[str] = Field(default_factory=list)
-    init: str | None = None
-    cpu_seconds: Annotated[float, Field(ge=0.0)] = 0.0
-    stopped: bool = False
-    perfect: Annotated[int, Field(ge=0)] = 0
-    bests: dict[str, Score] | None = None
-
-
-def _read_state(folder: Path) -> dict:
+def _read_state(folder: Path) -> TrainingState:
     """checkpoints/state.json, checked against its schema: a run killed before its first epoch ended has none."""
     state_file = folder / runs.CHECKPOINTS / STATE
     fix = "start the run again with --force"
@@ -585,8 +600,7 @@ def _read_state(folder: Path) -> dict:
                              f"start it again with --out {folder} --force") from None
     if not isinstance(data, dict):
         raise RunFolderError(f"{state_file}: damaged (not a JSON object); {fix}")
-    state = files.validate(StateSchema, data, str(state_file), RunFolderError, "resume state", fix)
-    return state.model_dump(exclude_unset=True)
+    return files.validate(TrainingState, data, str(state_file), RunFolderError, "resume state", fix)
 
 
 def _load_checkpoint(model: keras.Model, folder: Path) -> None:
@@ -604,10 +618,10 @@ def _load_checkpoint(model: keras.Model, folder: Path) -> None:
                              "with --force") from None
 
 
-def _datasets(config: RunConfig, state: dict, skip_bad: bool, quiet: bool) -> tuple[Dataset, Dataset | None]:
+def _datasets(config: RunConfig, state: TrainingState, skip_bad: bool, quiet: bool) -> tuple[Dataset, Dataset | None]:
     fold = config.charset.case_insensitive
-    train_set = _load(state["data"], config.charset, fold, skip_bad, config.image, quiet)
-    val_set = _load(state["val"], config.charset, fold, skip_bad, config.image, quiet) if state["val"] else None
+    train_set = _load(state.data, config.charset, fold, skip_bad, config.image, quiet)
+    val_set = _load(state.val, config.charset, fold, skip_bad, config.image, quiet) if state.val else None
     return train_set, val_set
 
 

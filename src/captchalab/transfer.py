@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from captchalab import runs
-from captchalab.charset import Charset
+from captchalab.charset import BLANK, Charset
 from captchalab.config import RunConfig
 from captchalab.errors import UsageError
 
@@ -61,8 +61,7 @@ def transfer_weights(model: Any, config: RunConfig, init: Path) -> dict[str, Any
 
 def class_map(source: Charset, target: Charset) -> list[int | None]:
     """For each target class (0 = blank), the source class with the same symbol, or None."""
-    index = {ch: i + 1 for i, ch in enumerate(source.symbols)}
-    return [0] + [index.get(ch) for ch in target.symbols]
+    return [BLANK] + [source.index_of(ch) for ch in target.symbols]
 
 
 def _copy_output(target: Any, source: Any, source_config: RunConfig, config: RunConfig) -> dict[str, int]:

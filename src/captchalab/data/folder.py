@@ -7,14 +7,15 @@ the whole dataset in one pass instead of one error per run.
 from __future__ import annotations
 
 import csv
+import itertools
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from captchalab import files
+from captchalab import files, runs
 from captchalab.charset import Charset, label_problem
 from captchalab.data import images
 from captchalab.errors import DataError, ImageError
@@ -143,7 +144,7 @@ def load_dataset(
     root, entries = list_entries(source)
     problems = _Problems()
     entries = _check_labels(entries, charset, problems, max_length)
-    size = size or _typical_size(root, entries)
+    size = size or typical_size(root, (name for name, _ in entries))
     decoded = _decode_images(root, entries, size, problems, progress)
     if problems and not skip_bad:
         raise DataError(problems.message(source))
@@ -201,10 +202,11 @@ def _decode_images(
     return decoded
 
 
-def _typical_size(root: Path, entries: list[tuple[str, str]]) -> images.ImageSize:
-    """The most common size among (up to 500) readable image headers."""
+def typical_size(root: Path, names: Iterable[str], limit: int = 500) -> images.ImageSize:
+    """The most common size (as shown: EXIF rotation applied) among the readable headers of the
+    first ``limit`` of ``names``: the one survey of a dataset's image size (load_dataset, style.estimate)."""
     sizes: Counter[tuple[int, int]] = Counter()
-    for name, _ in entries[:500]:
+    for name in itertools.islice(names, limit):
         size = images.upright_size(root / name)
         if size is not None:
             sizes[size] += 1
@@ -212,5 +214,18 @@ def _typical_size(root: Path, entries: list[tuple[str, str]]) -> images.ImageSiz
         raise DataError(f"{root}: none of the listed images can be read; check the paths")
     (width, height), _ = sizes.most_common(1)[0]
     if width * height > images.MAX_PIXELS or max(width, height) > images.MAX_SIDE:
-        return images.ImageSize(min(height, 64), min(width, 256))
+        raise DataError(f"{root}: images of {width}x{height} are over the size limits; shrink them")
     return images.ImageSize(int(height), int(width))
+
+
+def write_labels_csv(path: Path, rows: Iterable[tuple[str, str]]) -> Path:
+    """A ``file,label`` CSV as ``read_labels_csv`` reads it, written atomically: the one labels writer."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(["file", "label"])
+            writer.writerows(rows)
+
+    runs.atomic_write(path, write)
+    return path

@@ -9,6 +9,7 @@ import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -25,6 +26,7 @@ MAX_BYTES = 10 * 1024 * 1024
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
 EXIF_ORIENTATION = 0x0112
+WHITE = 255.0  # a uint8 pixel's top value: the models see pixel / WHITE
 
 
 @dataclass(frozen=True)
@@ -172,4 +174,11 @@ def load(source: str | Path | bytes, size: ImageSize, name: str | None = None) -
 
 def to_model_input(batch: np.ndarray) -> np.ndarray:
     """uint8 (n, h, w) to float32 (n, h, w, 1) in [0, 1], the models' input convention."""
-    return (batch.astype(np.float32) / 255.0)[..., None]
+    return scaled(batch.astype(np.float32))
+
+
+def scaled(gray: Any) -> Any:
+    """Float gray values (n, h, w) in 0..255 to the models' (n, h, w, 1) in [0, 1]: the one place the
+    convention is written. Any array with ``[..., None]`` and ``/`` (NumPy, or a TensorFlow tensor in
+    the training pipeline, which keeps uint8 images in memory and converts each batch)."""
+    return gray[..., None] / WHITE

@@ -1,23 +1,12 @@
-"""Datasets to tensors: encoded targets, train/validation split, augmented tf.data batches."""
+"""Datasets to tensors: train/validation split, augmented tf.data batches."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from captchalab.charset import Charset
-
-
-def encode_labels(labels: Sequence[str], charset: Charset, max_length: int) -> np.ndarray:
-    """(n, max_length) int32, padded with 0 (blank / no character)."""
-    targets = np.zeros((len(labels), max_length), dtype=np.int32)
-    for row, label in enumerate(labels):
-        codes = charset.encode(label)[:max_length]
-        targets[row, : len(codes)] = codes
-    return targets
+from captchalab.data import images
 
 
 def held_out(n: int, fraction: float) -> int:
@@ -55,7 +44,7 @@ def batches(
     if shuffle:
         data = data.shuffle(len(pixels), seed=seed, reshuffle_each_iteration=True)
     data = data.batch(batch_size)
-    data = data.map(lambda x, y: (tf.cast(x, tf.float32)[..., None] / 255.0, y))
+    data = data.map(lambda x, y: (images.scaled(tf.cast(x, tf.float32)), y))
     if augment:
         augment_layers = augmenter(seed)
         data = data.map(

@@ -31,7 +31,9 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
 
 from captchalab.charset import Charset
 from captchalab.data import images
-from captchalab.data.folder import list_entries
+from captchalab.data.folder import list_entries, typical_size
+from captchalab.data.ink import closing, otsu_threshold
+from captchalab.data.synthetic import length_bounds
 from captchalab.errors import DataError, ImageError, UsageError
 
 RGB = tuple[int, int, int]
@@ -71,20 +73,6 @@ def as_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.float32)
 
 
-def _otsu(values: np.ndarray) -> float:
-    hist, edges = np.histogram(values, bins=64, range=(0.0, 255.0))
-    weights = np.cumsum(hist).astype(np.float64)
-    means = np.cumsum(hist * (edges[:-1] + edges[1:]) / 2)
-    total, total_mean = weights[-1], means[-1]
-    w1 = total - weights
-    valid = (weights > 0) & (w1 > 0)
-    between = np.zeros_like(weights)
-    m0 = means[valid] / weights[valid]
-    m1 = (total_mean - means[valid]) / w1[valid]
-    between[valid] = weights[valid] * w1[valid] * (m0 - m1) ** 2
-    return float(edges[int(between.argmax()) + 1])
-
-
 def _background(rgb: np.ndarray) -> np.ndarray:
     """Per-column background colour (w, 3): the median of the top and bottom rows, where text
     rarely reaches, smoothed across columns."""
@@ -100,7 +88,7 @@ def ink_mask(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(ink mask (h, w) bool, per-column background (w, 3)) of one image."""
     background = _background(rgb)
     diff = np.abs(rgb - background[None]).max(axis=2)
-    threshold = max(24.0, _otsu(diff))
+    threshold = max(24.0, otsu_threshold(diff, top=255.0))
     return diff > threshold, background
 
 
@@ -114,19 +102,9 @@ def _band(counts: np.ndarray, share: float = 0.3) -> tuple[int, int]:
     return int(above[0]), int(above[-1])
 
 
-def _close(mask: np.ndarray) -> np.ndarray:
-    """3x3 morphological closing: fills the pinholes of textured strokes."""
-    def shifted(m: np.ndarray, combine: Callable[..., np.ndarray], fill: bool) -> np.ndarray:
-        padded = np.pad(m, 1, constant_values=fill)
-        h, w = m.shape
-        return combine([padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)], axis=0)
-
-    return shifted(shifted(mask, np.any, False), np.all, True)
-
-
 def _stroke(mask: np.ndarray) -> float:
     """Mean stroke width, 2 * area / perimeter, of the closed ink."""
-    mask = _close(mask)
+    mask = closing(mask)
     area = float(mask.sum())
     edges = float((mask[:, 1:] != mask[:, :-1]).sum() + (mask[1:] != mask[:-1]).sum())
     return 2 * area / edges if edges else 0.0
@@ -216,7 +194,7 @@ def estimate(data: str | Path, sample: int = 300, seed: int = 0) -> Style:
     if not labels:
         raise DataError(f"{data}: no labels to learn the charset and lengths from")
     picked = random.Random(seed).sample(entries, min(sample, len(entries)))
-    size = _common_size(root, picked)
+    size = typical_size(root, (name for name, _ in picked))
     measures = [m for m in (_measure_file(root / name, size) for name, _ in picked) if m is not None]
     if not measures:
         raise DataError(f"{data}: none of the images could be read or shows any text")
@@ -224,20 +202,6 @@ def estimate(data: str | Path, sample: int = 300, seed: int = 0) -> Style:
     return _summarize(measures, size, Charset.from_labels(labels).symbols,
                       {k: v / len(labels) for k, v in sorted(lengths.items())},
                       float(np.mean([len(label) for label in labels])))
-
-
-def _common_size(root: Path, entries: Sequence[tuple[str, str]]) -> images.ImageSize:
-    sizes: Counter[tuple[int, int]] = Counter()
-    for name, _ in entries:
-        size = images.upright_size(root / name)
-        if size is not None:
-            sizes[size] += 1
-    if not sizes:
-        raise DataError(f"{root}: none of the listed images can be read; check the paths")
-    (width, height), _ = sizes.most_common(1)[0]
-    if width > images.MAX_SIDE or height > images.MAX_SIDE or width * height > images.MAX_PIXELS:
-        raise DataError(f"{root}: images of {width}x{height} are over the size limits")
-    return images.ImageSize(height, width)
 
 
 def _measure_file(path: Path, size: images.ImageSize) -> Measure | None:
@@ -672,11 +636,11 @@ def generate_like(
     ``length``, ``charset`` and ``size`` override what was estimated. Written as ``synthetic.write_set``
     writes: complete or not at all, and an interrupted run continues on a rerun.
     """
-    from captchalab.data.synthetic import parse_length, write_set
+    from captchalab.data.synthetic import write_set
 
     if count < 1:
         raise UsageError(f"--count must be at least 1, got {count}")
-    style = override(estimate(like, seed=seed), length, charset, size, parse_length)
+    style = override(estimate(like, seed=seed), length, charset, size)
     recipe = {"generator": "like", "count": count, "seed": seed, "style": style.to_dict()}
     return write_set(Path(out), LookAlike(style, seed), count, recipe, progress, force,
                      extra={"style.json": json.dumps(style.to_dict(), indent=2) + "\n"})
@@ -687,13 +651,12 @@ def override(
     length: int | str | None,
     charset: str | None,
     size: images.ImageSize | str | None,
-    parse_length: Callable[[int | str], tuple[int, int]],
 ) -> Style:
     """The style with the user's explicit length range, charset or image size (geometry rescaled)."""
     from dataclasses import replace
 
     if length is not None:
-        low, high = parse_length(length)
+        low, high = length_bounds(length)
         style = replace(style, lengths={k: 1.0 / (high - low + 1) for k in range(low, high + 1)})
     if charset is not None:
         style = replace(style, charset=Charset.parse(charset).symbols)

@@ -8,7 +8,6 @@ We hand its module a drop-in object with the same three functions backed by a se
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import random
@@ -24,7 +23,8 @@ from PIL import Image
 from pydantic import BaseModel, Field, ValidationError
 
 from captchalab import files
-from captchalab.charset import Charset
+from captchalab.charset import Charset, parse_length
+from captchalab.data.folder import write_labels_csv
 from captchalab.data.images import ImageSize
 from captchalab.errors import Interrupted, RunFolderError, UsageError
 
@@ -63,17 +63,15 @@ def _seeded(rng: random.Random) -> Iterator[None]:
             captcha_image.secrets = original
 
 
-def parse_length(length: int | str) -> tuple[int, int]:
-    """``5`` or ``"4-6"`` to an inclusive (min, max) range."""
-    text = str(length)
-    try:
-        low, _, high = text.partition("-")
-        bounds = (int(low), int(high or low))
-    except ValueError:
-        raise UsageError(f"length '{text}' is not a number or a range like 4-6") from None
-    if not 1 <= bounds[0] <= bounds[1] <= 32:
-        raise UsageError(f"length '{text}' must be between 1 and 32, low-high")
-    return bounds
+def length_bounds(length: int | str) -> tuple[int, int]:
+    """The (least, most) label lengths to generate, from ``5`` or ``"4-6"`` (charset.parse_length):
+    both ends are needed, so "4-" is refused, never read as 4."""
+    low, high = parse_length(length)
+    if high is None:
+        raise UsageError(f"length '{length}' has no upper end; generate needs both, e.g. 4-6")
+    if not 1 <= low <= high <= 32:
+        raise UsageError(f"length '{length}' must be between 1 and 32, low-high")
+    return low, high
 
 
 class Renderer:
@@ -93,7 +91,7 @@ class Renderer:
         keeps the charset's symbol; for case-insensitive models that must read both cases."""
         self.charset = charset
         self.lowercase_share = lowercase_share
-        self.lengths = parse_length(length)
+        self.lengths = length_bounds(length)
         self.size = size
         self.rng = random.Random(seed)
         sizes = font_sizes or _font_sizes_for(size.height)
@@ -186,10 +184,9 @@ def write_set(
         raise Interrupted(f"{len(rows)} of {count} images kept in {partial}; run the same command again to "
                           "continue, or add --force to start over") from None
     rows += pending
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows([("file", "label"), *rows])
-    for name, text in {**(extra or {}), "labels.csv": buffer.getvalue()}.items():
+    for name, text in (extra or {}).items():
         (partial / name).write_text(text, encoding="utf-8")
+    write_labels_csv(partial / "labels.csv", rows)
     for name in (PROGRESS, ROWS):
         (partial / name).unlink(missing_ok=True)
     _check_new(out)  # nothing appeared there meanwhile

@@ -102,7 +102,8 @@ def solve_stream(
 
     def infer(prepared: list[np.ndarray | ImageError]) -> Iterator[list[Prediction] | ImageError]:
         good = [p for p in prepared if isinstance(p, np.ndarray)]
-        readings = iter(predictor.predict_pixels(np.stack(good), top_k, constraints, min_confidence) if good else [])
+        readings = iter(predictor.predict_pixels(np.stack(good), top_k, constraints, min_confidence, batch_size)
+                        if good else [])
         for item in prepared:
             yield item if isinstance(item, ImageError) else next(readings)
 

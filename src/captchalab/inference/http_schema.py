@@ -26,7 +26,8 @@ class SolveOptions(BaseModel):
     model: str | None = Field(None, max_length=64, pattern=NAME_PATTERN, description="A served model's name.")
     top_k: int | None = Field(None, ge=1, le=MAX_TOP_K, description="Readings per image (default 1).")
     length: int | Annotated[str, StringConstraints(max_length=16)] | None = Field(
-        None, description="Characters: `5`, or a range `4-6`.", examples=["5", "4-6"])
+        None, description="Characters: `5`, a range `4-6`, `4-` (4 or more) or `-6` (at most 6).",
+        examples=["5", "4-6"])
     allowed: str | None = Field(None, max_length=256, description="Allowed characters, ranges allowed.",
                                 examples=["a-z0-9"])
     case: Case | None = Field(None, description="`lower`/`upper`: the site ignores case (default `any`).")

@@ -7,7 +7,7 @@ folder that has no ``model.onnx``. Pre-processing and decoding are the same for 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -20,13 +20,14 @@ from captchalab import calibration, decoding, files, ood, runs
 from captchalab.config import RunConfig, from_dict
 from captchalab.data import images
 from captchalab.decoding import Constraints, Prediction
-from captchalab.errors import ImageError, ModelError, UsageError
+from captchalab.errors import ModelError, UsageError
 from captchalab.inference import onnxfile
 from captchalab.segmentation import segment_batch
 
 METADATA_KEY = "captchalab_config"
 URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # a scheme (two letters at least: C:/ is a Windows drive)
 ImageLike = str | Path | bytes | Image.Image | np.ndarray
+BATCH_SIZE = 64  # images per network call: predict_pixels splits larger inputs
 
 
 def bundled_model_path() -> Path:
@@ -134,11 +135,26 @@ class Predictor:
 
     def predict_pixels(
         self, pixels: np.ndarray, top_k: int = 1, constraints: Constraints | None = None,
-        min_confidence: float | None = None,
+        min_confidence: float | None = None, batch_size: int = BATCH_SIZE,
+        progress: Callable[[int], None] | None = None,
     ) -> list[list[Prediction]]:
         """Best readings per image with calibrated confidences; ``constraints`` restrict the search,
         each reading says whether its image is ``ood`` (ood.py), and a best reading below
-        ``min_confidence`` or of an ood image is marked ``abstained``."""
+        ``min_confidence`` or of an ood image is marked ``abstained``.
+
+        The one batching path: ``batch_size`` images go through the network at a time, so memory
+        stays bounded however many are given; ``progress`` is told how many each batch read."""
+        readings: list[list[Prediction]] = []
+        for start in range(0, len(pixels), max(1, batch_size)):
+            batch = pixels[start : start + max(1, batch_size)]
+            readings += self._read_batch(batch, top_k, constraints, min_confidence)
+            if progress is not None:
+                progress(len(batch))
+        return readings
+
+    def _read_batch(
+        self, pixels: np.ndarray, top_k: int, constraints: Constraints | None, min_confidence: float | None
+    ) -> list[list[Prediction]]:
         logits = self.logits(pixels)
         probs = decoding.softmax(logits / self.temperature)
         readings = decoding.decode(probs, self.config.head, self.config.charset, top_k, constraints)
@@ -158,47 +174,14 @@ class Predictor:
         self, image: ImageLike | list[ImageLike] | tuple[ImageLike, ...], constraints: Constraints | None = None,
         min_confidence: float | None = None,
     ) -> Prediction | list[Prediction]:
-        """The best reading of one image; of a list (or tuple) of images, the list of their best readings,
-        read as one batch (a bad image raises its ImageError; ``solve_many`` yields it instead)."""
+        """The best reading of one image; of a list (or tuple) of images, the list of their best readings:
+        the batch API, read ``BATCH_SIZE`` at a time (a bad image raises its ImageError, naming it)."""
         if isinstance(image, (list, tuple)):
             if not image:
                 return []
             pixels = np.stack([self.prepare(item) for item in image])
             return [r[0] for r in self.predict_pixels(pixels, 1, constraints, min_confidence)]
         return self.predict_pixels(self.prepare(image)[None], 1, constraints, min_confidence)[0][0]
-
-    def solve_many(
-        self, items: Iterable[ImageLike], top_k: int = 1, batch_size: int = 64,
-        constraints: Constraints | None = None, min_confidence: float | None = None,
-    ) -> Iterator[list[Prediction] | ImageError]:
-        """Readings per image in order, batched; a bad image yields its error, not a crash."""
-        decode = (constraints, min_confidence)
-        pending: list[tuple[int, np.ndarray]] = []
-        results: dict[int, list[Prediction] | ImageError] = {}
-        next_out = 0
-        for index, item in enumerate(items):
-            try:
-                pending.append((index, self.prepare(item)))
-            except ImageError as error:
-                results[index] = error
-            if len(pending) >= batch_size:
-                self._flush(pending, top_k, results, *decode)
-            while next_out in results:
-                yield results.pop(next_out)
-                next_out += 1
-        self._flush(pending, top_k, results, *decode)
-        while next_out in results:
-            yield results.pop(next_out)
-            next_out += 1
-
-    def _flush(self, pending: list[tuple[int, np.ndarray]], top_k: int, results: dict,
-               constraints: Constraints | None = None, min_confidence: float | None = None) -> None:
-        if not pending:
-            return
-        readings = self.predict_pixels(np.stack([p for _, p in pending]), top_k, constraints, min_confidence)
-        for (index, _), reading in zip(pending, readings):
-            results[index] = reading
-        pending.clear()
 
     def describe(self) -> dict[str, Any]:
         size = self.source.stat().st_size if self.source.is_file() else None
