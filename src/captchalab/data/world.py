@@ -34,7 +34,7 @@ from PIL import Image, ImageFilter, ImageFont
 from captchalab.charset import Charset
 from captchalab.data import style
 from captchalab.data.style import Effects, FontChoice, LookAlike, Style
-from captchalab.data.synthetic import parse_length, write_set
+from captchalab.data.synthetic import length_bounds, write_set
 from captchalab.errors import UsageError
 
 DEFAULT_CHARSET = "0-9a-zA-Z"
@@ -196,7 +196,7 @@ FAMILY_NAMES = ("per-character scale", "overlapping characters", "hollow", "shad
 def draw(rng: random.Random, charset: str = DEFAULT_CHARSET, length: int | str | tuple[int, int] = DEFAULT_LENGTH,
          ) -> Recipe:
     """A recipe: a label of ``charset`` with a length in ``length`` (5, "1-10" or (1, 10)) and a new style."""
-    low, high = length if isinstance(length, tuple) else parse_length(length)
+    low, high = length if isinstance(length, tuple) else length_bounds(length)
     symbols = Charset.parse(charset).symbols
     text = "".join(rng.choice(symbols) for _ in range(rng.randint(low, high)))
     path = _pick_font(rng, symbols)
@@ -385,7 +385,7 @@ class World:
     def __init__(self, charset: str = DEFAULT_CHARSET, length: int | str | tuple[int, int] = DEFAULT_LENGTH,
                  seed: int = 0) -> None:
         self.charset = charset
-        self.length = length if isinstance(length, tuple) else parse_length(length)
+        self.length = length if isinstance(length, tuple) else length_bounds(length)
         self.rng = random.Random(seed)
         _pick_font(random.Random(0), Charset.parse(charset).symbols)  # no font for the charset: fail before writing
 
