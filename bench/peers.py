@@ -254,7 +254,7 @@ def synthetic_set(out: Path, count: int, charset: str, size: str) -> list[Item]:
 def pipeline_profile(run: Path, items: Sequence[Item], repeats: int = 3) -> dict[str, float]:
     """captchalab at batch 1, stage by stage (median ms over the set)."""
     import captchalab
-    from captchalab import decoding
+    from captchalab import decoding, heads
     from captchalab.data import images
 
     predictor = captchalab.load(run, threads=1)
@@ -271,7 +271,7 @@ def pipeline_profile(run: Path, items: Sequence[Item], repeats: int = 3) -> dict
             logits = predictor.logits(pixels)
             stages["model"].append(time.perf_counter() - clock)
             clock = time.perf_counter()
-            decoding.decode(decoding.softmax(logits), predictor.config.head, predictor.config.charset, 1)
+            heads.decode(decoding.softmax(logits), predictor.config.head, predictor.config.charset, 1)
             stages["ctc_decode"].append(time.perf_counter() - clock)
     return {stage: round(statistics.median(values) * 1000, 4) for stage, values in stages.items()}
 

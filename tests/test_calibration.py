@@ -11,6 +11,7 @@ import pytest
 from captchalab import calibration
 from captchalab.charset import Charset
 from captchalab.errors import ModelError
+from captchalab.heads import POSITIONAL
 from captchalab.inference.predictor import Predictor
 
 CHARSET = Charset("AB")
@@ -31,18 +32,18 @@ def _overconfident(n: int, seed: int) -> tuple[np.ndarray, list[str]]:
 
 def test_overconfidence_is_cooled_and_calibration_error_drops() -> None:
     logits, labels = _overconfident(400, 0)
-    fitted = calibration.fit(logits, labels, "positional", CHARSET)
+    fitted = calibration.fit(logits, labels, POSITIONAL, CHARSET)
     assert fitted.temperature > 2.0
     assert fitted.ece_after < fitted.ece_before / 3
     assert fitted.nll_after < fitted.nll_before
-    confidence = calibration.confidences(logits, "positional", CHARSET, fitted.temperature)
+    confidence = calibration.confidences(logits, POSITIONAL, CHARSET, fitted.temperature)
     assert abs(float(confidence.mean()) - fitted.accuracy) < 0.05
 
 
 def test_few_validation_images_keep_the_temperature_near_one() -> None:
     logits, labels = _overconfident(2, 1)
-    many = calibration.fit(*_overconfident(400, 1), "positional", CHARSET)
-    few = calibration.fit(logits, labels, "positional", CHARSET)
+    many = calibration.fit(*_overconfident(400, 1), POSITIONAL, CHARSET)
+    few = calibration.fit(logits, labels, POSITIONAL, CHARSET)
     assert abs(np.log(few.temperature)) < abs(np.log(many.temperature))
 
 

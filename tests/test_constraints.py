@@ -10,16 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from captchalab.charset import Charset
-from captchalab.decoding import (
-    Constraints,
-    Prediction,
-    abstain,
-    ctc_beam_search,
-    ctc_mass,
-    decode,
-    positional_mass,
-)
+from captchalab.decoding import Constraints, Prediction, abstain
 from captchalab.errors import UsageError
+from captchalab.heads import CTC, POSITIONAL, decode
 
 CHARSET = Charset("aAb")
 
@@ -52,8 +45,8 @@ probabilities = st.integers(0, 2**32 - 1).map(
 def test_ctc_mass_equals_enumeration(probs: np.ndarray, low: int, span: int) -> None:
     high = low + span
     exact = sum(p for reading, p in _exact_ctc(probs).items() if low <= len(reading) <= high)
-    assert ctc_mass(probs, low, high) == pytest.approx(exact, abs=1e-12)
-    assert ctc_mass(probs, 0, None) == pytest.approx(1.0)
+    assert CTC.length_mass(probs, low, high) == pytest.approx(exact, abs=1e-12)
+    assert CTC.length_mass(probs, 0, None) == pytest.approx(1.0)
 
 
 @settings(max_examples=40, deadline=None)
@@ -63,7 +56,7 @@ def test_positional_mass_equals_enumeration(probs: np.ndarray, low: int) -> None
     for path in itertools.product(range(4), repeat=4):
         if sum(c != 0 for c in path) >= low:
             exact += float(np.prod([probs[t, c] for t, c in enumerate(path)]))
-    assert positional_mass(probs, low, None) == pytest.approx(exact, abs=1e-12)
+    assert POSITIONAL.length_mass(probs, low, None) == pytest.approx(exact, abs=1e-12)
 
 
 @settings(max_examples=40, deadline=None)
@@ -71,24 +64,24 @@ def test_positional_mass_equals_enumeration(probs: np.ndarray, low: int) -> None
 def test_constrained_ctc_reading_is_the_best_allowed_one(probs: np.ndarray, length: int) -> None:
     readings = _exact_ctc(probs)
     allowed = {CHARSET.decode(k): p for k, p in readings.items() if len(k) == length}
-    wide = ctc_beam_search(probs, CHARSET, 1, beam_width=256, min_length=length, max_length=length)[0]
+    wide = CTC.search(probs, CHARSET, 1, length, length, width=256)[0]  # a beam of 256: exhaustive here
     assert allowed[wide.text] == pytest.approx(max(allowed.values()))
     assert wide.confidence == pytest.approx(max(allowed.values()), rel=1e-9)
-    result = decode(probs[None], "ctc", CHARSET, 1, Constraints(length, length))[0][0]
-    assert len(result.text) == length  # the default beam may lose a little of a reading's alignments
-    exact = allowed[result.text] / sum(allowed.values())
-    assert exact * 0.9 <= result.confidence <= exact + 1e-9
+    result = decode(probs[None], CTC, CHARSET, 1, Constraints(length, length))[0][0]
+    assert len(result.text) == length
+    # the reading's own probability, not rescaled by the constraint's
+    assert result.confidence == pytest.approx(allowed[result.text], rel=1e-9)
 
 
 def test_no_constraints_changes_nothing() -> None:
     probs = np.random.default_rng(3).dirichlet(np.ones(4), size=(2, 6))
-    assert decode(probs, "ctc", CHARSET, 3) == decode(probs, "ctc", CHARSET, 3, Constraints())
+    assert decode(probs, CTC, CHARSET, 3) == decode(probs, CTC, CHARSET, 3, Constraints())
     assert not Constraints().active and Constraints.parse(None, None, None) == Constraints()
 
 
 def test_allowed_characters_and_length_are_respected() -> None:
     probs = np.random.default_rng(1).dirichlet(np.ones(4), size=(5, 8))
-    for head in ("ctc", "positional"):
+    for head in (CTC, POSITIONAL):
         for reading in decode(probs, head, CHARSET, 3, Constraints.parse("2-3", "ab", "any")):
             assert all(2 <= len(p.text) <= 3 and set(p.text) <= set("ab") for p in reading), (head, reading)
             assert all(0.0 <= p.confidence <= 1.0 for p in reading)
@@ -98,13 +91,13 @@ def test_case_policy_merges_both_cases() -> None:
     # a frame split 45/45 between "a" and "A" loses to "b" at 50% unless the cases merge
     probs = np.array([[0.02, 0.45, 0.45, 0.08], [0.02, 0.0, 0.0, 0.98]])[None]
     probs = np.concatenate([probs, np.array([[[0.0, 0.0, 0.0, 1.0], [1.0, 0.0, 0.0, 0.0]]])], axis=1)
-    assert decode(probs, "ctc", CHARSET, 1, Constraints(case="lower"))[0][0].text == "ab"
-    assert decode(probs, "ctc", CHARSET, 1, Constraints(case="upper"))[0][0].text == "AB"
+    assert decode(probs, CTC, CHARSET, 1, Constraints(case="lower"))[0][0].text == "ab"
+    assert decode(probs, CTC, CHARSET, 1, Constraints(case="upper"))[0][0].text == "AB"
 
 
 def test_impossible_constraints_return_an_empty_reading() -> None:
     probs = np.tile(np.array([1.0, 0.0, 0.0, 0.0]), (3, 1))[None]  # all blank
-    assert decode(probs, "ctc", CHARSET, 1, Constraints(2, 2))[0] == [Prediction("", 0.0)]
+    assert decode(probs, CTC, CHARSET, 1, Constraints(2, 2))[0] == [Prediction("", 0.0)]
 
 
 @pytest.mark.parametrize(("length", "allowed", "case", "message"), [
@@ -119,7 +112,7 @@ def test_bad_constraints_are_usage_errors(length, allowed, case, message) -> Non
 def test_allowed_characters_outside_the_charset_are_an_error() -> None:
     probs = np.full((1, 3, 4), 0.25)
     with pytest.raises(UsageError, match="charset"):
-        decode(probs, "ctc", CHARSET, 1, Constraints(allowed="xyz"))
+        decode(probs, CTC, CHARSET, 1, Constraints(allowed="xyz"))
 
 
 def test_parse_ranges_and_open_ends() -> None:
@@ -175,3 +168,56 @@ def test_serve_accepts_constraints_and_min_confidence(tiny_run, tiny_set) -> Non
         for bad in ({"length": "x"}, {"case": "title"}, {"min_confidence": 2}, {"allowed": ["a"]}):
             reply = client.post("/solve", json={"images": images, **bad})
             assert reply.status_code == 400 and "error" in reply.json(), bad
+
+
+def test_top_k_and_a_satisfied_length_leave_the_confidence_as_it_is(tiny_run, tiny_set) -> None:
+    """One confidence for one reading: the Python API, `solve --json` and the server give the best
+    reading the same confidence whether asked plainly, with --top-k, or with a --length it meets."""
+    import base64
+    import json
+    import warnings
+
+    import captchalab
+    from captchalab.inference.http import ServeConfig, create_app
+    from captchalab.inference.predictor import Predictor
+    from clirun import run_cli
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    images = sorted(tiny_set.glob("*.png"))[:6]
+    reader = Predictor.load(tiny_run)
+    plain = reader.solve(images)
+    pixels = np.stack([reader.prepare(image) for image in images])
+    assert [best[0] for best in reader.predict_pixels(pixels, 3)] == plain
+    read = [(image, r) for image, r in zip(images, plain) if r.text]
+    assert read  # a length of 0 is no constraint to give: at least one image must be read
+    for image, reading in read:
+        assert reader.solve(image, Constraints.parse(len(reading.text))) == reading
+        assert captchalab.solve(image, tiny_run, length=len(reading.text)).confidence == reading.confidence
+
+    def solved(*args: object) -> list[tuple[str, float]]:
+        outcome = run_cli("solve", *args, "--model", tiny_run, "--json")
+        assert outcome.code == 0, outcome.text
+        return [(r["text"], r["confidence"]) for r in map(json.loads, outcome.stdout.splitlines())]
+
+    cli = solved(*images)
+    assert cli == [(r.text, round(r.confidence, 4)) for r in plain]
+    assert solved(*images, "--top-k", "2") == cli
+    for image, (text, confidence) in zip(images, cli):
+        if text:
+            assert solved(image, "--length", str(len(text))) == [(text, confidence)]
+
+    encoded = [base64.b64encode(image.read_bytes()).decode() for image in images]
+    app = create_app(ServeConfig(models=(("default", str(tiny_run)),)))
+    with TestClient(app, base_url="http://localhost") as client:
+        def served(images: list[str], **options: object) -> list[tuple[str, float]]:
+            reply = client.post("/solve", json={"images": images, **options})
+            assert reply.status_code == 200, reply.text
+            return [(r["text"], r["confidence"]) for r in reply.json()["results"]]
+
+        assert served(encoded) == served(encoded, top_k=2) == cli
+        for image, (text, confidence) in zip(encoded, cli):
+            if text:
+                assert served([image], length=str(len(text))) == [(text, confidence)]

@@ -6,7 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from captchalab.charset import Charset
-from captchalab.decoding import ctc_beam_search, decode, greedy, positional_beam_search, softmax
+from captchalab.decoding import softmax
+from captchalab.heads import CTC, POSITIONAL, decode
 
 CHARSET = Charset.parse("ABC")
 
@@ -28,21 +29,21 @@ def ctc_path(text):
 @given(st.text(alphabet="ABC", min_size=1, max_size=6))
 def test_greedy_ctc_collapses_repeats_and_blanks(text):
     probs = one_hot(ctc_path(text))[None]
-    assert greedy(probs, "ctc", CHARSET)[0].text == text
+    assert CTC.greedy(probs, CHARSET)[0].text == text
 
 
 @given(st.text(alphabet="ABC", min_size=1, max_size=5))
 def test_beam_search_agrees_with_greedy_on_confident_paths(text):
     probs = one_hot(ctc_path(text))
-    best = ctc_beam_search(probs, CHARSET, top_k=3)
+    best = CTC.search(probs, CHARSET, top_k=3)
     assert best[0].text == text
     assert best[0].confidence >= best[-1].confidence
 
 
 def test_positional_drops_no_character_slots():
     probs = one_hot([1, 2, 0, 0])[None]
-    assert greedy(probs, "positional", CHARSET)[0].text == "AB"
-    top = decode(probs, "positional", CHARSET, top_k=2)[0]
+    assert POSITIONAL.greedy(probs, CHARSET)[0].text == "AB"
+    top = decode(probs, POSITIONAL, CHARSET, top_k=2)[0]
     assert top[0].text == "AB" and len(top) == 2
 
 
@@ -83,39 +84,43 @@ def exact_positional(probs: np.ndarray) -> dict[str, float]:
 
 
 @given(rows(3))
-def test_ctc_beam_search_is_exact_when_nothing_is_pruned(probs):
+def test_ctc_search_finds_every_reading_when_nothing_is_pruned(probs):
     """Up to 3 steps over 2 symbols there are at most 15 prefixes: the beam of 16 keeps them all."""
     exact = exact_ctc(probs)
-    found = ctc_beam_search(probs, TWO, top_k=20)
+    found = CTC.search(probs, TWO, top_k=20)
     assert {p.text for p in found} == set(exact)  # and not impossible readings (AA in 2 steps) at 0.0
     for reading in found:
         assert reading.confidence == pytest.approx(exact[reading.text], abs=1e-9)
 
 
 @given(rows(5))
-def test_ctc_beam_probabilities_are_bounded_by_the_exact_ones(probs):
+def test_ctc_search_scores_its_readings_exactly(probs):
     exact = exact_ctc(probs)
-    found = ctc_beam_search(probs, TWO, top_k=5, beam_width=4)
+    found = CTC.search(probs, TWO, top_k=5)
     assert sum(p.confidence for p in found) <= 1 + 1e-9
     assert [p.confidence for p in found] == sorted((p.confidence for p in found), reverse=True)
-    for reading in found:  # a pruned beam sums fewer alignments, never more
-        assert 0.0 <= reading.confidence <= exact.get(reading.text, 0.0) + 1e-9
+    for reading in found:  # every alignment counts, not only those the beam kept
+        assert reading.confidence == pytest.approx(exact[reading.text], abs=1e-9)
 
 
 @given(rows(4))
-def test_positional_beam_probabilities_are_bounded_by_the_exact_ones(probs):
+def test_positional_search_scores_its_readings_exactly(probs):
     exact = exact_positional(probs)
-    found = positional_beam_search(probs, TWO, top_k=3)
+    found = POSITIONAL.search(probs, TWO, top_k=3)
     assert sum(p.confidence for p in found) <= 1 + 1e-9
     assert found[0].confidence >= max(np.prod(probs.max(axis=1)) - 1e-12, 0)  # at least the best path
     for reading in found:
-        assert 0.0 <= reading.confidence <= exact[reading.text] + 1e-9
+        assert reading.confidence == pytest.approx(exact[reading.text], abs=1e-9)
 
 
-@given(rows(6), st.sampled_from(["ctc", "positional"]))
-def test_greedy_confidence_is_the_best_paths_probability(probs, head):
-    reading = greedy(probs[None], head, TWO)[0]
-    assert reading.confidence == pytest.approx(float(np.prod(probs.max(axis=1))))
+@given(rows(5), st.sampled_from([(CTC, exact_ctc), (POSITIONAL, exact_positional)]))
+def test_greedy_confidence_sums_every_path_of_its_reading(probs, head_and_reference):
+    """Not the best path's probability: the reading's, over all its alignments (or slot arrangements)."""
+    head, reference = head_and_reference
+    exact = reference(probs)
+    reading = head.greedy(probs[None], TWO)[0]
+    assert reading.confidence == pytest.approx(exact[reading.text], abs=1e-9)
+    assert reading.confidence >= float(np.prod(probs.max(axis=1))) - 1e-12
     assert 0.0 < reading.confidence <= 1.0
 
 

@@ -1,4 +1,5 @@
 from captchalab.failure import diagnose_run
+from captchalab.heads import CTC
 
 
 def _history(losses, val_losses=None):
@@ -7,7 +8,7 @@ def _history(losses, val_losses=None):
 
 
 def _causes(**kwargs):
-    args = {"history": _history([50, 40, 30, 25]), "readings": ["AB12"] * 10, "head": "ctc", "input_width": 128,
+    args = {"history": _history([50, 40, 30, 25]), "readings": ["AB12"] * 10, "head": CTC, "input_width": 128,
             "time_steps": 32, "max_length": 6, "train_images": 2000, "train_characters": 10000, "num_symbols": 36}
     args.update(kwargs)
     return [f["cause"] for f in diagnose_run(**args)]
@@ -18,9 +19,9 @@ def test_a_run_whose_causes_are_all_absent_gets_no_finding():
 
 
 def test_all_blank_readings_are_the_ctc_plateau_and_a_falling_loss_asks_for_more_epochs():
-    findings = diagnose_run(_history([50, 40, 30]), [""] * 9 + ["A"], "ctc", 128, 32, 6, 2000, 10000, 36)
+    findings = diagnose_run(_history([50, 40, 30]), [""] * 9 + ["A"], CTC, 128, 32, 6, 2000, 10000, 36)
     assert "plateau" in findings[0]["cause"] and "more epochs" in findings[0]["advice"]
-    flat = diagnose_run(_history([50, 49.8, 49.9]), [""] * 10, "ctc", 128, 32, 6, 2000, 10000, 36)
+    flat = diagnose_run(_history([50, 49.8, 49.9]), [""] * 10, CTC, 128, 32, 6, 2000, 10000, 36)
     assert "learning rate" in flat[0]["advice"]
 
 

@@ -12,6 +12,7 @@ from captchalab.config import from_dict
 from captchalab.data.images import ImageSize, prepare
 from captchalab.data.synthetic import Renderer
 from captchalab.errors import ModelError
+from captchalab.heads import SEGMENT
 from captchalab.segmentation import character_boxes, segment, segment_batch
 
 
@@ -80,7 +81,7 @@ def test_empty_batch_and_tiny_cells():
 def test_config_accepts_the_segment_head_and_names_the_heads_on_error(tmp_path):
     config = {"version": 1, "model": "segment", "head": "segment", "charset": Charset.parse("0-9").to_dict(),
               "image": {"height": 60, "width": 160}, "max_length": 5}
-    assert from_dict(config, tmp_path / "config.json", None).head == "segment"
+    assert from_dict(config, tmp_path / "config.json", None).head is SEGMENT
     with pytest.raises(ModelError, match="'segment'"):
         from_dict({**config, "head": "boxes"}, tmp_path / "config.json", None)
     json.dumps(config)

@@ -4,7 +4,9 @@ A network's raw confidence is usually too high. At the end of training we fit on
 the temperature T, on the validation images: logits are divided by T before the softmax,
 and T is chosen so that the confidence of each reading best predicts whether the reading
 is right (binary cross-entropy, with a weak prior that keeps T near 1 when there are only
-a few validation images). The argmax, and so the greedy reading, does not change.
+a few validation images). The confidence fitted is the one reported: the top-1 reading's
+sequence probability (heads.py), of the top-1 readings at T = 1. The best path does not
+move with T; the top-1 reading moves only where no reading holds half the probability.
 
 The fit is stored as ``calibration.json`` in the run folder and in the ONNX metadata
 (key ``captchalab_calibration``); the predictor applies it. NumPy only.
@@ -22,9 +24,10 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from captchalab import decoding, files
+from captchalab import decoding, files, heads
 from captchalab.charset import Charset
 from captchalab.errors import ModelError
+from captchalab.heads import Head
 
 FILE = "calibration.json"
 METADATA_KEY = "captchalab_calibration"
@@ -38,17 +41,22 @@ FIX = "delete it or retrain"
 class Calibration:
     temperature: float
     n: int  # validation images it was fitted on
-    accuracy: float  # sequence accuracy of the greedy readings on them
+    accuracy: float  # sequence accuracy of the top-1 readings on them
     ece_before: float  # expected calibration error, 10 bins, before and after
     ece_after: float
     nll_before: float  # mean binary cross-entropy of confidence vs correctness
     nll_after: float
 
 
-def confidences(logits: np.ndarray, head: str, charset: Charset, temperature: float = 1.0) -> np.ndarray:
-    """Greedy-reading confidence of each image at ``temperature``."""
+def confidences(
+    logits: np.ndarray, head: Head, charset: Charset, temperature: float = 1.0, readings: Sequence[str] | None = None,
+) -> np.ndarray:
+    """The confidence of each image's top-1 reading at ``temperature``, as the predictor reports it;
+    with ``readings``, the probability of those texts instead (the fit keeps its readings fixed)."""
     probs = decoding.softmax(logits / temperature)
-    return np.array([p.confidence for p in decoding.greedy(probs, head, charset)])
+    if readings is None:
+        return np.array([r[0].confidence for r in heads.decode(probs, head, charset)])
+    return np.clip(head.probability(probs, [tuple(charset.encode(text)) for text in readings]), 0.0, 1.0)
 
 
 def _bce(confidence: np.ndarray, correct: np.ndarray) -> float:
@@ -69,17 +77,17 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
     return total / len(confidence)
 
 
-def fit(logits: np.ndarray, labels: Sequence[str], head: str, charset: Charset) -> Calibration:
+def fit(logits: np.ndarray, labels: Sequence[str], head: Head, charset: Charset) -> Calibration:
     """Fit the temperature on validation logits (n, steps, classes) and their labels."""
     if len(labels) == 0:
         raise ValueError("calibration needs at least one validation image")
-    greedy = decoding.greedy(decoding.softmax(logits), head, charset)
-    correct = np.array([p.text == charset.normalize(t) for p, t in zip(greedy, labels)], dtype=np.float64)
+    readings = [r[0].text for r in heads.decode(decoding.softmax(logits), head, charset)]
+    correct = np.array([r == charset.normalize(t) for r, t in zip(readings, labels)], dtype=np.float64)
     n = len(labels)
-    scores = [_bce(confidences(logits, head, charset, t), correct) + math.log(t) ** 2 / (2 * PRIOR_WIDTH**2 * n)
-              for t in GRID]
+    scores = [_bce(confidences(logits, head, charset, t, readings), correct)
+              + math.log(t) ** 2 / (2 * PRIOR_WIDTH**2 * n) for t in GRID]
     best = float(GRID[int(np.argmin(scores))])
-    before, after = confidences(logits, head, charset), confidences(logits, head, charset, best)
+    before, after = (confidences(logits, head, charset, t, readings) for t in (1.0, best))
     return Calibration(
         temperature=round(best, 4), n=n, accuracy=float(correct.mean()),
         ece_before=expected_calibration_error(before, correct), ece_after=expected_calibration_error(after, correct),

@@ -17,6 +17,7 @@ from captchalab import files
 from captchalab.charset import MAX_LABEL_LENGTH, Charset
 from captchalab.data.images import MAX_SIDE, ImageSize
 from captchalab.errors import CharsetError, ModelError, UsageError
+from captchalab.heads import Head, HeadName, head_for
 
 CONFIG_VERSION = 1
 SCHEDULES = ("cosine", "plateau")
@@ -78,7 +79,7 @@ class ConfigSchema(_Schema):
 
     version: Literal[1]
     model: Annotated[str, Field(min_length=1, max_length=64)]
-    head: Literal["ctc", "positional", "segment"]
+    head: HeadName
     charset: CharsetSchema
     image: ImageSchema
     max_length: Annotated[int, Field(ge=1, le=MAX_LABEL_LENGTH)]
@@ -91,18 +92,22 @@ class RunConfig:
     """Everything needed to rebuild a model and its preprocessing."""
 
     model: str
-    head: str  # "ctc", "positional" or "segment" (positional after segmentation.py): how to decode
+    head: Head  # how the output is read (heads.py); given by name, e.g. "ctc", it is looked up
     charset: Charset
     image: ImageSize
     max_length: int
     options: Any = None  # the model's own frozen options dataclass
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.head, str):  # config.json and callers name the head; the object is looked up once
+            object.__setattr__(self, "head", head_for(self.head))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": CONFIG_VERSION,
             "model": self.model,
-            "head": self.head,
+            "head": self.head.name,
             "charset": self.charset.to_dict(),
             "image": {"height": self.image.height, "width": self.image.width, "channels": 1,
                       "preprocessing": "grayscale, alpha on white, bilinear resize, /255"},
@@ -167,7 +172,7 @@ def from_dict(data: Any, source: Path, options_type: type | None) -> RunConfig:
         raise ModelError(f"{source}: invalid config ({error}); {FIX}") from None
     return RunConfig(
         model=schema.model,
-        head=schema.head,
+        head=head_for(schema.head),
         charset=charset,
         image=ImageSize(schema.image.height, schema.image.width),
         max_length=schema.max_length,

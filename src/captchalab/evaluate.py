@@ -31,17 +31,16 @@ def evaluate(
     """
     predictor = Predictor.load(run)
     config = predictor.config
+    limit = config.head.length_limit(config.max_length)
     with counting(f"reading {data}", quiet) as advance:
         # Labels the model can never read (characters outside its charset; for one head per
         # position, more characters than heads) are reported, or skipped with --skip-bad.
-        fixed = config.max_length if config.head == "positional" else None
         dataset = load_dataset(data, config.charset, config.image, skip_bad, config.charset.case_insensitive,
-                               advance, max_length=fixed)
+                               advance, max_length=limit)
     labels = [config.charset.normalize(label) for label in dataset.labels]
     readings, seconds = _predict_all(predictor, dataset.pixels, batch_size, quiet)
     texts = [r.text for r in readings]
-    length = config.max_length if config.head != "ctc" else None
-    result: dict[str, Any] = metrics.summarize(texts, labels, length)
+    result: dict[str, Any] = metrics.summarize(texts, labels, limit)
     result.update({
         "mean_confidence": float(np.mean([r.confidence for r in readings])),
         "ms_per_image": 1000 * seconds / len(texts),

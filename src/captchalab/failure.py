@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from captchalab.heads import Head
+
 NEAR_ZERO = 0.05  # validation sequence accuracy below this gets a diagnosis
 MIN_PIXELS_PER_CHAR = 8  # model-input columns per character below which glyphs are hard to tell apart
 MIN_PER_SYMBOL = 40  # training examples per symbol below which a model from scratch rarely learns them
@@ -28,7 +30,7 @@ class Finding:
 def diagnose_run(
     history: Sequence[dict[str, Any]],
     readings: Sequence[str],
-    head: str,
+    head: Head,
     input_width: int,
     time_steps: int | None,
     max_length: int,
@@ -47,9 +49,9 @@ def diagnose_run(
     return [asdict(f) for f in findings]
 
 
-def _plateau(history: Sequence[dict[str, Any]], readings: Sequence[str], head: str) -> list[Finding]:
+def _plateau(history: Sequence[dict[str, Any]], readings: Sequence[str], head: Head) -> list[Finding]:
     empty = sum(not r for r in readings) / max(1, len(readings))
-    if head != "ctc" or empty < 0.5:
+    if not head.blank_plateau or empty < 0.5:
         return []
     if not history:
         return [Finding("never left CTC's start-up plateau (it outputs blanks)",
@@ -63,8 +65,8 @@ def _plateau(history: Sequence[dict[str, Any]], readings: Sequence[str], head: s
                     f"over {len(history)} epochs", advice)]
 
 
-def _slots(head: str, time_steps: int | None, max_length: int) -> list[Finding]:
-    if head != "ctc" or time_steps is None or time_steps >= CTC_STEPS_PER_CHAR * max_length:
+def _slots(head: Head, time_steps: int | None, max_length: int) -> list[Finding]:
+    if head.fixed_length or time_steps is None or time_steps >= CTC_STEPS_PER_CHAR * max_length:
         return []
     return [Finding("labels too long for the model's time steps",
                     f"{time_steps} time steps for labels of up to {max_length} characters",

@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from captchalab import config as configuration
-from captchalab import decoding, failure, files, metrics, runs
+from captchalab import decoding, failure, files, heads, metrics, runs
 from captchalab.charset import Charset
 from captchalab.config import SCHEDULES, RunConfig, TrainConfig, apply_overrides
 from captchalab.data import pipeline
@@ -249,12 +249,10 @@ def _split(config: RunConfig, train_set: Dataset, val_set: Dataset | None) -> Sp
 
 
 def _segmented(config: RunConfig, dataset: Dataset | None) -> Dataset | None:
-    """A segment model sees every image with its characters already cut into cells."""
-    if dataset is None or config.head != "segment":
+    """The images as the head prepares them (a segment model sees its characters already cut into cells)."""
+    if dataset is None:
         return dataset
-    from captchalab.segmentation import segment_batch
-
-    return replace(dataset, pixels=segment_batch(dataset.pixels, config.max_length))
+    return replace(dataset, pixels=config.head.prepare(dataset.pixels, config.max_length))
 
 
 def build_model(config: RunConfig) -> keras.Model:
@@ -275,10 +273,10 @@ def training_model(model: keras.Model, config: RunConfig) -> keras.Model:
 def _compile(trainer: keras.Model, config: RunConfig, learning_rate: float) -> None:
     optimizer = keras.optimizers.Adam(learning_rate, clipnorm=5.0)
     if len(trainer.outputs) == 1:
-        trainer.compile(optimizer=optimizer, loss=loss_for(config.head))
+        trainer.compile(optimizer=optimizer, loss=loss_for(config.head.loss))
         return
     # The second output is a per-slot reading of the same features (see models/crnn.py).
-    trainer.compile(optimizer=optimizer, loss=[loss_for(config.head), loss_for("positional")],
+    trainer.compile(optimizer=optimizer, loss=[loss_for(config.head.loss), loss_for(heads.POSITIONAL.loss)],
                     loss_weights=[1.0, config.options.alignment_weight])
 
 
@@ -333,12 +331,12 @@ def _finish(
     _calibrate_and_plot(model, config, folder, split, state.history)
     runs.write_json(folder / "history.json", state.history)
     texts = [p.text for p in predict_texts(model, config, split.val_x)]
-    summary = metrics.summarize(texts, split.val_labels, config.max_length if config.head != "ctc" else None)
+    summary = metrics.summarize(texts, split.val_labels, config.head.length_limit(config.max_length))
     summary.update({"split": "validation", "model": config.model, "charset": config.charset.symbols,
                     "train_cpu_seconds": round(state.cpu_seconds, 1),
                     "epochs_run": state.epoch, "epochs_budget": config.train.epochs})
     if summary["sequence_accuracy"] < failure.NEAR_ZERO:
-        summary["diagnosis"] = _diagnosis(model, config, split, state.history, texts)
+        summary["diagnosis"] = _diagnosis(model, config, split, state.history)
     if state.skipped:
         summary["skipped"] = state.skipped
     if state.stopped_by:
@@ -360,8 +358,12 @@ def _prune_checkpoints(folder: Path) -> None:
         (folder / runs.CHECKPOINTS / "last.weights.h5").unlink(missing_ok=True)
 
 
-def _diagnosis(model: keras.Model, config: RunConfig, split: Split, history: list, texts: list[str]) -> list:
-    steps = int(model.output.shape[1]) if config.head == "ctc" else None
+def _diagnosis(model: keras.Model, config: RunConfig, split: Split, history: list) -> list:
+    # The best paths: what the network outputs step by step (an all-blank plateau shows there,
+    # while the most probable reading of a plateaued CTC model is rarely empty).
+    probs = decoding.softmax(predict_logits(model, split.val_x))
+    texts = [p.text for p in config.head.greedy(probs, config.charset)]
+    steps = None if config.head.fixed_length else int(model.output.shape[1])
     return failure.diagnose_run(history, texts, config.head, config.image.width, steps, config.max_length,
                                 len(split.train_y), int(np.count_nonzero(split.train_y)),
                                 config.charset.num_classes - 1)
@@ -383,11 +385,9 @@ def predict_logits(model: keras.Model, pixels: np.ndarray) -> np.ndarray:
 
 
 def predict_texts(model: keras.Model, config: RunConfig, pixels: np.ndarray) -> list[decoding.Prediction]:
-    return _read(predict_logits(model, pixels), config)
-
-
-def _read(logits: np.ndarray, config: RunConfig) -> list[decoding.Prediction]:
-    return decoding.greedy(decoding.softmax(logits), config.head, config.charset)
+    """The top-1 readings, as the predictor gives them (heads.decode)."""
+    probs = decoding.softmax(predict_logits(model, pixels))
+    return [r[0] for r in heads.decode(probs, config.head, config.charset)]
 
 
 def checkpoint_rank(record: dict) -> list[float]:
@@ -477,8 +477,10 @@ class EpochEnd(keras.callbacks.Callback):
         training-only head (crnn's per-slot reading) can overfit while the model it trains
         still improves."""
         logits = predict_logits(self.inference, self.split.val_x)
-        texts = [p.text for p in _read(logits, self.config)]
-        loss = keras.ops.convert_to_numpy(loss_for(self.config.head)(self.split.val_y, logits))
+        # The greedy readings: a search for each uncertain image would cost every epoch what it costs
+        # once at the end; they differ only where the best path holds less than half the probability.
+        texts = [p.text for p in self.config.head.greedy(decoding.softmax(logits), self.config.charset)]
+        loss = keras.ops.convert_to_numpy(loss_for(self.config.head.loss)(self.split.val_y, logits))
         return metrics.summarize(texts, self.split.val_labels), float(np.mean(loss))
 
     def _track_best(self, record: dict) -> None:
@@ -505,7 +507,7 @@ class EpochEnd(keras.callbacks.Callback):
         state.wait = 0 if progressed else state.wait + 1
         state.perfect = state.perfect + 1 if record["val_sequence_accuracy"] == 1.0 else 0
         t = self.config.train
-        if self.config.head == "ctc" and bests["cer"] > PLATEAU_CER:  # only the budget ends CTC's plateau
+        if self.config.head.blank_plateau and bests["cer"] > PLATEAU_CER:  # only the budget ends this plateau
             state.wait = 0
         if t.schedule == "plateau" and state.wait and state.wait % max(1, t.patience // 3) == 0:
             self.model.optimizer.learning_rate = float(self.model.optimizer.learning_rate) * 0.5

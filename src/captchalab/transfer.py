@@ -27,7 +27,7 @@ def adopt(config: RunConfig, source: RunConfig, init: str) -> RunConfig:
     """The new run's config: the pretrained run's network options and image size, the new charset."""
     if config.model != source.model:
         raise UsageError(f"--init {init} is a '{source.model}' run; leave out --model or pass --model {source.model}")
-    slots = max(config.max_length, source.max_length) if config.head == "positional" else config.max_length
+    slots = max(config.max_length, source.max_length) if config.head.fixed_length else config.max_length
     return replace(config, options=source.options, image=source.image, max_length=slots)
 
 

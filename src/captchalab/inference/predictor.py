@@ -16,13 +16,12 @@ from typing import Any, overload
 import numpy as np
 from PIL import Image
 
-from captchalab import calibration, decoding, files, ood, runs
+from captchalab import calibration, decoding, files, heads, ood, runs
 from captchalab.config import RunConfig, from_dict
 from captchalab.data import images
 from captchalab.decoding import Constraints, Prediction
 from captchalab.errors import ModelError, UsageError
 from captchalab.inference import onnxfile
-from captchalab.segmentation import segment_batch
 
 METADATA_KEY = "captchalab_config"
 URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # a scheme (two letters at least: C:/ is a Windows drive)
@@ -129,8 +128,7 @@ class Predictor:
         return images.load(image, self.config.image, name)
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
-        if self.config.head == "segment":  # characters cut into cells first, as in training
-            pixels = segment_batch(pixels, self.config.max_length)
+        pixels = self.config.head.prepare(pixels, self.config.max_length)  # as in training
         return np.asarray(self._backend.run(images.to_model_input(pixels)), dtype=np.float32)
 
     def predict_pixels(
@@ -157,7 +155,7 @@ class Predictor:
     ) -> list[list[Prediction]]:
         logits = self.logits(pixels)
         probs = decoding.softmax(logits / self.temperature)
-        readings = decoding.decode(probs, self.config.head, self.config.charset, top_k, constraints)
+        readings = heads.decode(probs, self.config.head, self.config.charset, top_k, constraints)
         flags = ood.flags(logits, self.ood_reference)
         readings = [[replace(r, ood=flag) for r in image] for image, flag in zip(readings, flags)]
         return decoding.abstain(readings, min_confidence)
@@ -185,7 +183,7 @@ class Predictor:
 
     def describe(self) -> dict[str, Any]:
         size = self.source.stat().st_size if self.source.is_file() else None
-        return {"name": self.config.model, "head": self.config.head, "charset": self.config.charset.symbols,
+        return {"name": self.config.model, "head": self.config.head.name, "charset": self.config.charset.symbols,
                 "case_insensitive": self.config.charset.case_insensitive,
                 "image": {"height": self.config.image.height, "width": self.config.image.width},
                 "max_length": self.config.max_length, "backend": self.backend, "temperature": self.temperature,
@@ -210,8 +208,8 @@ def _check_graph(session: Any, config: RunConfig, path: Path) -> None:
     if len(given) != 3 or (isinstance(classes, int) and classes != config.charset.num_classes):
         raise ModelError(f"{path}: its metadata names {len(config.charset.symbols)} symbols (plus the blank) but "
                          f"the network's output has shape {given}; re-export it")
-    if config.head != "ctc" and isinstance(steps, int) and steps != config.max_length:
-        raise ModelError(f"{path}: its metadata says a '{config.head}' head of {config.max_length} positions but "
+    if config.head.fixed_length and isinstance(steps, int) and steps != config.max_length:
+        raise ModelError(f"{path}: its metadata says a '{config.head.name}' head of {config.max_length} positions but "
                          f"the network reads {steps}; re-export it")
 
 

@@ -1,4 +1,4 @@
-"""The loss for each head. Both average over the batch, so the scale does not grow with
+"""The loss each head names. Both average over the batch, so the scale does not grow with
 the number of character positions (the summed loss of the original question did)."""
 
 from __future__ import annotations
@@ -17,8 +17,11 @@ def ctc_loss(y_true: keras.KerasTensor, y_pred: keras.KerasTensor) -> keras.Kera
     return ops.ctc_loss(labels, y_pred, label_length, logit_length, mask_index=0)
 
 
-def loss_for(head: str) -> object:
-    if head == "ctc":
+def loss_for(name: str) -> object:
+    """The loss a head trains with, by the name it gives (``Head.loss`` in heads.py)."""
+    if name == "ctc":
         return ctc_loss
-    # Mean over positions: class 0 stands for "no character" in slots past the label's end.
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    if name == "slot_crossentropy":
+        # Mean over positions: class 0 stands for "no character" in slots past the label's end.
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    raise ValueError(f"no loss named '{name}'")

@@ -5,15 +5,11 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from captchalab.data.images import ImageSize
 from captchalab.errors import UsageError
-
-# How a model's output is read: "ctc" (time steps, blank = 0, collapse repeats) or
-# "positional" (one softmax per character slot, class 0 = no character), or "segment" (positional,
-# on images whose characters segmentation.py first cut into one cell per slot).
-Head = Literal["ctc", "positional", "segment"]
+from captchalab.heads import Head, HeadName, head_for
 
 
 @dataclass(frozen=True)
@@ -45,13 +41,14 @@ _REGISTRY: dict[str, ModelEntry] = {}
 def register(
     name: str,
     options_type: type,
-    head: Head,
+    head: HeadName,  # how the output is read (heads.py), by name
     summary: str,
     training_model: Callable[[Any, ModelSpec, Any], Any] | None = None,
     input_size: Callable[[ImageSize, int], ImageSize] | None = None,
 ) -> Callable:
     def decorator(build: Callable[[ModelSpec, Any], Any]) -> Callable[[ModelSpec, Any], Any]:
-        _REGISTRY[name] = ModelEntry(name, build, options_type, head, summary, training_model, input_size)
+        _REGISTRY[name] = ModelEntry(name, build, options_type, head_for(head), summary, training_model,
+                                     input_size)
         return build
 
     return decorator

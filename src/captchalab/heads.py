@@ -1,0 +1,280 @@
+"""How a model's output is read: one object per head. NumPy only: no TensorFlow here.
+
+- ``ctc``: (n, time, classes); collapse repeats, drop the blank (index 0).
+- ``positional``: (n, slots, classes); one softmax per character slot, class 0 means "no character".
+- ``segment``: positional, on images whose characters segmentation.py first cut into one cell per slot.
+
+config.json names the head (``"head": "ctc"``); ``head_for(name)`` gives its object, and the rest of
+the code asks the object (how to prepare the input, read the output, what loss trains it) instead of
+comparing names. A new head is one class here.
+
+A reading's confidence is its sequence probability, P(text | image): the sum over every alignment
+(CTC) or arrangement of slots (positional) that reads as that text, computed exactly. It is one
+number for one reading, whether the reading came first of ``top_k`` or under constraints it already
+satisfies. The top-1 reading is the most probable one found: when the greedy (best path) reading holds
+more than half the probability, no other reading can beat it and no search runs; otherwise the beam
+search's readings, and the greedy one, are scored exactly and the most probable wins.
+
+``Constraints`` (a length range, allowed characters, a case policy) restrict the search; they never
+rescale a confidence. A case policy reads both cases of a letter as one: the reading is then the answer
+as the site reads it, and its probability sums over both cases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import numpy as np
+
+from captchalab.charset import BLANK, Charset
+from captchalab.decoding import Constraints, Prediction, constrain
+from captchalab.errors import UsageError
+from captchalab.segmentation import segment_batch
+
+# Readings the search keeps per step, whatever top_k is: so the best reading does not depend on how
+# many are asked for (and at most this many, plus the greedy one, come back).
+BEAM_WIDTH = 16
+HALF = 0.5  # a reading with more than this probability is the most probable: all others share the rest
+
+Labels = tuple[int, ...]  # a reading as charset indices, blanks dropped
+
+
+@dataclass(frozen=True)
+class Head:
+    """What differs between heads. ``probs`` are softmax outputs, (n, steps, classes) for a batch."""
+
+    name: ClassVar[str]
+    loss: ClassVar[str]  # the training loss, by its name in models/losses.py
+    # One output slot per character, max_length of them: a longer label cannot be read, and the
+    # network's output has exactly max_length steps.
+    fixed_length: ClassVar[bool]
+    # Training starts on a plateau of all-blank readings that only the epoch budget should end.
+    blank_plateau: ClassVar[bool] = False
+
+    def prepare(self, pixels: np.ndarray, max_length: int) -> np.ndarray:
+        """The model's input from uint8 images (n, h, w), before scaling: the same in training and inference."""
+        return pixels
+
+    def length_limit(self, max_length: int) -> int | None:
+        """The longest label the model can read; None: any that its time steps allow."""
+        return max_length if self.fixed_length else None
+
+    def paths(self, probs: np.ndarray) -> list[Labels]:
+        """The greedy reading of each image: the best class per step, read as this head reads."""
+        raise NotImplementedError
+
+    def probability(self, probs: np.ndarray, labels: Sequence[Labels]) -> np.ndarray:
+        """Exact P(labels[i] | image i) for each image of the batch (float64)."""
+        raise NotImplementedError
+
+    def candidates(self, probs: np.ndarray, width: int, min_length: int, max_length: int | None) -> list[Labels]:
+        """Readings of one image (steps, classes) worth scoring, within the length range."""
+        raise NotImplementedError
+
+    def length_mass(self, probs: np.ndarray, min_length: int, max_length: int | None) -> float:
+        """Probability that the reading of one image (steps, classes) has a length in the range."""
+        raise NotImplementedError
+
+    def greedy(self, probs: np.ndarray, charset: Charset) -> list[Prediction]:
+        """The best-path reading of each image, with its sequence probability."""
+        labels = self.paths(probs)
+        return [Prediction(charset.decode(path), _clip(p)) for path, p in zip(labels, self.probability(probs, labels))]
+
+    def search(
+        self, probs: np.ndarray, charset: Charset, top_k: int, min_length: int = 0, max_length: int | None = None,
+        width: int = BEAM_WIDTH,
+    ) -> list[Prediction]:
+        """Best ``top_k`` readings of one image (steps, classes) within the length range, most probable
+        first; [] when none is possible. The beam's readings and the greedy one are scored exactly."""
+        found = self.candidates(probs, width, min_length, max_length)
+        greedy = self.paths(probs[None])[0]
+        if _within(len(greedy), min_length, max_length):
+            found.append(greedy)
+        unique = list(dict.fromkeys(found))
+        if not unique:
+            return []
+        scores = self.probability(np.repeat(probs[None], len(unique), axis=0), unique)
+        ranked = sorted(zip(unique, scores), key=lambda pair: -pair[1])[:top_k]
+        return [Prediction(charset.decode(path), _clip(p)) for path, p in ranked if p > 0]
+
+
+@dataclass(frozen=True)
+class CtcHead(Head):
+    name: ClassVar[str] = "ctc"
+    loss: ClassVar[str] = "ctc"
+    fixed_length: ClassVar[bool] = False
+    blank_plateau: ClassVar[bool] = True
+
+    def paths(self, probs: np.ndarray) -> list[Labels]:
+        best = probs.argmax(axis=-1)
+        keep = np.ones_like(best, dtype=bool)
+        keep[:, 1:] = best[:, 1:] != best[:, :-1]
+        keep &= best != BLANK
+        return [tuple(int(c) for c in row[mask]) for row, mask in zip(best, keep)]
+
+    def probability(self, probs: np.ndarray, labels: Sequence[Labels]) -> np.ndarray:
+        """The CTC forward algorithm, one row per image: over the label with blanks around every
+        symbol, a path may stay, step on, or skip a blank between two different symbols."""
+        n, steps, _ = probs.shape
+        lengths = np.array([len(path) for path in labels], dtype=int)
+        extended = np.zeros((n, 2 * int(lengths.max(initial=0)) + 1), dtype=int)  # blank, s1, blank, s2, ...
+        for row, path in enumerate(labels):
+            extended[row, 1 : 2 * len(path) : 2] = path
+        skip = np.zeros(extended.shape, dtype=bool)
+        skip[:, 2:] = (extended[:, 2:] != BLANK) & (extended[:, 2:] != extended[:, :-2])
+        emit = np.take_along_axis(probs.astype(np.float64), np.repeat(extended[:, None, :], steps, axis=1), axis=2)
+        alpha = np.zeros(extended.shape)
+        alpha[:, :2] = emit[:, 0, :2]
+        for t in range(1, steps):
+            moved = alpha.copy()
+            moved[:, 1:] += alpha[:, :-1]
+            moved[:, 2:] += alpha[:, :-2] * skip[:, 2:]
+            alpha = moved * emit[:, t]
+        rows, end = np.arange(n), 2 * lengths
+        return alpha[rows, end] + np.where(lengths > 0, alpha[rows, np.maximum(end - 1, 0)], 0.0)
+
+    def candidates(self, probs: np.ndarray, width: int, min_length: int, max_length: int | None) -> list[Labels]:
+        """CTC prefix beam search: a prefix's probability sums over its alignments. With a length range,
+        prefixes that grow too long or can no longer reach ``min_length`` are dropped."""
+        # prefix -> (probability ending in blank, probability ending in its last symbol)
+        beams: dict[Labels, tuple[float, float]] = {(): (1.0, 0.0)}
+        longest = len(probs) if max_length is None else max_length
+        for t, step in enumerate(probs):
+            options = [int(c) for c in np.argsort(step)[::-1][:width] if c != BLANK and step[c] > 0]
+            following: dict[Labels, list[float]] = {}
+            remaining = len(probs) - 1 - t
+            for prefix, (p_blank, p_symbol) in beams.items():
+                if len(prefix) + remaining + 1 < min_length:
+                    continue
+                total = p_blank + p_symbol
+                entry = following.setdefault(prefix, [0.0, 0.0])
+                entry[0] += total * float(step[BLANK])
+                if prefix:
+                    entry[1] += p_symbol * float(step[prefix[-1]])
+                for c in options if len(prefix) < longest else ():
+                    extended = following.setdefault((*prefix, c), [0.0, 0.0])
+                    repeat = bool(prefix) and prefix[-1] == c
+                    extended[1] += (p_blank if repeat else total) * float(step[c])
+            ranked = sorted(following.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))[:width]
+            beams = {prefix: (pb, ps) for prefix, (pb, ps) in ranked}
+        return [prefix for prefix in beams if len(prefix) >= min_length]
+
+    def length_mass(self, probs: np.ndarray, min_length: int, max_length: int | None) -> float:
+        """Exact, over all alignments. Zeroed classes count as impossible, so the result is also the
+        probability of using only the remaining symbols."""
+        steps, classes = probs.shape
+        top = min(steps, max_length if max_length is not None else steps)
+        alpha = np.zeros((top + 2, classes))  # [length (top + 1: longer than top), last frame's class]
+        alpha[0, BLANK] = 1.0
+        for p in probs:
+            totals = alpha.sum(axis=1)
+            new = np.zeros_like(alpha)
+            new[:, BLANK] = totals * p[BLANK]
+            new[:, 1:] = alpha[:, 1:] * p[1:]  # the same symbol again: no new character
+            grow = (totals[:, None] - alpha[:, 1:]) * p[1:]  # a different symbol: one more character
+            new[1:, 1:] += grow[:-1]
+            new[-1, 1:] += grow[-1]
+            alpha = new
+        lengths = alpha.sum(axis=1)
+        return float(lengths[min_length : top + 1].sum())
+
+
+@dataclass(frozen=True)
+class PositionalHead(Head):
+    name: ClassVar[str] = "positional"
+    loss: ClassVar[str] = "slot_crossentropy"
+    fixed_length: ClassVar[bool] = True
+
+    def paths(self, probs: np.ndarray) -> list[Labels]:
+        return [tuple(int(c) for c in row if c != BLANK) for row in probs.argmax(axis=-1)]
+
+    def probability(self, probs: np.ndarray, labels: Sequence[Labels]) -> np.ndarray:
+        """Over the slots in turn: each either holds the next symbol of the label or is empty."""
+        n, slots, _ = probs.shape
+        lengths = np.array([len(path) for path in labels], dtype=int)
+        longest = int(lengths.max(initial=0))
+        padded = np.zeros((n, max(1, longest)), dtype=int)
+        for row, path in enumerate(labels):
+            padded[row, : len(path)] = path
+        probs = probs.astype(np.float64)
+        symbol = np.take_along_axis(probs, np.repeat(padded[:, None, :], slots, axis=1), axis=2)[:, :, :longest]
+        done = np.zeros((n, longest + 1))  # done[:, j]: the slots so far hold the label's first j symbols
+        done[:, 0] = 1.0
+        for t in range(slots):
+            grown = done * probs[:, t, BLANK, None]
+            grown[:, 1:] += done[:, :-1] * symbol[:, t]
+            done = grown
+        return done[np.arange(n), lengths]
+
+    def candidates(self, probs: np.ndarray, width: int, min_length: int, max_length: int | None) -> list[Labels]:
+        """Beam search over slots that keeps only readings whose number of characters can fit the range."""
+        slots = len(probs)
+        top = slots if max_length is None else max_length
+        beams: list[tuple[Labels, float, int]] = [((), 1.0, 0)]
+        for t, slot in enumerate(probs):
+            options = [int(c) for c in np.argsort(slot)[::-1][:width] if slot[c] > 0]
+            grown = [((*path, c), p * float(slot[c]), n + (c != BLANK)) for path, p, n in beams for c in options]
+            feasible = [b for b in grown if b[2] <= top and b[2] + slots - 1 - t >= min_length]
+            beams = sorted(feasible, key=lambda b: -b[1])[:width]
+        return [tuple(c for c in path if c != BLANK) for path, _, _ in beams]
+
+    def length_mass(self, probs: np.ndarray, min_length: int, max_length: int | None) -> float:
+        counts = np.zeros(len(probs) + 1)
+        counts[0] = 1.0
+        for p in probs:
+            grown = counts * p[BLANK]
+            grown[1:] += counts[:-1] * p[1:].sum()
+            counts = grown
+        top = len(probs) if max_length is None else min(len(probs), max_length)
+        return float(counts[min_length : top + 1].sum())
+
+
+@dataclass(frozen=True)
+class SegmentHead(PositionalHead):
+    """Positional, on images whose characters are cut into one cell per slot first (as in training)."""
+
+    name: ClassVar[str] = "segment"
+
+    def prepare(self, pixels: np.ndarray, max_length: int) -> np.ndarray:
+        return segment_batch(pixels, max_length)
+
+
+CTC, POSITIONAL, SEGMENT = CtcHead(), PositionalHead(), SegmentHead()
+HEADS: dict[str, Head] = {head.name: head for head in (CTC, POSITIONAL, SEGMENT)}
+HeadName = Literal[tuple(HEADS)]  # type: ignore[valid-type]  # the legal names in config.json, listed once
+
+
+def head_for(name: str) -> Head:
+    try:
+        return HEADS[name]
+    except KeyError:
+        raise UsageError(f"unknown head '{name}'; choose one of: {', '.join(HEADS)}") from None
+
+
+def decode(
+    probs: np.ndarray, head: Head, charset: Charset, top_k: int = 1, constraints: Constraints | None = None
+) -> list[list[Prediction]]:
+    """Best ``top_k`` readings per image (n, steps, classes), most probable first (see module doc)."""
+    rules = constraints or Constraints()
+    if rules.active:
+        probs, charset = constrain(probs, charset, rules)
+    low, high = rules.min_length, rules.max_length
+    results = []
+    for sample, first in zip(probs, head.greedy(probs, charset)):
+        if top_k <= 1 and first.confidence > HALF and _within(len(first.text), low, high):
+            results.append([first])  # the most probable reading of all: no search can find a better one
+        elif head.length_mass(sample, low, high) <= 0:
+            results.append([Prediction("", 0.0)])
+        else:
+            results.append(head.search(sample, charset, max(1, top_k), low, high) or [Prediction("", 0.0)])
+    return results
+
+
+def _within(length: int, low: int, high: int | None) -> bool:
+    return low <= length and (high is None or length <= high)
+
+
+def _clip(p: float) -> float:
+    return float(min(1.0, max(0.0, p))) if np.isfinite(p) else 0.0
