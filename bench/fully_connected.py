@@ -246,7 +246,8 @@ def stage_snapshot(args: argparse.Namespace) -> None:
     """The unfinished acceptance run's best checkpoint so far, on the test set (run it while training)."""
     from captchalab import metrics, runs
     from captchalab.data.folder import load_dataset
-    from captchalab.train import build_model, predict_texts
+    from captchalab.models.build import build_model
+    from captchalab.train import predict_texts
 
     out = args.data / "runs" / "size-mlp-50000-default"
     state = json.loads((out / "checkpoints" / "state.json").read_text())

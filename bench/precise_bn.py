@@ -48,7 +48,7 @@ def one_run(seed: int, precise: bool, work: Path) -> dict:
 def dropout_check(run: Path, train_data: Path, test_data: Path) -> dict:
     from captchalab import metrics, runs
     from captchalab.data.folder import load_dataset
-    from captchalab.export import load_keras
+    from captchalab.runs import load_keras
     from captchalab.train import predict_texts, refresh_batch_norm
 
     config = runs.read_config(run)

@@ -141,8 +141,9 @@ def test_validation_loss_is_the_inference_heads_alone(tmp_path):
     from captchalab.data.images import ImageSize
     from captchalab.data.pipeline import encode_labels
     from captchalab.models import registry
+    from captchalab.models.build import build_model, training_model
     from captchalab.models.losses import ctc_loss
-    from captchalab.train import EpochEnd, Split, build_model, training_model
+    from captchalab.train import EpochEnd, Split
 
     charset = Charset.parse("0-9")
     config = RunConfig("crnn", "ctc", charset, ImageSize(32, 64), 4, registry.get("crnn").options_type(),

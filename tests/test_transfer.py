@@ -23,8 +23,8 @@ def test_class_map_matches_symbols() -> None:
 def test_weights_are_copied_and_shared_symbols_keep_their_output_weights(tiny_run: Path) -> None:
     from dataclasses import replace
 
-    from captchalab.export import load_keras
-    from captchalab.train import build_model
+    from captchalab.models.build import build_model
+    from captchalab.runs import load_keras
 
     source_config = runs.read_config(tiny_run)  # charset 0-9A-F
     config = replace(source_config, charset=Charset("9AZ"))

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from captchalab import decoding, files
+from captchalab import decoding, files, runs
 from captchalab.charset import Charset
 from captchalab.errors import ModelError
 
@@ -88,8 +88,6 @@ def fit(logits: np.ndarray, labels: Sequence[str], head: str, charset: Charset) 
 
 
 def save(folder: Path, calibration: Calibration) -> None:
-    from captchalab import runs
-
     runs.write_json(folder / FILE, asdict(calibration))
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from captchalab._tf import import_quietly
+from captchalab.data.folder import load_dataset
 from captchalab.errors import UsageError
 
 LEARNED = 3.0  # a position has learned when its accuracy is at least this many times chance
@@ -169,8 +170,6 @@ def diagnose(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Run the experiments on DATA; returns the measurements and the verdict (see module doc)."""
-    from captchalab.data.folder import load_dataset
-
     config = DiagnoseConfig(limit=limit, epochs=epochs)
     if config.limit < 20 or config.epochs < 1:
         raise UsageError("diagnose needs --limit of at least 20 images and --epochs of at least 1")
@@ -202,7 +201,7 @@ def _select(setups: list[Setup], only: tuple[str, ...] | list[str]) -> list[Setu
 
 
 def _arrays(dataset: Any, config: DiagnoseConfig) -> tuple[np.ndarray, np.ndarray]:
-    from captchalab.data.pipeline import encode_labels
+    from captchalab.data.pipeline import encode_labels  # imports TensorFlow; the CLI imports this module for --help
 
     order = np.random.default_rng(config.seed).permutation(len(dataset))[: config.limit]
     return dataset.pixels[order], encode_labels([dataset.labels[i] for i in order], dataset.charset,
