@@ -9,7 +9,6 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "captchalab"
-REGISTRY_RING = {f"captchalab.models.{name}" for name in ("registry", "cnn", "crnn", "mlp", "segment")}
 
 
 def _modules() -> dict[str, Path]:
@@ -83,5 +82,10 @@ def test_the_graph_holds_function_level_imports() -> None:
     assert "captchalab.runs" in graph["captchalab.inference.predictor"]  # "from captchalab import runs"
 
 
+def _registry_ring(ring: set[str]) -> bool:
+    """The registry and model modules (a new model joins it): nothing outside models/."""
+    return "captchalab.models.registry" in ring and all(name.startswith("captchalab.models.") for name in ring)
+
+
 def test_no_import_cycle_but_the_model_registry() -> None:
-    assert [ring for ring in cycles(import_graph()) if ring != REGISTRY_RING] == []
+    assert [ring for ring in cycles(import_graph()) if not _registry_ring(ring)] == []
