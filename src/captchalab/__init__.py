@@ -1,13 +1,14 @@
 """captchalab: train, evaluate, diagnose and serve solvers for text image CAPTCHAs.
 
 The Python API mirrors the CLI. Importing this package does not import TensorFlow:
-training functions load it when called, solving never does.
+training functions load it when called, solving never does. The modules behind the
+functions have other names (``training`` holds ``train``, ``exporting`` ``export``,
+``auditing`` ``audit``, ``diagnosis`` ``diagnose``, ``evaluation`` ``evaluate``), so importing
+one never replaces a function of the package.
 """
 
 from __future__ import annotations
 
-import sys
-import types
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 from captchalab.charset import Charset
 from captchalab.decoding import Constraints, Prediction
 from captchalab.errors import CaptchaLabError, extras_named
-from captchalab.evaluate import evaluate
+from captchalab.evaluation import evaluate
 from captchalab.inference import http_config
 from captchalab.inference.predictor import Predictor, load
 
@@ -41,7 +42,7 @@ def train(
 ) -> Path:
     """Train a model on DATA; returns the run folder. See ``captchalab train --help``."""
     with extras_named():  # without the [train] extra: MissingExtra, which names it
-        from captchalab.train import train as _train  # imports TensorFlow: not before it is needed
+        from captchalab.training import train as _train  # imports TensorFlow: not before it is needed
 
         return _train(data, val=val, model=model, out=out, epochs=epochs, overrides=overrides, charset=charset,
                       case_insensitive=case_insensitive, skip_bad=skip_bad, force=force, resume=resume,
@@ -85,7 +86,7 @@ def audit(
 ) -> dict[str, Any]:
     """Captcha strength: learning curve, labels needed per solve rate, verdict (``captchalab audit``)."""
     with extras_named():
-        from captchalab.audit import audit as _audit
+        from captchalab.auditing import audit as _audit
 
         return _audit(data, out, test=test, budget_minutes=budget_minutes, counts=counts, seeds=seeds,
                       pretrain_images=pretrain_images, quiet=quiet, force=force, progress=progress)
@@ -102,7 +103,7 @@ def diagnose(
 ) -> dict[str, Any]:
     """The fully-connected experiment of the original question, measured (``captchalab diagnose``)."""
     with extras_named():
-        from captchalab.diagnose import diagnose as _diagnose
+        from captchalab.diagnosis import diagnose as _diagnose
 
         return _diagnose(data, limit=limit, epochs=epochs, plot=plot, only=only, skip_bad=skip_bad,
                          progress=progress)
@@ -111,7 +112,7 @@ def diagnose(
 def export(run: str | Path, format: str = "onnx", out: str | Path | None = None) -> Path:
     """Export RUN to a standalone ONNX file."""
     with extras_named():
-        from captchalab.export import export as _export
+        from captchalab.exporting import export as _export
 
         return _export(run, format, out)
 
@@ -205,16 +206,3 @@ __all__ = [
     "solve",
     "train",
 ]
-
-
-class _Package(types.ModuleType):
-    """Keeps ``captchalab.train`` and ``captchalab.export`` the API functions once their modules of
-    the same name are imported (the import system would replace them with the modules)."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in ("train", "export", "audit") and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -27,7 +27,7 @@ from captchalab.data import pipeline
 from captchalab.data.folder import Dataset, load_dataset
 from captchalab.data.images import ImageSize, resize_pixels
 from captchalab.errors import DataError, Interrupted, ModelError, RunFolderError, UsageError
-from captchalab.export import export_onnx as export  # aliased: train() has a flag export_onnx
+from captchalab.exporting import export_onnx as export  # aliased: train() has a flag export_onnx
 from captchalab.models import registry
 from captchalab.models.build import build_model, training_model
 from captchalab.models.losses import loss_for

@@ -220,7 +220,7 @@ def pretrain(
 ) -> tuple[Path, dict[str, Any]]:
     """Render look-alikes of ``style_source`` and train on them, within ``cpu_seconds`` (or, when
     ``wall_minutes`` is given, ``config.synthetic`` images and training capped at that wall time)."""
-    from captchalab.train import train  # imports TensorFlow: only once something trains
+    from captchalab.training import train  # imports TensorFlow: only once something trains
 
     clock = Clock(cpu_seconds / 60)
     count = config.synthetic if wall_minutes is not None else int(
@@ -280,7 +280,7 @@ def run_cell(
     overrides, applied last (for benchmarks that vary one setting)."""
     import keras
 
-    from captchalab.train import train  # imports TensorFlow: only once something trains
+    from captchalab.training import train  # imports TensorFlow: only once something trains
 
     began_cpu, began_wall = time.process_time(), time.time()
     name = f"{method}-n{n}-s{seed}"
