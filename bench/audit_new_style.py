@@ -15,7 +15,6 @@ Writes bench/results/audit_new_style.json and bench/results/audit_new_style.png.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import shutil
 import time
@@ -33,16 +32,16 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=30.0, help="CPU minutes")
     parser.add_argument("--seeds", type=int, default=2)
     args = parser.parse_args()
+    import captchalab
     from captchalab.data.synthetic import generate
 
-    audit = importlib.import_module("captchalab.audit")
     data = args.work / "data"
     if not (data / "labels.csv").exists():
         shutil.rmtree(data, ignore_errors=True)
         generate(data, 500, length="4-6", charset="0-9A-Z", size="160x60", seed=11)
     began_cpu, began_wall = time.process_time(), time.time()
-    record = audit.audit(data, args.work / "audit", budget_minutes=args.budget, counts=[25, 50, 100, 200],
-                         seeds=args.seeds, force=True, progress=lambda message: print(message, flush=True))
+    record = captchalab.audit(data, args.work / "audit", budget_minutes=args.budget, counts=[25, 50, 100, 200],
+                              seeds=args.seeds, force=True, progress=lambda message: print(message, flush=True))
     shutil.copy(args.work / "audit" / "learning_curve.png", RESULT.with_suffix(".png"))
     summary = {key: record[key] for key in ("verdict", "labels_needed", "curves", "cells", "skipped", "pretraining",
                                             "counts", "cpu_seconds", "wall_seconds")}

@@ -15,10 +15,10 @@ Writes bench/results/tuning/augment.json.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 from pathlib import Path
 
+from captchalab import auditing
 from data import captcha_images_v2
 from efficiency import ROOT
 from machine import machine_info
@@ -33,19 +33,19 @@ def main() -> None:
     parser.add_argument("--efficiency-work", type=Path, default=ROOT / "runs" / "efficiency")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "tuning" / "augment")
     args = parser.parse_args()
-    audit = importlib.import_module("captchalab.audit")
-    config = audit.AuditConfig()
+    config = auditing.AuditConfig()
     data = captcha_images_v2()
-    splits = audit.make_splits(data / "train.csv", data / "test.csv", 0.2, 500, 0)
-    test = audit.TestSet(splits.test, args.work)
+    splits = auditing.make_splits(data / "train.csv", data / "test.csv", 0.2, 500, 0)
+    test = auditing.TestSet(splits.test, args.work)
     init = args.efficiency_work / "pretrained"
     rows = []
     for item in args.cells.split(","):
         method, n = item.split(":")
         for seed in (int(s) for s in args.seeds.split(",")):
             for augment in ("true", "false"):
-                cell = audit.run_cell(splits.pool, int(n), seed, method, init, test, args.work / f"augment-{augment}",
-                                      config, max_minutes=120, extra=[f"train.augment={augment}"])
+                cell = auditing.run_cell(splits.pool, int(n), seed, method, init, test,
+                                         args.work / f"augment-{augment}", config, max_minutes=120,
+                                         extra=[f"train.augment={augment}"])
                 rows.append({**cell, "augment": augment == "true"})
                 print(json.dumps({k: rows[-1][k] for k in ("method", "n", "seed", "augment", "sequence_accuracy")}),
                       flush=True)

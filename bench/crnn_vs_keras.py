@@ -65,7 +65,7 @@ def run_crnn(train_csv: Path, test_csv: Path, out: Path, overrides: list[str]) -
 
 
 def _weights(run: Path) -> list:
-    from captchalab.export import load_keras
+    from captchalab.runs import load_keras
 
     return load_keras(run).weights
 

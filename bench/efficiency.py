@@ -10,7 +10,7 @@ all 936 labelled images of ``train.csv``, three seeds each, two ways:
 The look-alikes copy the style estimated from 25 labelled images only (the seed-0 subset of
 the smallest count), so pretraining knows nothing that the larger label counts add. The
 pretraining run is trained here, once, so the benchmark is self-contained. Cell schedules
-are the audit's (captchalab.audit.AuditConfig): the same for both methods, except the
+are the audit's (captchalab.auditing.AuditConfig): the same for both methods, except the
 fine-tuning learning rate.
 
 Resumable: every finished cell is appended to bench/results/efficiency.json at once, and a
@@ -23,7 +23,6 @@ rerun skips the cells already there (and reuses the pretraining run in --work).
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import sys
@@ -31,6 +30,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from captchalab import auditing
 from data import captcha_images_v2
 from machine import machine_info
 
@@ -52,9 +52,9 @@ def save(record: dict) -> None:
     runs.write_json(RESULT, record)
 
 
-def pretrained_run(audit, style_source: Path, work: Path, config, record: dict, wall_minutes: float) -> Path:
+def pretrained_run(style_source: Path, work: Path, config, record: dict, wall_minutes: float) -> Path:
     """The pretraining run: reused when finished, resumed when killed, trained otherwise."""
-    from captchalab.train import train
+    from captchalab.training import train
 
     run = work / "pretrained"
     if (run / "model.keras").exists() and "pretraining" in record:
@@ -64,7 +64,7 @@ def pretrained_run(audit, style_source: Path, work: Path, config, record: dict, 
         train(run, resume=run, export_onnx=False, quiet=False)
         info = {"resumed": True}
     else:
-        run, info = audit.pretrain(style_source, work, config, math.inf, quiet=False, wall_minutes=wall_minutes)
+        run, info = auditing.pretrain(style_source, work, config, math.inf, quiet=False, wall_minutes=wall_minutes)
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     info.update(total_cpu_seconds_this_session=round(time.process_time() - began_cpu, 1),
                 total_wall_seconds_this_session=round(time.time() - began_wall, 1),
@@ -85,40 +85,39 @@ def main() -> None:
                         help="wall-clock cap on pretraining (it stops earlier on its epoch limit or early stopping)")
     parser.add_argument("--max-cells", type=int, default=0, help="stop after this many new cells (0: all)")
     args = parser.parse_args()
-    audit = importlib.import_module("captchalab.audit")
     from captchalab.data.folder import write_labels_csv
 
-    config = replace(audit.AuditConfig(), counts=tuple(int(c) for c in args.counts.split(",")),
+    config = replace(auditing.AuditConfig(), counts=tuple(int(c) for c in args.counts.split(",")),
                      seeds=args.seeds, synthetic=args.synthetic)
     record = load(RESULT) or {"benchmark": "efficiency", "data": "captcha_images_v2 train.csv -> test.csv",
                               "cells": []}
     record.update(config=asdict(config), pretrain_wall_minutes_cap=args.pretrain_wall_minutes, note=NOTE,
                   command=" ".join(["bench/efficiency.py", *sys.argv[1:]]))
     data = captcha_images_v2()
-    splits = audit.make_splits(data / "train.csv", data / "test.csv", 0.2, 500, 0)
-    pool, test = splits.pool, audit.TestSet(splits.test, args.work)
-    counts = audit.label_counts(config, len(pool))
-    style_source = write_labels_csv(args.work / "style-source.csv", audit.subset(pool, counts[0], 0))
-    init = pretrained_run(audit, style_source, args.work, config, record, args.pretrain_wall_minutes)
+    splits = auditing.make_splits(data / "train.csv", data / "test.csv", 0.2, 500, 0)
+    pool, test = splits.pool, auditing.TestSet(splits.test, args.work)
+    counts = auditing.label_counts(config, len(pool))
+    style_source = write_labels_csv(args.work / "style-source.csv", auditing.subset(pool, counts[0], 0))
+    init = pretrained_run(style_source, args.work, config, record, args.pretrain_wall_minutes)
     done = {(c["n"], c["seed"], c["method"]) for c in record["cells"]}
     new = 0
-    for n, seed, method in audit.plan(counts, config.seeds):
+    for n, seed, method in auditing.plan(counts, config.seeds):
         if (n, seed, method) in done or (args.max_cells and new >= args.max_cells):
             continue
-        cell = audit.run_cell(pool, n, seed, method, init, test, args.work, config, max_minutes=120, quiet=True)
+        cell = auditing.run_cell(pool, n, seed, method, init, test, args.work, config, max_minutes=120, quiet=True)
         record["cells"].append(cell)
         new += 1
-        finish(audit, record)
+        finish(record)
         print(f"{method:10} n={n:<4} seed {seed}: {cell['sequence_accuracy']:.3f} "
               f"({cell['cpu_seconds']:.0f} CPU s, {cell['epochs']} epochs)", flush=True)
-    finish(audit, record)
+    finish(record)
 
 
-def finish(audit, record: dict) -> None:
+def finish(record: dict) -> None:
     """Summary, plot and machine facts, rewritten after every cell."""
-    record.update(audit.summary(record["cells"]), machine=machine_info())
+    record.update(auditing.summary(record["cells"]), machine=machine_info())
     table = {m: {int(n): v for n, v in c.items()} for m, c in record["curves"].items()}
-    audit.plot(table, PLOT, "captcha_images_v2: sequence accuracy on test.csv (mean, min-max over seeds)")
+    auditing.plot(table, PLOT, "captcha_images_v2: sequence accuracy on test.csv (mean, min-max over seeds)")
     record["comparison"] = compare(record["cells"])
     record["beats_scratch_at_every_count"] = {n: c["outcome"] == "ahead" for n, c in record["comparison"].items()}
     save(record)

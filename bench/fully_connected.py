@@ -5,9 +5,9 @@ record per configuration to bench/results/fully_connected.json (a rerun of the s
 configuration replaces its record), so the expensive ones can run separately:
 
 - ``asker``     the asker's report searched for: TF1-tutorial settings, one change at a time from
-                ``diagnose.ASKER``, each with position 1 alone, position 2 alone, positions 1+2 and
+                ``diagnosis.ASKER``, each with position 1 alone, position 2 alone, positions 1+2 and
                 all five in the summed loss, several seeds, diagnose's budget (8 epochs of 10k).
-- ``mechanism`` for ``diagnose.ASKER`` with 1, 2 and 5 heads: live first-layer ReLUs, and how much
+- ``mechanism`` for ``diagnosis.ASKER`` with 1, 2 and 5 heads: live first-layer ReLUs, and how much
                 of each Adam step goes along position 1's own gradient, over the first steps; and
                 how far each character's left edge moves between images (segmentation's boxes).
 - ``diagnose``  ``captchalab diagnose`` with its defaults on a fresh 10k set (plot to docs/).
@@ -180,7 +180,7 @@ def train_and_test(data: Path, test: Path, model: str, out: Path, epochs: int, o
     from captchalab import metrics
     from captchalab.data.folder import load_dataset
     from captchalab.inference.predictor import Predictor
-    from captchalab.train import train
+    from captchalab.training import train
 
     started_wall, started_cpu = time.time(), time.process_time()
     if (out / "checkpoints" / "state.json").exists() and not (out / "model.onnx").exists():
@@ -246,7 +246,8 @@ def stage_snapshot(args: argparse.Namespace) -> None:
     """The unfinished acceptance run's best checkpoint so far, on the test set (run it while training)."""
     from captchalab import metrics, runs
     from captchalab.data.folder import load_dataset
-    from captchalab.train import build_model, predict_texts
+    from captchalab.models.build import build_model
+    from captchalab.training import predict_texts
 
     out = args.data / "runs" / "size-mlp-50000-default"
     state = json.loads((out / "checkpoints" / "state.json").read_text())
@@ -289,7 +290,7 @@ def _loaded(source: Path) -> Any:
 def harness_run(args: argparse.Namespace, stage: str, key: dict[str, Any], folder: Path, setup: Any,
                 hidden: tuple[int, ...] = (256, 256)) -> None:
     """One ``captchalab diagnose`` setup on the first ``args.harness_images`` images of ``folder``."""
-    from captchalab.diagnose import DiagnoseConfig, run_setup
+    from captchalab.diagnosis import DiagnoseConfig, run_setup
 
     if done(stage, key):
         return
@@ -310,7 +311,7 @@ def harness_run(args: argparse.Namespace, stage: str, key: dict[str, Any], folde
 def stage_loss(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
-    from captchalab.diagnose import FIX
+    from captchalab.diagnosis import FIX
 
     folder = dataset(args, "train50k", 50000, TRAIN_SEED)
     for optimizer, rate in (("adam", 1e-3), ("sgd", 0.5)):
@@ -330,7 +331,7 @@ NETWORKS = [  # (hidden, batch_norm, inputs, pool)
 def stage_network(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
-    from captchalab.diagnose import FIX
+    from captchalab.diagnosis import FIX
 
     folder = dataset(args, "train50k", 50000, TRAIN_SEED)
     for hidden, batch_norm, inputs, pool in NETWORKS:
@@ -342,7 +343,7 @@ def stage_network(args: argparse.Namespace) -> None:
 def stage_positions(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
-    from captchalab.diagnose import ASKER, FIX
+    from captchalab.diagnosis import ASKER, FIX
 
     folders = {"jittered": dataset(args, "train50k", 50000, TRAIN_SEED),
                "fixed": dataset(args, "fixed10k", 10000, TRAIN_SEED, positions="fixed")}
@@ -364,7 +365,7 @@ def stage_positions(args: argparse.Namespace) -> None:
 
 def stage_diagnose(args: argparse.Namespace) -> None:
     """``captchalab diagnose`` with its defaults on a fresh 10k set; the plot goes to docs/."""
-    from captchalab.diagnose import default_setups, diagnose
+    from captchalab.diagnosis import default_setups, diagnose
 
     recorded = [r for r in _records_by_stage().get("diagnose", []) if r["key"]["seed"] == DIAGNOSE_SEED]
     if recorded and {s.name for s in default_setups()} <= {run["setup"]["name"] for run in recorded[0]["runs"]}:
@@ -414,7 +415,7 @@ def _pos(values: list[float]) -> str:
 
 # --- the asker's report -------------------------------------------------------------------------
 
-ASKER_CHANGES: dict[str, dict[str, Any]] = {  # one change at a time from diagnose.ASKER, cheapest first
+ASKER_CHANGES: dict[str, dict[str, Any]] = {  # one change at a time from diagnosis.ASKER, cheapest first
     "as TF1 tutorials": {},
     "inputs /255": {"inputs": "scaled"},
     "Adam 1e-3": {"learning_rate": 1e-3},
@@ -435,7 +436,7 @@ def stage_asker(args: argparse.Namespace) -> None:
     """Every change x loss x seed cell of the search, shared between processes by --shard."""
     from dataclasses import replace
 
-    from captchalab.diagnose import ASKER, DiagnoseConfig, run_setup
+    from captchalab.diagnosis import ASKER, DiagnoseConfig, run_setup
 
     shard, shards = (int(v) for v in args.shard.split("/"))
     # The tutorials' settings: every loss, --seeds seeds. Each change from them: both halves of the report
@@ -487,14 +488,14 @@ def left_edges(pixels: np.ndarray) -> dict[str, Any]:
 
 def head_gradients(data: Any, targets: np.ndarray, positions: tuple[int, ...], steps: int = 600,
                    every: int = 25) -> dict[str, Any]:
-    """Train diagnose.ASKER with ``positions`` in the loss; at probe steps, each head's gradient on the
+    """Train diagnosis.ASKER with ``positions`` in the loss; at probe steps, each head's gradient on the
     first layer's weights (a fixed batch of 256 training images) and the live ReLUs."""
     from dataclasses import replace
 
     import keras
     import tensorflow as tf
 
-    from captchalab.diagnose import ASKER, build_network, prepare_inputs, train_step
+    from captchalab.diagnosis import ASKER, build_network, prepare_inputs, train_step
 
     keras.utils.set_random_seed(0)
     x = prepare_inputs(data.pixels, ASKER)
@@ -553,7 +554,7 @@ def report_diagnose(by_stage: dict[str, list[dict]]) -> None:
 
 
 def _verdict(record: dict) -> list[str]:
-    from captchalab.diagnose import Outcome, Setup, verdict
+    from captchalab.diagnosis import Outcome, Setup, verdict
 
     def setup(fields: dict) -> Setup:  # JSON gave lists where the dataclass holds tuples
         return Setup(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})

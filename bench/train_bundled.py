@@ -103,7 +103,7 @@ def error_analysis(test_set: Path) -> dict:
 
 def stage_one(args: argparse.Namespace, val_set: Path) -> Path:
     """The 32x120 crnn; a finished run is reused unless --resume --epochs moves its limit."""
-    from captchalab.train import train
+    from captchalab.training import train
 
     run = args.work / "run"
     started = (run / "checkpoints" / "state.json").exists()
@@ -126,7 +126,7 @@ def fine_tune(args: argparse.Namespace, stage: int, init: Path, val_set: Path) -
 def _fine_tune_run(args: argparse.Namespace, run: Path, seed: str, recipe: list[str], init: Path, val_set: Path,
                    default_epochs: int, epochs: int | None = None) -> Path:
     """Reused when finished (unless --resume with a new epoch limit), resumed when killed, started otherwise."""
-    from captchalab.train import train
+    from captchalab.training import train
 
     if (run / "model.keras").exists() and not (args.resume and epochs):
         return run

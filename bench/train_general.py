@@ -50,8 +50,8 @@ LATER = ["model.alignment_weight=0", "train.learning_rate=1e-3", "train.epochs=2
 
 def render(folder: Path, count: int, seed: int) -> Path:
     """``count`` world images, as the reader sees them, with labels.csv; reused when complete."""
-    from captchalab.audit import write_csv
     from captchalab.data import world
+    from captchalab.data.folder import write_labels_csv
     from captchalab.data.images import ImageSize, prepare
 
     if (folder / "labels.csv").exists():
@@ -63,7 +63,7 @@ def render(folder: Path, count: int, seed: int) -> Path:
         name = f"images/{i:06d}.png"
         Image.fromarray(prepare(image, size)).save(folder / name)
         rows.append((name, text))
-    write_csv(folder / "labels.csv", rows)  # last: its presence marks the shard complete
+    write_labels_csv(folder / "labels.csv", rows)  # last: its presence marks the shard complete
     return folder
 
 

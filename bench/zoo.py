@@ -239,7 +239,7 @@ def run_cell(name: str, n: int, work: Path, model: str, tag: str, overrides: lis
     import keras
 
     import captchalab
-    from captchalab.train import checkpoint_rank  # imports TensorFlow: workers only
+    from captchalab.training import checkpoint_rank  # imports TensorFlow: workers only
 
     pool, test = style_data(name, work)
     n = min(n, len(read_csv(pool)))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 from dataclasses import asdict, replace
@@ -10,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from captchalab import auditing as audit  # the module (captchalab.audit is the API function)
 from captchalab.errors import DataError, UsageError
 from clirun import run_cli
-
-audit = importlib.import_module("captchalab.audit")  # the package attribute is the audit() function
 
 
 def _cells(method: str, points: dict[int, list[float]]) -> list[dict]:
@@ -120,7 +118,7 @@ def test_audit_end_to_end_within_its_budget(tiny_set: Path, tmp_path: Path) -> N
 
 
 def test_training_stops_on_its_cpu_budget(tiny_set: Path, tmp_path: Path) -> None:
-    from captchalab.train import train
+    from captchalab.training import train
 
     run = train(tiny_set, out=tmp_path / "r", epochs=5, quiet=True, export_onnx=False,
                 overrides=["train.max_cpu_minutes=0.0001", "train.patience=50"])
@@ -135,7 +133,7 @@ def test_perfect_validation_stops_only_after_min_epochs(min_epochs: int, stops_a
     from captchalab.charset import Charset
     from captchalab.config import RunConfig, TrainConfig
     from captchalab.data.images import ImageSize
-    from captchalab.train import EpochEnd, TrainingState
+    from captchalab.training import EpochEnd, TrainingState
 
     config = RunConfig("crnn", "ctc", Charset("A"), ImageSize(32, 32), 1,
                        train=TrainConfig(patience=50, min_epochs=min_epochs))

@@ -288,7 +288,7 @@ def fixed_length_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from captchalab.charset import Charset
     from captchalab.config import RunConfig
     from captchalab.models import registry
-    from captchalab.train import build_model
+    from captchalab.models.build import build_model
 
     options = registry.get("mlp").options_type(hidden=(16,))
     config = RunConfig("mlp", "positional", Charset.parse(mc.CHARSET), SIZE, 4, options)

@@ -75,7 +75,7 @@ def test_training_calibrates_and_the_predictor_applies_it(tiny_run: Path) -> Non
 
 
 def test_exported_onnx_carries_the_temperature(tiny_run: Path, tmp_path: Path) -> None:
-    from captchalab.export import export
+    from captchalab.exporting import export
 
     target = export(tiny_run, out=tmp_path / "alone.onnx")
     expected = json.loads((tiny_run / calibration.FILE).read_text())["temperature"]

@@ -53,7 +53,7 @@ def test_train_help_lists_the_set_keys_with_their_defaults() -> None:
 
 
 def test_diagnose_help_lists_its_setups() -> None:
-    from captchalab.diagnose import default_setups
+    from captchalab.diagnosis import default_setups
 
     text = " ".join(_help("diagnose").split())
     assert all(f"{setup.name}:" in text for setup in default_setups())

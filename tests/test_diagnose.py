@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from captchalab.diagnose import ASKER, FIX, LEARNED, NORMAL, Outcome, default_setups, diagnose, verdict
+from captchalab.diagnosis import ASKER, FIX, LEARNED, NORMAL, Outcome, default_setups, diagnose, verdict
 from captchalab.errors import UsageError
 from clirun import run_cli
 
@@ -131,7 +131,7 @@ def test_cli_reports_a_missing_folder_cleanly(tmp_path):
 def test_the_plot_has_a_panel_per_setup_and_no_empty_ones(tmp_path):
     from PIL import Image
 
-    from captchalab.diagnose import save_plot
+    from captchalab.diagnosis import save_plot
 
     two = [outcome("fix", [0.3] * 5), outcome("asker", [CHANCE] * 5, ASKER)]
     with Image.open(save_plot(two, CHANCE, tmp_path / "two.png")) as image:

@@ -114,14 +114,12 @@ def test_ctrl_c_in_generate_says_how_to_continue(tmp_path: Path):
 
 def test_ctrl_c_in_train_says_how_to_continue(tiny_set: Path, tiny_run: Path, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch):
-    import importlib
-
-    train = importlib.import_module("captchalab.train")  # the module; captchalab.train is also a function
+    from captchalab import training
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train, "_fit", interrupted)
+    monkeypatch.setattr(training, "_fit", interrupted)
     fresh = tmp_path / "fresh"
     result = run_cli("train", tiny_set, "--out", fresh, "-q", "--epochs", "2")
     assert result.code == 130 and "Traceback" not in result.text, result.text

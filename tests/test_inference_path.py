@@ -14,7 +14,8 @@ import pytest
 
 import captchalab
 from captchalab.errors import ModelError, UsageError
-from captchalab.inference.predictor import METADATA_KEY, Predictor
+from captchalab.inference.predictor import Predictor
+from captchalab.runs import METADATA_KEY
 
 SCRIPT = """
 import sys

@@ -14,7 +14,7 @@ from captchalab.models import registry
 
 @pytest.mark.parametrize("name", registry.names())
 def test_model_contract(name, tiny_set, tmp_path):
-    from captchalab.train import train
+    from captchalab.training import train
 
     folder = train(tiny_set, model=name, out=tmp_path / name, epochs=1, quiet=True)
     for file in ("model.keras", "model.onnx", "config.json", "history.json", "metrics.json"):
@@ -45,7 +45,7 @@ def test_positional_models_learn_past_the_class_prior(name, tiny_set, tmp_path):
     import json
     import math
 
-    from captchalab.train import train
+    from captchalab.training import train
 
     folder = train(tiny_set, model=name, out=tmp_path / name, epochs=5, quiet=True)
     classes = runs.read_config(folder).charset.num_classes

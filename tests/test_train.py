@@ -4,7 +4,7 @@ import json
 import pytest
 
 from captchalab.errors import RunFolderError, UsageError
-from captchalab.train import train
+from captchalab.training import train
 
 
 def test_run_folder_has_the_design_files(tiny_run):
@@ -64,7 +64,7 @@ def test_refresh_batch_norm_sets_the_statistics_of_the_given_images():
     import keras
     import numpy as np
 
-    from captchalab.train import refresh_batch_norm
+    from captchalab.training import refresh_batch_norm
 
     inputs = keras.Input((8, 8, 1))
     conv = keras.layers.Conv2D(3, 3, padding="same")
@@ -86,7 +86,7 @@ def test_refresh_batch_norm_sees_the_features_without_dropout():
     import keras
     import numpy as np
 
-    from captchalab.train import refresh_batch_norm
+    from captchalab.training import refresh_batch_norm
 
     inputs = keras.Input((8, 8, 1))
     flat = keras.layers.Flatten()
@@ -103,7 +103,7 @@ def test_refresh_batch_norm_sees_the_features_without_dropout():
 
 
 def test_the_epoch_budget_grows_with_fewer_images_and_has_a_floor():
-    from captchalab.train import MAX_EPOCHS, MIN_EPOCHS, auto_epochs
+    from captchalab.training import MAX_EPOCHS, MIN_EPOCHS, auto_epochs
 
     small, medium, large = (auto_epochs(n, 16, 2500) for n in (450, 1080, 3600))
     assert small > medium >= large == MIN_EPOCHS
@@ -112,7 +112,7 @@ def test_the_epoch_budget_grows_with_fewer_images_and_has_a_floor():
 
 
 def test_an_automatic_budget_is_written_to_the_run_config(tiny_set, tmp_path):
-    from captchalab.train import auto_epochs
+    from captchalab.training import auto_epochs
 
     run = train(tiny_set, out=tmp_path / "r", quiet=True, export_onnx=False,
                 overrides=["train.min_steps=1000", "train.batch_size=1", "train.max_cpu_minutes=0.0001"])
@@ -122,7 +122,7 @@ def test_an_automatic_budget_is_written_to_the_run_config(tiny_set, tmp_path):
 
 def test_the_cosine_schedule_falls_from_the_rate_to_its_floor():
     from captchalab.config import TrainConfig
-    from captchalab.train import FINAL_RATE, learning_rate_at
+    from captchalab.training import FINAL_RATE, learning_rate_at
 
     config = TrainConfig(epochs=10, learning_rate=1e-3)
     rates = [learning_rate_at(config, e / 10) for e in range(11)]
@@ -145,8 +145,9 @@ def test_validation_loss_is_the_inference_heads_alone(tmp_path):
     from captchalab.config import RunConfig, TrainConfig
     from captchalab.data.images import ImageSize
     from captchalab.models import registry
+    from captchalab.models.build import build_model, training_model
     from captchalab.models.losses import ctc_loss
-    from captchalab.train import EpochEnd, Split, TrainingState, build_model, training_model
+    from captchalab.training import EpochEnd, Split, TrainingState
 
     charset = Charset.parse("0-9")
     config = RunConfig("crnn", "ctc", charset, ImageSize(32, 64), 4, registry.get("crnn").options_type(),
@@ -175,7 +176,7 @@ def test_patience_does_not_run_out_on_the_start_up_plateau(tmp_path):
     from captchalab.charset import Charset
     from captchalab.config import RunConfig, TrainConfig
     from captchalab.data.images import ImageSize
-    from captchalab.train import EpochEnd, TrainingState
+    from captchalab.training import EpochEnd, TrainingState
 
     config = RunConfig("crnn", "ctc", Charset("A"), ImageSize(32, 32), 1, train=TrainConfig(patience=3))
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
@@ -195,7 +196,7 @@ def test_patience_does_not_run_out_on_the_start_up_plateau(tmp_path):
 
 def test_a_run_saved_before_the_schedule_setting_resumes_with_its_rules(tiny_run, tmp_path):
     from captchalab import runs
-    from captchalab.train import TrainingState, _rescore_best
+    from captchalab.training import TrainingState, _rescore_best
 
     data = json.loads((tiny_run / "config.json").read_text())
     del data["train"]["schedule"]
@@ -214,7 +215,7 @@ def test_a_state_json_written_while_the_state_was_a_dict_still_resumes(tiny_run,
     import shutil
     from pathlib import Path
 
-    from captchalab.train import TrainingState, _read_state
+    from captchalab.training import TrainingState, _read_state
 
     run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
     state_file = run / "checkpoints" / "state.json"

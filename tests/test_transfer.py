@@ -23,8 +23,8 @@ def test_class_map_matches_symbols() -> None:
 def test_weights_are_copied_and_shared_symbols_keep_their_output_weights(tiny_run: Path) -> None:
     from dataclasses import replace
 
-    from captchalab.export import load_keras
-    from captchalab.train import build_model
+    from captchalab.models.build import build_model
+    from captchalab.runs import load_keras
 
     source_config = runs.read_config(tiny_run)  # charset 0-9A-F
     config = replace(source_config, charset=Charset("9AZ"))
@@ -44,7 +44,7 @@ def test_weights_are_copied_and_shared_symbols_keep_their_output_weights(tiny_ru
 
 
 def test_fine_tuning_to_another_charset_and_size(tiny_run: Path, tmp_path: Path) -> None:
-    from captchalab.train import train
+    from captchalab.training import train
 
     data = generate(tmp_path / "other", 30, length="3", charset="A-K", size="120x40", seed=4)
     folder = train(data, out=tmp_path / "tuned", epochs=1, quiet=True, init=tiny_run, export_onnx=False)
@@ -58,13 +58,11 @@ def test_fine_tuning_to_another_charset_and_size(tiny_run: Path, tmp_path: Path)
 def test_a_wider_input_than_the_pretrained_run_is_read_from_the_images(tiny_run: Path, tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """--init reads images at the pretrained size; a larger --set image.* must not upsample that."""
-    import importlib
-
+    from captchalab import training
     from captchalab.data.folder import load_dataset
     from captchalab.data.images import ImageSize
 
     data = generate(tmp_path / "wide", 12, length="4", charset="0-9", size="192x32", seed=5)
-    training = importlib.import_module("captchalab.train")  # the module; captchalab.train is the function
     seen = {}
 
     def stop(config, train_set, val_set):
@@ -79,7 +77,7 @@ def test_a_wider_input_than_the_pretrained_run_is_read_from_the_images(tiny_run:
 
 
 def test_init_from_another_model_is_a_usage_error(tiny_run: Path, tiny_set: Path, tmp_path: Path) -> None:
-    from captchalab.train import train
+    from captchalab.training import train
 
     with pytest.raises(UsageError, match="crnn"):
         train(tiny_set, model="cnn", out=tmp_path / "x", epochs=1, quiet=True, init=tiny_run)

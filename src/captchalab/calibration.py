@@ -24,7 +24,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from captchalab import decoding, files, heads
+from captchalab import decoding, files, heads, runs
 from captchalab.charset import Charset
 from captchalab.errors import ModelError
 from captchalab.heads import Head
@@ -96,8 +96,6 @@ def fit(logits: np.ndarray, labels: Sequence[str], head: Head, charset: Charset)
 
 
 def save(folder: Path, calibration: Calibration) -> None:
-    from captchalab import runs
-
     runs.write_json(folder / FILE, asdict(calibration))
 
 

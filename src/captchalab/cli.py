@@ -150,7 +150,7 @@ def train(
 ) -> None:
     """Train a model; writes a run folder with model.keras, model.onnx, config, history, metrics, curves.png."""
     from captchalab.errors import UsageError
-    from captchalab.train import train as run
+    from captchalab.training import train as run
 
     if data is None and resume is None:
         raise UsageError("train needs DATA (a dataset folder or labels CSV), or --resume RUN")
@@ -177,7 +177,7 @@ def evaluate(
     report: Annotated[Path | None, typer.Option(help="Also write an HTML report (DIR/index.html).")] = None,
 ) -> None:
     """Sequence/char accuracy, CER, per-position accuracy, confidence and speed."""
-    from captchalab.evaluate import evaluate as run_evaluation
+    from captchalab.evaluation import evaluate as run_evaluation
 
     if report is not None:  # before the work, not after it: the report draws with matplotlib ([train] extra)
         import matplotlib  # noqa: F401
@@ -277,7 +277,7 @@ def export_command(
     out_file: Annotated[Path | None, typer.Option("--out", help="Default RUN/model.onnx.")] = None,
 ) -> None:
     """Standalone ONNX model with charset and preprocessing in its metadata."""
-    from captchalab.export import export
+    from captchalab.exporting import export
 
     err.print(f"wrote {export(run, format, out_file)}")
 
@@ -303,8 +303,8 @@ def audit_command(
     """Captcha strength: solve rate vs number of labelled images, with and without synthetic pretraining."""
     import time
 
-    from captchalab.audit import METHODS, audit, dataset_name
-    from captchalab.audit import skipped_lines as audit_skipped_lines
+    from captchalab.auditing import METHODS, audit, dataset_name
+    from captchalab.auditing import skipped_lines as audit_skipped_lines
     from captchalab.errors import UsageError
 
     try:
@@ -332,7 +332,7 @@ def _need(need: dict) -> str:
 
 
 def _setups_help() -> str:
-    from captchalab.diagnose import default_setups
+    from captchalab.diagnosis import default_setups
 
     return "**Setups** (for --only): " + "; ".join(f"`{s.name}`: {s.about}" for s in default_setups()) + "."
 
@@ -349,7 +349,7 @@ def diagnose_command(
     as_json: JsonFlag = False,
 ) -> None:
     """The original question's fully-connected experiment: what keeps positions at chance, what fixes it."""
-    from captchalab.diagnose import diagnose
+    from captchalab.diagnosis import diagnose
 
     def progress(name: str, index: int, total: int) -> None:
         err.print(f"[{index + 1}/{total}] training {name}", highlight=False)

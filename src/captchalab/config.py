@@ -40,7 +40,7 @@ Minutes = Annotated[float, Field(ge=0.0)]
 
 @settings
 class TrainConfig:
-    epochs: Count = 0  # 0: scaled to the data, enough epochs for ``min_steps`` steps (train.auto_epochs)
+    epochs: Count = 0  # 0: scaled to the data, enough epochs for ``min_steps`` steps (training.auto_epochs)
     min_steps: Positive = 2500  # optimizer steps the automatic epoch budget gives a small data set at least
     batch_size: Annotated[int, Field(ge=1, le=65536)] = 16
     learning_rate: Annotated[float, Field(gt=0.0, le=10.0)] = 2e-3
@@ -55,7 +55,7 @@ class TrainConfig:
     max_minutes: Minutes = 0.0  # stop after the epoch that passes this wall-clock budget; 0: no limit
     max_cpu_minutes: Minutes = 0.0  # the same for CPU time of this process (all threads); 0: no limit
     min_epochs: Count = 0  # early stopping waits at least this long (fine-tuning starts near perfect)
-    precise_bn: bool = True  # batch-norm statistics recomputed before each validation (train.refresh_batch_norm)
+    precise_bn: bool = True  # batch-norm statistics recomputed before each validation (training.refresh_batch_norm)
 
 
 class _Schema(BaseModel):

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from captchalab import files
+from captchalab import files, runs
 from captchalab.errors import ModelError
 
 FILE = "ood.json"
@@ -71,8 +71,6 @@ def parse(raw: Any, source: str) -> dict[str, Any]:
 
 
 def save(folder: Path, record: dict[str, Any]) -> None:
-    from captchalab import runs
-
     runs.write_json(folder / FILE, record)
 
 

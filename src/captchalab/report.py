@@ -18,7 +18,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from captchalab import runs
+from captchalab.data.images import open_image
 from captchalab.decoding import Prediction
+from captchalab.errors import RunFolderError
 
 CURVES = "curves.png"
 WORST_SHOWN = 24
@@ -73,8 +76,6 @@ def training_curves(history: Sequence[dict[str, Any]]) -> bytes:
 
 def save_training_curves(path: Path, history: Sequence[dict[str, Any]]) -> None:
     if history:
-        from captchalab import runs
-
         png = training_curves(history)
         runs.atomic_write(path, lambda tmp: tmp.write_bytes(png))
 
@@ -250,8 +251,6 @@ def _example_image(example: Example) -> bytes:
     try:
         if example.file is None:
             raise OSError
-        from captchalab.data.images import open_image
-
         image = open_image(example.file).convert("RGB")
     except Exception:  # the file changed since evaluation: show what the model saw
         image = Image.fromarray(example.pixels)
@@ -271,9 +270,6 @@ def write_evaluation(
     temperature: float | None = None,
 ) -> Path:
     """Write ``out/index.html`` (and ``out/report.json``) for one evaluation; returns the HTML path."""
-    from captchalab import runs
-    from captchalab.errors import RunFolderError
-
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:

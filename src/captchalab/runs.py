@@ -11,13 +11,17 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from captchalab import files
 from captchalab.config import RunConfig, from_dict, read_json
 from captchalab.errors import ModelError, RunFolderError
+from captchalab.models import registry
+from captchalab.models.build import build_model
 
 try:
     import fcntl
@@ -28,6 +32,7 @@ MIN_FREE_BYTES = 50 * 1024 * 1024
 CHECKPOINTS = "checkpoints"
 TMP_PREFIX = ".tmp-"  # atomic_write's temporary files: ".tmp-<name>-<random><suffix>"
 LOCK = ".lock"  # held (flock) by the process training in the folder; holds its PID
+METADATA_KEY = "captchalab_config"  # the ONNX metadata entry that carries config.json (exporting writes it)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -206,8 +211,6 @@ def read_config(run: str | Path, with_options: bool = True) -> RunConfig:
     data = read_json(folder / "config.json")
     options_type = None
     if with_options and isinstance(data, dict) and isinstance(data.get("model"), str):
-        from captchalab.models import registry
-
         try:
             options_type = registry.get(data["model"]).options_type
         except Exception as error:  # unknown model name in the file
@@ -222,3 +225,26 @@ def run_folder(run: str | Path) -> Path:
     if not path.exists():
         raise ModelError(f"{run}: no such run folder; train one with 'captchalab train DATA --out {run}'")
     return path
+
+
+def load_keras(run: str | Path, config: RunConfig | None = None) -> Any:
+    """Rebuild the network from config.json and load weights: no code is read from the file."""
+    folder = run_folder(run)
+    config = config or read_config(folder)
+    weights = folder / "model.keras"
+    if not weights.exists():
+        raise ModelError(f"{weights}: missing; finish training or resume it with --resume {folder}")
+    files.regular_file(weights, ModelError)  # Keras would block forever on a pipe
+    model = build_model(config)
+    try:
+        with warnings.catch_warnings():
+            # Keras only warns when part of the file does not fit ("...retain their freshly-initialized
+            # weights"): a half-loaded model must be an error, not a silently random one.
+            warnings.simplefilter("error", UserWarning)
+            model.load_weights(weights)
+    except Exception as error:  # Keras raises many types for damaged or mismatched files
+        raise ModelError(
+            f"{weights}: cannot load weights ({type(error).__name__}); the file is damaged or "
+            "does not match config.json. Retrain, or restore both files from the same run"
+        ) from None
+    return model

@@ -19,6 +19,7 @@ from captchalab import runs
 from captchalab.charset import BLANK, Charset
 from captchalab.config import RunConfig
 from captchalab.errors import UsageError
+from captchalab.runs import load_keras
 
 OUTPUT_LAYERS = ("logits", "heads")  # the Dense that produces the classes (ctc / positional models)
 
@@ -33,8 +34,6 @@ def adopt(config: RunConfig, source: RunConfig, init: str) -> RunConfig:
 
 def transfer_weights(model: Any, config: RunConfig, init: Path) -> dict[str, Any]:
     """Copy the weights of run ``init`` into ``model``; returns what was copied and what was not."""
-    from captchalab.export import load_keras
-
     source_config = runs.read_config(init)
     if source_config.model != config.model:
         raise UsageError(f"--init {init} is a '{source_config.model}' run; train a '{source_config.model}' "

@@ -22,8 +22,8 @@ from captchalab.data import images
 from captchalab.decoding import Constraints, Prediction
 from captchalab.errors import ModelError, UsageError
 from captchalab.inference import onnxfile
+from captchalab.runs import METADATA_KEY, load_keras
 
-METADATA_KEY = "captchalab_config"
 URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # a scheme (two letters at least: C:/ is a Windows drive)
 ImageLike = str | Path | bytes | Image.Image | np.ndarray
 BATCH_SIZE = 64  # images per network call: predict_pixels splits larger inputs
@@ -102,8 +102,6 @@ class Predictor:
 
     @classmethod
     def _from_keras(cls, folder: Path, threads: int) -> Predictor:
-        from captchalab.export import load_keras
-
         if threads:
             import tensorflow as tf
 

@@ -32,9 +32,13 @@ from typing import Any
 
 import numpy as np
 
+from captchalab import metrics, report, runs
 from captchalab.config import TrainConfig
 from captchalab.data.folder import list_entries, load_dataset, write_labels_csv
+from captchalab.data.style import generate_like
 from captchalab.errors import DataError, UsageError
+from captchalab.inference.predictor import Predictor
+from captchalab.runs import claim_folder
 
 RATES = (0.01, 0.10, 0.50, 0.90)
 # Below this no pretraining starts (it needs a minute and 40% of the budget) and at most a few cells run.
@@ -204,8 +208,7 @@ def pretrain(
 ) -> tuple[Path, dict[str, Any]]:
     """Render look-alikes of ``style_source`` and train on them, within ``cpu_seconds`` (or, when
     ``wall_minutes`` is given, ``config.synthetic`` images and training capped at that wall time)."""
-    from captchalab.data.style import generate_like
-    from captchalab.train import train
+    from captchalab.training import train  # imports TensorFlow: only once something trains
 
     clock = Clock(cpu_seconds / 60)
     count = config.synthetic if wall_minutes is not None else int(
@@ -245,9 +248,6 @@ class TestSet:
 
 def score(run: Path, test: TestSet) -> dict[str, float]:
     """Sequence and character accuracy of a run on the test set (any charset: strings are compared)."""
-    from captchalab import metrics
-    from captchalab.inference.predictor import Predictor
-
     predictor = Predictor.load(run, backend="keras")
     pixels, raw_labels = test.at(predictor.config.image)
     texts = [r[0].text for r in predictor.predict_pixels(pixels, batch_size=128)]
@@ -265,7 +265,7 @@ def run_cell(
     overrides, applied last (for benchmarks that vary one setting)."""
     import keras
 
-    from captchalab.train import train
+    from captchalab.training import train  # imports TensorFlow: only once something trains
 
     began_cpu, began_wall = time.process_time(), time.time()
     name = f"{method}-n{n}-s{seed}"
@@ -362,8 +362,6 @@ def verdict(needs: dict[str, dict[str, dict[str, Any]]]) -> dict[str, str]:
 
 
 def plot(table: dict[str, dict[int, dict[str, float]]], path: Path, title: str) -> None:
-    from captchalab import report, runs
-
     plt = report._pyplot()
     figure, axis = plt.subplots(figsize=(7, 4.2))
     colours = {"pretrained": "#228833", "scratch": "#4477aa"}
@@ -495,8 +493,6 @@ def _config(budget: float, counts: Sequence[int] | None, seeds: int, images: int
 
 
 def _out_folder(folder: Path, force: bool) -> Path:
-    from captchalab.runs import claim_folder
-
     return claim_folder(folder, reuse=force, advice="pass --force to replace them or choose another --out")
 
 
@@ -540,8 +536,6 @@ def dataset_name(data: str | Path) -> str:
 
 
 def _write(folder: Path, record: dict[str, Any], name: str) -> None:
-    from captchalab import runs
-
     table = {m: {int(n): v for n, v in c.items()} for m, c in record["curves"].items()}
     plot(table, folder / "learning_curve.png", f"{name}: {record['verdict']['level']}")
     runs.write_json(folder / "audit.json", record)
@@ -551,8 +545,6 @@ def _write(folder: Path, record: dict[str, Any], name: str) -> None:
 
 def render_page(record: dict[str, Any], png: Path, name: str) -> str:
     import html
-
-    from captchalab import report
 
     needs = record["labels_needed"]
     rows = [(rate, *(_describe(needs[m][rate]) for m in METHODS)) for rate in needs[METHODS[0]]]

@@ -5,14 +5,13 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
-from captchalab import calibration, files, ood, runs
+from captchalab import calibration, ood, runs
 from captchalab.config import RunConfig
-from captchalab.errors import ModelError, UsageError
-from captchalab.inference.predictor import METADATA_KEY
+from captchalab.errors import UsageError
+from captchalab.runs import METADATA_KEY, load_keras
 
 
 def export_onnx(run: str | Path, model: Any = None, config: RunConfig | None = None,
@@ -35,31 +34,6 @@ def export_onnx(run: str | Path, model: Any = None, config: RunConfig | None = N
     ood.add_metadata(proto, folder)
     runs.atomic_write(target, lambda tmp: onnx.save(proto, str(tmp)))
     return target
-
-
-def load_keras(run: str | Path, config: RunConfig | None = None) -> Any:
-    """Rebuild the network from config.json and load weights: no code is read from the file."""
-    from captchalab.train import build_model
-
-    folder = runs.run_folder(run)
-    config = config or runs.read_config(folder)
-    weights = folder / "model.keras"
-    if not weights.exists():
-        raise ModelError(f"{weights}: missing; finish training or resume it with --resume {folder}")
-    files.regular_file(weights, ModelError)  # Keras would block forever on a pipe
-    model = build_model(config)
-    try:
-        with warnings.catch_warnings():
-            # Keras only warns when part of the file does not fit ("...retain their freshly-initialized
-            # weights"): a half-loaded model must be an error, not a silently random one.
-            warnings.simplefilter("error", UserWarning)
-            model.load_weights(weights)
-    except Exception as error:  # Keras raises many types for damaged or mismatched files
-        raise ModelError(
-            f"{weights}: cannot load weights ({type(error).__name__}); the file is damaged or "
-            "does not match config.json. Retrain, or restore both files from the same run"
-        ) from None
-    return model
 
 
 def export(run: str | Path, format: str = "onnx", out: str | Path | None = None) -> Path:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from captchalab import files, metrics, runs
+from captchalab import files, metrics, report, runs
 from captchalab.data.folder import load_dataset
 from captchalab.errors import CaptchaLabError, ModelError
 from captchalab.inference.predictor import Predictor
@@ -58,8 +58,6 @@ def evaluate(
 
 def _write_report(out: Path, predictor: Predictor, data: str | Path, dataset: Any, labels: list[str],
                   readings: list, result: dict[str, Any]) -> Path:
-    from captchalab import report
-
     examples = [report.Example(file, pixels, label, reading)
                 for file, pixels, label, reading in zip(dataset.files, dataset.pixels, labels, readings)]
     folder = predictor.source.parent if predictor.source.is_file() else predictor.source

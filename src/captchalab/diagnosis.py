@@ -26,6 +26,7 @@ import numpy as np
 
 from captchalab._tf import import_quietly
 from captchalab.data import images
+from captchalab.data.folder import load_dataset
 from captchalab.errors import UsageError
 
 LEARNED = 3.0  # a position has learned when its accuracy is at least this many times chance
@@ -170,8 +171,6 @@ def diagnose(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Run the experiments on DATA; returns the measurements and the verdict (see module doc)."""
-    from captchalab.data.folder import load_dataset
-
     config = DiagnoseConfig(limit=limit, epochs=epochs)
     if config.limit < 20 or config.epochs < 1:
         raise UsageError("diagnose needs --limit of at least 20 images and --epochs of at least 1")

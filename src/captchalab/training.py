@@ -19,17 +19,20 @@ import keras
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from captchalab import calibration, decoding, failure, files, heads, metrics, ood, report, runs
 from captchalab import config as configuration
-from captchalab import decoding, failure, files, heads, metrics, runs
 from captchalab.charset import Charset
 from captchalab.config import SCHEDULES, RunConfig, TrainConfig, apply_overrides
 from captchalab.data import pipeline
 from captchalab.data.folder import Dataset, load_dataset
 from captchalab.data.images import ImageSize, resize_pixels, to_model_input
 from captchalab.errors import DataError, Interrupted, ModelError, RunFolderError, UsageError
+from captchalab.exporting import export_onnx as export  # aliased: train() has a flag export_onnx
 from captchalab.models import registry
+from captchalab.models.build import build_model, training_model
 from captchalab.models.losses import loss_for
 from captchalab.progress import counting, live_bar
+from captchalab.transfer import adopt, transfer_weights
 
 STATE = "state.json"
 MIN_EPOCHS = 20  # the automatic budget's least number of passes over the training images
@@ -132,8 +135,6 @@ def train(
         train=train_config or TrainConfig(),
     )
     if init_config is not None:
-        from captchalab.transfer import adopt
-
         config = adopt(config, init_config, str(init))
     config = apply_overrides(config, [f"train.epochs={epochs}"] if epochs else [])
     config = apply_overrides(config, overrides)
@@ -255,21 +256,6 @@ def _segmented(config: RunConfig, dataset: Dataset | None) -> Dataset | None:
     return replace(dataset, pixels=config.head.prepare(dataset.pixels, config.max_length))
 
 
-def build_model(config: RunConfig) -> keras.Model:
-    entry = registry.get(config.model)
-    spec = registry.ModelSpec(config.image, config.charset.num_classes, config.max_length)
-    return entry.build(spec, config.options)
-
-
-def training_model(model: keras.Model, config: RunConfig) -> keras.Model:
-    """The network fit() trains: the model itself, or the model plus training-only outputs."""
-    entry = registry.get(config.model)
-    if entry.training_model is None:
-        return model
-    spec = registry.ModelSpec(config.image, config.charset.num_classes, config.max_length)
-    return entry.training_model(model, spec, config.options)
-
-
 def _compile(trainer: keras.Model, config: RunConfig, learning_rate: float) -> None:
     optimizer = keras.optimizers.Adam(learning_rate, clipnorm=5.0)
     if len(trainer.outputs) == 1:
@@ -297,8 +283,6 @@ def _fit(
     model = build_model(config)
     trainer = training_model(model, config)
     if not state.epoch and state.init:
-        from captchalab.transfer import transfer_weights
-
         state.init_report = transfer_weights(model, config, Path(state.init))
     if state.epoch:
         _load_checkpoint(trainer, folder)
@@ -343,8 +327,6 @@ def _finish(
         summary["stopped_by"] = state.stopped_by
     runs.write_json(folder / "metrics.json", summary)
     if export_onnx:
-        from captchalab.export import export_onnx as export
-
         export(folder, model=model, config=config)
     _prune_checkpoints(folder)
     return folder
@@ -372,8 +354,6 @@ def _diagnosis(model: keras.Model, config: RunConfig, split: Split, history: lis
 def _calibrate_and_plot(model: keras.Model, config: RunConfig, folder: Path, split: Split, history: list) -> None:
     """Fit the confidence temperature and record the OOD reference on the validation images;
     draw the loss/accuracy curves."""
-    from captchalab import calibration, ood, report
-
     logits = predict_logits(model, split.val_x)
     calibration.save(folder, calibration.fit(logits, split.val_labels, config.head, config.charset))
     ood.save(folder, ood.reference(logits))
