@@ -192,7 +192,7 @@ def solve(
     top_k: Annotated[int, typer.Option("--top-k", min=1, max=20, help="Best K readings per image.")] = 1,
     results_csv: Annotated[Path | None, typer.Option("--out", help="Also write file,text,confidence CSV.")] = None,
     threads: Annotated[int, typer.Option(help="Inference threads (0: all cores).")] = 0,
-    batch_size: Annotated[int, typer.Option(min=1, max=1024)] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, max=1024, help="Images per model call.")] = 64,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Exit 0 even if some images cannot be read.")] = False,
     length: Annotated[str | None, typer.Option(help="Answer length: 5, or a range such as 4-6.")] = None,
     allowed: Annotated[str | None, typer.Option(help="Characters the answer may use, ranges allowed: a-z0-9.")] = None,
@@ -225,7 +225,7 @@ def serve(
     model: Annotated[list[str] | None, typer.Option(
         help="RUN (the default model) or NAME=RUN; repeat to serve several (default: bundled model).")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on; loopback only by default.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Server processes.")] = 1,
     max_loaded: Annotated[int, typer.Option(min=1, help="Models kept in memory per process (LRU).")] = 4,
     threads: Annotated[int, typer.Option(min=0, help="Inference threads per model (0: all cores).")] = 1,
