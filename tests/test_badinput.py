@@ -39,7 +39,7 @@ def applies(case: mc.Case, command: str) -> bool:
 
 @pytest.fixture(scope="module")
 def run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of tiny_run: evaluate writes metrics.json into the run folder."""
+    """A copy of tiny_run: evaluate writes its results into the run folder (RUN/evaluations/)."""
     return Path(shutil.copytree(tiny_run, tmp_path_factory.mktemp("run") / "crnn"))
 
 

@@ -163,13 +163,19 @@ def evaluate(
     as_json: JsonFlag = False,
     skip_bad: SkipBad = False,
     report: Annotated[Path | None, typer.Option(help="Also write an HTML report (DIR/index.html).")] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", help="Also write the result as JSON to this file.")]
+    = None,
 ) -> None:
-    """Sequence/char accuracy, CER, per-position accuracy, confidence and speed."""
+    """Sequence/char accuracy, CER, per-position accuracy, confidence and speed.
+
+    For a run folder the result is also kept as RUN/evaluations/NAME.json, NAME being the dataset's
+    (train's RUN/metrics.json is never changed); for an .onnx file or the bundled model, only printed
+    (and written to --out)."""
     from captchalab.evaluate import evaluate as run_evaluation
 
     if report is not None:  # before the work, not after it: the report draws with matplotlib ([train] extra)
         import matplotlib  # noqa: F401
-    result = run_evaluation(run, data, skip_bad=skip_bad, quiet=as_json, report=report)
+    result = run_evaluation(run, data, skip_bad=skip_bad, quiet=as_json, report=report, out=out_file)
     _report_skipped(result.get("skipped", []), data)
     if as_json:
         print(json.dumps(result))
@@ -180,6 +186,8 @@ def evaluate(
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     table.add_row("per_position_accuracy", " ".join(f"{v:.3f}" for v in result["per_position_accuracy"]))
     out.print(table)
+    if "saved" in result:
+        err.print(f"saved: {result['saved']}")
     if report is not None:
         err.print(f"report: {result['report']}")
 
