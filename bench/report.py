@@ -90,16 +90,18 @@ def _bundled_training(data: dict) -> str:
     stages = data.get("stages")
     if not stages:
         return ""
-    recipe = dict(item.split("=", 1) for item in data["recipe"])
-    parts = [f"{data['epochs_run']} epochs at {recipe['image.height']}x{recipe['image.width']} on "
-             f"{data['train_count']:,} images"]
-    for stage in stages:
-        recipe = {**recipe, **dict(item.split("=", 1) for item in stage["recipe"])}
-        rate = recipe.get("train.learning_rate", "default")
-        parts.append(f"{stage['epochs_run']} epochs fine-tuning at {recipe['image.height']}x{recipe['image.width']} "
-                     f"on {data['train_count']:,} fresh ones (learning rate {rate})")
+    parts = []
+    for number, stage in enumerate(stages):
+        settings = dict(item.split("=", 1) for item in stage["settings"])
+        size = f"{settings['image.height']}x{settings['image.width']}"
+        parts.append(f"{stage['epochs_run']} epochs at {size} on {stage['train_count']:,} images" if number == 0 else
+                     f"{stage['epochs_run']} epochs fine-tuning at {size} on {stage['train_count']:,} fresh ones "
+                     f"(learning rate {settings['train.learning_rate']})")
+    typed = sum(s["train_cpu_seconds"] for s in stages if "typed in" in s.get("train_cpu_seconds_source", ""))
+    unmeasured = f", of which {typed / 60:.0f} read from a process the run did not measure" if typed else ""
     return (f"\n\nTrained in {len(parts)} stages: {'; then '.join(parts)}; "
-            f"{data['train_cpu_seconds'] / 60:.0f} CPU minutes of training in all." + _augment_ablation(data))
+            f"{data['train_cpu_seconds'] / 60:.0f} CPU minutes of training in all{unmeasured}."
+            + _augment_ablation(data))
 
 
 def _augment_ablation(data: dict) -> str:

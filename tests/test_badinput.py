@@ -18,6 +18,7 @@ import pytest
 
 import captchalab
 from badinput import make_corpus as mc
+from captchalab.charset import expand_ranges
 from captchalab.data import images
 from captchalab.data.folder import load_dataset
 from captchalab.errors import CaptchaLabError, DataError
@@ -39,7 +40,7 @@ def applies(case: mc.Case, command: str) -> bool:
 
 @pytest.fixture(scope="module")
 def run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of tiny_run: evaluate writes metrics.json into the run folder."""
+    """A copy of tiny_run: evaluate writes its results into the run folder (RUN/evaluations/)."""
     return Path(shutil.copytree(tiny_run, tmp_path_factory.mktemp("run") / "crnn"))
 
 
@@ -102,8 +103,11 @@ def test_image_solve_cli(case: mc.Case, corpus: dict[str, Path], run: Path):
 @pytest.mark.parametrize("case", IMAGE, ids=ids(IMAGE))
 def test_image_python_api(case: mc.Case, corpus: dict[str, Path], run: Path):
     path = corpus[case.name]
-    if case.exit_code == 0:
-        assert isinstance(captchalab.solve(path, model=run), captchalab.Prediction)
+    if case.exit_code == 0:  # read, and read as the CLI reads it (its own batching path)
+        reading = captchalab.solve(path, model=run)
+        printed = json.loads(run_cli("solve", path, "--model", run, "--json").stdout)
+        assert reading.text == printed["text"] and reading.confidence == pytest.approx(printed["confidence"], abs=1e-4)
+        assert set(reading.text) <= set(expand_ranges(mc.CHARSET)) and 0.0 < reading.confidence <= 1.0
         return
     with pytest.raises(CaptchaLabError) as caught:
         captchalab.solve(path, model=run)
@@ -310,22 +314,29 @@ def test_label_longer_than_a_fixed_length_model(good_set: Path, fixed_length_run
 
 
 @pytest.mark.parametrize("case", MODEL, ids=ids(MODEL))
-def test_model_evaluate_and_solve_cli(case: mc.Case, corpus: dict[str, Path], good_set: Path):
+def test_model_evaluate_and_solve_cli(case: mc.Case, corpus: dict[str, Path], good_set: Path, run: Path):
     path = corpus[case.name]
-    for result in (run_cli("evaluate", path, good_set, "--json"),
-                   run_cli("solve", good_set / "good_0.png", "--model", path)):
-        if case.exit_code == 0:
-            assert result.code == 0 and "Traceback" not in result.text, result.text
-        else:
+    evaluated = run_cli("evaluate", path, good_set, "--json")
+    solved = run_cli("solve", good_set / "good_0.png", "--model", path, "--json")
+    if case.exit_code == 0:  # a loadable model with the run's weights reads exactly as the run does
+        assert evaluated.code == 0 and solved.code == 0, evaluated.text + solved.text
+        scores, expected = json.loads(evaluated.stdout), json.loads(run_cli("evaluate", run, good_set, "--json").stdout)
+        keys = ("n", "sequence_accuracy", "char_accuracy", "cer")
+        assert [scores[k] for k in keys] == [expected[k] for k in keys] and scores["n"] == 3
+        reference = json.loads(run_cli("solve", good_set / "good_0.png", "--model", run, "--json").stdout)
+        assert json.loads(solved.stdout)["text"] == reference["text"]
+    else:
+        for result in (evaluated, solved):
             assert result.failed_cleanly(case.exit_code, path.name, case.fragment), result.text
     assert no_payload(corpus)
 
 
 @pytest.mark.parametrize("case", MODEL, ids=ids(MODEL))
-def test_model_python_api(case: mc.Case, corpus: dict[str, Path], good_set: Path):
+def test_model_python_api(case: mc.Case, corpus: dict[str, Path], good_set: Path, run: Path):
     path = corpus[case.name]
     if case.exit_code == 0:
-        assert captchalab.load(path).solve(good_set / "good_0.png").text is not None
+        image = good_set / "good_0.png"
+        assert captchalab.load(path).solve(image).text == captchalab.load(run).solve(image).text
     else:
         with pytest.raises(CaptchaLabError) as caught:
             captchalab.load(path)

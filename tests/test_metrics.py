@@ -71,3 +71,53 @@ def test_perfect_predictions_score_perfectly(labels):
     result = summarize(labels, labels)
     assert result["sequence_accuracy"] == result["char_accuracy"] == 1.0 and result["cer"] == 0.0
     assert result["per_position_accuracy"] == [1.0] * len(result["per_position_accuracy"])
+
+
+# ------------------------------------------------------------------ known values: a wrong formula fails here
+
+
+@pytest.mark.parametrize(("a", "b", "distance"), [
+    ("", "", 0), ("AB", "AB", 0), ("AB", "BA", 2), ("ABC", "AC", 1), ("AC", "ABC", 1), ("A1B2", "1B2C", 2),
+])
+def test_edit_distance_table(a: str, b: str, distance: int):
+    assert edit_distance(a, b) == distance
+
+
+@pytest.mark.parametrize(("prediction", "label", "value"), [
+    ("AB12", "AB12", 0.0), ("AB13", "AB12", 0.25), ("AB1", "AB12", 0.25), ("ABCD", "AB", 1.0),
+    ("", "AB", 1.0), ("XYZW", "AB12", 1.0), ("", "", 0.0), ("X", "", 1.0),
+])
+def test_cer_table(prediction: str, label: str, value: float):
+    assert cer(prediction, label) == pytest.approx(value)
+
+
+@pytest.mark.parametrize(("prediction", "label", "value"), [
+    ("AB12", "AB12", 1.0), ("AB13", "AB12", 0.75), ("BA12", "AB12", 0.5), ("A", "AB", 0.5),
+    ("ABCD", "AB", 1.0),  # by position: characters past the label's end are not counted
+    ("B12", "AB12", 0.0),  # one character dropped shifts every later one: none in place
+    ("", "AB", 0.0), ("", "", 1.0), ("X", "", 0.0),
+])
+def test_char_accuracy_table(prediction: str, label: str, value: float):
+    assert char_accuracy(prediction, label) == pytest.approx(value)
+
+
+def test_summary_known_values():
+    result = summarize(["AB12", "AB13", "A", "C3D"], ["AB12", "AB12", "AB", "C3D"])
+    assert result["n"] == 4
+    assert result["sequence_accuracy"] == pytest.approx(2 / 4)
+    assert result["char_accuracy"] == pytest.approx((1 + 0.75 + 0.5 + 1) / 4)
+    assert result["cer"] == pytest.approx((0 + 0.25 + 0.5 + 0) / 4)
+    assert result["per_position_accuracy"] == [1.0, 1.0, 1.0, 0.5]  # the two labels of the most common length, 4
+
+
+def test_summary_per_position_of_a_given_length():
+    result = summarize(["AB12", "A", "CD"], ["AB12", "AB", "CD"], length=2)
+    assert result["per_position_accuracy"] == [1.0, 0.5]  # over "AB" and "CD" only
+    assert summarize(["A"], ["AB"], length=3)["per_position_accuracy"] == [0.0, 0.0, 0.0]  # no label that long
+
+
+def test_summary_of_nothing_and_of_mismatched_lists():
+    assert summarize([], []) == {"n": 0, "sequence_accuracy": 0.0, "char_accuracy": 0.0, "cer": 0.0,
+                                 "per_position_accuracy": []}
+    with pytest.raises(ValueError, match="differ in number"):
+        summarize(["A"], ["A", "B"])

@@ -175,13 +175,19 @@ def evaluate(
     as_json: JsonFlag = False,
     skip_bad: SkipBad = False,
     report: Annotated[Path | None, typer.Option(help="Also write an HTML report (DIR/index.html).")] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", help="Also write the result as JSON to this file.")]
+    = None,
 ) -> None:
-    """Sequence/char accuracy, CER, per-position accuracy, confidence and speed."""
+    """Sequence/char accuracy, CER, per-position accuracy, confidence and speed.
+
+    For a run folder the result is also kept as RUN/evaluations/NAME.json, NAME being the dataset's
+    (train's RUN/metrics.json is never changed); for an .onnx file or the bundled model, only printed
+    (and written to --out)."""
     from captchalab.evaluation import evaluate as run_evaluation
 
     if report is not None:  # before the work, not after it: the report draws with matplotlib ([train] extra)
         import matplotlib  # noqa: F401
-    result = run_evaluation(run, data, skip_bad=skip_bad, quiet=as_json, report=report)
+    result = run_evaluation(run, data, skip_bad=skip_bad, quiet=as_json, report=report, out=out_file)
     _report_skipped(result.get("skipped", []), data)
     if as_json:
         print(json.dumps(result))
@@ -192,6 +198,8 @@ def evaluate(
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     table.add_row("per_position_accuracy", " ".join(f"{v:.3f}" for v in result["per_position_accuracy"]))
     out.print(table)
+    if "saved" in result:
+        err.print(f"saved: {result['saved']}")
     if report is not None:
         err.print(f"report: {result['report']}")
 
@@ -204,7 +212,7 @@ def solve(
     top_k: Annotated[int, typer.Option("--top-k", min=1, max=20, help="Best K readings per image.")] = 1,
     results_csv: Annotated[Path | None, typer.Option("--out", help="Also write file,text,confidence CSV.")] = None,
     threads: Annotated[int, typer.Option(help="Inference threads (0: all cores).")] = 0,
-    batch_size: Annotated[int, typer.Option(min=1, max=1024)] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, max=1024, help="Images per model call.")] = 64,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Exit 0 even if some images cannot be read.")] = False,
     length: Annotated[str | None, typer.Option(
         help="Answer length: 5, a range such as 4-6, 4- (4 or more) or -6 (at most 6).")] = None,
@@ -238,7 +246,7 @@ def serve(
     model: Annotated[list[str] | None, typer.Option(
         help="RUN (the default model) or NAME=RUN; repeat to serve several (default: bundled model).")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on; loopback only by default.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Server processes.")] = 1,
     max_loaded: Annotated[int, typer.Option(min=1, help="Models kept in memory per process (LRU).")] = 4,
     threads: Annotated[int, typer.Option(min=0, help="Inference threads per model (0: all cores).")] = 1,

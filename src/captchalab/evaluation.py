@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,9 @@ from captchalab.errors import CaptchaLabError, ModelError
 from captchalab.inference.predictor import Predictor
 from captchalab.progress import counting
 
+EVALUATIONS = "evaluations"  # in a run folder: one JSON file per evaluated dataset (metrics.json is train's)
+_PACKAGE = Path(__file__).resolve().parent  # the installed package (the bundled model's folder): never written to
+
 
 def evaluate(
     run: str | Path | None,
@@ -24,9 +28,13 @@ def evaluate(
     quiet: bool = True,
     save: bool = True,
     report: str | Path | None = None,
+    out: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Evaluate RUN (None: the bundled model) on DATA; also saved as RUN/metrics.json.
+    """Evaluate RUN (None: the bundled model) on DATA; ``data`` in the result names the set.
 
+    ``save``: when RUN is a run folder, also written to RUN/evaluations/NAME.json, NAME being the
+    dataset's (``saved_path``); train's validation metrics.json is never touched, and nothing is
+    written for a model file or the bundled model. ``out``: also written to this JSON file.
     ``report``: a folder for an HTML report (index.html) with plots and the worst examples.
     """
     predictor = Predictor.load(run)
@@ -46,14 +54,37 @@ def evaluate(
         "ms_per_image": 1000 * seconds / len(texts),
         "model": config.model,
         "charset": config.charset.symbols,
+        "data": str(Path(data).resolve()),
     })
     if dataset.skipped:
         result["skipped"] = list(dataset.skipped)
-    if save and run is not None and runs.run_folder(run).is_dir() and Path(run).is_dir():
-        runs.write_json(Path(run) / "metrics.json", result)
+    saved = saved_path(run, data) if save else None
+    for path in (saved, Path(out) if out is not None else None):
+        if path is not None:
+            runs.write_json(path, result)
+    if saved is not None:
+        result["saved"] = str(saved)
     if report is not None:
         result["report"] = str(_write_report(Path(report), predictor, data, dataset, labels, readings, result))
     return result
+
+
+def saved_path(run: str | Path | None, data: str | Path) -> Path | None:
+    """RUN/evaluations/NAME.json for a run folder RUN; None for a model file, the bundled model, or any
+    folder inside the installed package. NAME: the dataset folder's name, or PARENT-STEM for a CSV file,
+    so evaluating one set again replaces its own result and no other."""
+    if run is None or not Path(run).is_dir():
+        return None
+    folder = Path(run).resolve()
+    if folder.is_relative_to(_PACKAGE):
+        return None
+    return folder / EVALUATIONS / f"{dataset_name(data)}.json"
+
+
+def dataset_name(data: str | Path) -> str:
+    path = Path(data).resolve()
+    parts = [path.parent.name, path.stem] if path.is_file() else [path.name]
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(p for p in parts if p)).strip("._") or "data"
 
 
 def _write_report(out: Path, predictor: Predictor, data: str | Path, dataset: Any, labels: list[str],
