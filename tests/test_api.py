@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,8 +15,8 @@ import pytest
 
 import captchalab
 
-# API function -> (module, function) it calls. The package cannot import these at its top (training
-# imports TensorFlow, serving FastAPI), so its functions repeat their signatures: this keeps them equal.
+# API function -> (module, function) behind it. The package cannot import these at its top (training
+# imports TensorFlow, serving FastAPI): it loads them on first use (PEP 562 __getattr__).
 IMPLEMENTATIONS = {
     "train": ("captchalab.training", "train"),
     "audit": ("captchalab.auditing", "audit"),
@@ -33,18 +35,25 @@ REFUSED: dict[str, Callable[[Path], object]] = {
 }
 
 
-def _shape(function: object) -> list[tuple[str, object, object]]:
-    return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()]
-
-
 @pytest.mark.parametrize("name", sorted(IMPLEMENTATIONS))
-def test_api_function_has_the_signature_of_what_it_calls(name: str) -> None:
+def test_api_function_is_the_module_function_with_its_real_signature(name: str) -> None:
     module, attribute = IMPLEMENTATIONS[name]
-    implementation = getattr(importlib.import_module(module), attribute)
     api = getattr(captchalab, name)
-    assert inspect.isfunction(api)
+    assert api is getattr(importlib.import_module(module), attribute)  # one signature, not a copy
+    assert inspect.isfunction(api) and name in dir(captchalab)
     assert not any(p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in inspect.signature(api).parameters.values())
-    assert _shape(api) == _shape(implementation)
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'trian'"):
+        captchalab.trian  # noqa: B018
+
+
+def test_importing_the_package_loads_no_training_or_serving_module() -> None:
+    code = ("import sys, captchalab; "
+            "print(sorted(m for m in ('tensorflow', 'keras', 'fastapi', 'captchalab.training') if m in sys.modules))")
+    outcome = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert outcome.stdout.strip() == "[]"
 
 
 def test_no_module_of_the_package_is_named_like_an_api_function() -> None:

@@ -1,7 +1,7 @@
 """captchalab: train, evaluate, diagnose and serve solvers for text image CAPTCHAs.
 
 The Python API mirrors the CLI. Importing this package does not import TensorFlow:
-training functions load it when called, solving never does. The modules behind the
+training functions load it on first use, solving never does. The modules behind the
 functions have other names (``training`` holds ``train``, ``exporting`` ``export``,
 ``auditing`` ``audit``, ``diagnosis`` ``diagnose``, ``evaluation`` ``evaluate``), so importing
 one never replaces a function of the package.
@@ -9,47 +9,18 @@ one never replaces a function of the package.
 
 from __future__ import annotations
 
+import importlib
 import warnings
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from captchalab.charset import Charset
-from captchalab.config import TrainConfig
 from captchalab.decoding import Constraints, Prediction
 from captchalab.errors import CaptchaLabError, extras_named
 from captchalab.evaluation import evaluate
-from captchalab.inference import http_config
 from captchalab.inference.predictor import Predictor, load
 
 __version__ = "0.1.0"
-
-
-def train(
-    data: str | Path,
-    val: str | Path | None = None,
-    model: str | None = None,
-    out: str | Path | None = None,
-    epochs: int | None = None,
-    overrides: tuple[str, ...] | list[str] = (),
-    charset: str | None = None,
-    case_insensitive: bool = False,
-    skip_bad: bool = False,
-    force: bool = False,
-    resume: str | Path | None = None,
-    export_onnx: bool = True,
-    quiet: bool = False,
-    init: str | Path | None = None,
-    train_config: TrainConfig | None = None,
-) -> Path:
-    """Train a model on DATA; returns the run folder. See ``captchalab train --help``; ``train_config``
-    is the typed form of the ``train.*`` settings (``overrides`` apply on top of it)."""
-    with extras_named():  # without the [train] extra: MissingExtra, which names it
-        from captchalab.training import train as _train  # imports TensorFlow: not before it is needed
-
-        return _train(data, val=val, model=model, out=out, epochs=epochs, overrides=overrides, charset=charset,
-                      case_insensitive=case_insensitive, skip_bad=skip_bad, force=force, resume=resume,
-                      export_onnx=export_onnx, quiet=quiet, init=init, train_config=train_config)
 
 
 def generate(
@@ -73,51 +44,6 @@ def generate(
     from captchalab.data.synthetic import generate as _generate
 
     return _generate(out, count, length or 5, charset or "0-9A-Z", size or "160x60", seed, progress, force)
-
-
-def audit(
-    data: str | Path,
-    out: str | Path,
-    test: str | Path | None = None,
-    budget_minutes: float = 60.0,
-    counts: Sequence[int] | None = None,
-    seeds: int = 3,
-    pretrain_images: int | None = None,
-    quiet: bool = False,
-    force: bool = False,
-    progress: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """Captcha strength: learning curve, labels needed per solve rate, verdict (``captchalab audit``)."""
-    with extras_named():
-        from captchalab.auditing import audit as _audit
-
-        return _audit(data, out, test=test, budget_minutes=budget_minutes, counts=counts, seeds=seeds,
-                      pretrain_images=pretrain_images, quiet=quiet, force=force, progress=progress)
-
-
-def diagnose(
-    data: str | Path,
-    limit: int = 10000,
-    epochs: int = 8,
-    plot: str | Path | None = "diagnose.png",
-    only: tuple[str, ...] | list[str] = (),
-    skip_bad: bool = False,
-    progress: Callable[[str, int, int], None] | None = None,
-) -> dict[str, Any]:
-    """The fully-connected experiment of the original question, measured (``captchalab diagnose``)."""
-    with extras_named():
-        from captchalab.diagnosis import diagnose as _diagnose
-
-        return _diagnose(data, limit=limit, epochs=epochs, plot=plot, only=only, skip_bad=skip_bad,
-                         progress=progress)
-
-
-def export(run: str | Path, format: str = "onnx", out: str | Path | None = None) -> Path:
-    """Export RUN to a standalone ONNX file."""
-    with extras_named():
-        from captchalab.exporting import export as _export
-
-        return _export(run, format, out)
 
 
 def solve(
@@ -164,33 +90,36 @@ def _cached(model: str | Path | None) -> Predictor:
     return _LOADED[key]
 
 
-def serve(
-    model: http_config.ModelSpec = None,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    workers: int = 1,
-    max_loaded: int = 4,
-    threads: int = 1,
-    max_bytes: int = http_config.ServeConfig.max_bytes,
-    max_pixels: int = http_config.ServeConfig.max_pixels,
-    max_images: int = http_config.ServeConfig.max_images,
-    timeout: float = http_config.ServeConfig.timeout,
-    log_level: str = "info",
-    *,
-    allowed_hosts: Sequence[str] = (),
-    cors_origins: Sequence[str] = (),
-    api_key: str | None = None,
-    max_connections: int = http_config.ServeConfig.max_connections,
-    header_timeout: float = http_config.ServeConfig.header_timeout,
-) -> None:
-    """Run the HTTP API (``captchalab serve``): ``model`` is RUN, ["name=RUN", ...] or {"name": RUN}."""
-    with extras_named():  # FastAPI and uvicorn come with the [serve] extra
-        from captchalab.inference.http import serve as _serve
+# The functions whose modules import TensorFlow (training) or FastAPI (serving) are loaded on
+# first use (PEP 562), so that importing captchalab stays light and solving never loads
+# TensorFlow. Each is the module's own function, with its own signature and docstring: no copy here.
+_LAZY = {
+    "train": "captchalab.training",
+    "audit": "captchalab.auditing",
+    "diagnose": "captchalab.diagnosis",
+    "export": "captchalab.exporting",
+    "serve": "captchalab.inference.http",
+}
 
-        _serve(model, host=host, port=port, workers=workers, max_loaded=max_loaded, threads=threads,
-               max_bytes=max_bytes, max_pixels=max_pixels, max_images=max_images, timeout=timeout,
-               log_level=log_level, allowed_hosts=allowed_hosts, cors_origins=cors_origins, api_key=api_key,
-               max_connections=max_connections, header_timeout=header_timeout)
+if TYPE_CHECKING:
+    from captchalab.auditing import audit
+    from captchalab.diagnosis import diagnose
+    from captchalab.exporting import export
+    from captchalab.inference.http import serve
+    from captchalab.training import train
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'captchalab' has no attribute '{name}'")
+    with extras_named():  # without the extra that module needs: MissingExtra, which names it
+        function = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = function  # later lookups find it at once
+    return function
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 __all__ = [
