@@ -56,6 +56,27 @@ def zoo() -> str | None:
             "sizes, CPU times and commits in `bench/results/zoo.json`.")
 
 
+def zoo_variants() -> str | None:
+    """Every other recipe measured on the zoo (a --tag of bench/zoo.py), beside the default on the
+    same cell: what a change of the recipe did, cell by cell, before any becomes the default."""
+    data = _load("zoo.json") or {}
+    cells = {(c["style"], c["n"], c["tag"]): c for c in data.get("cells", [])}
+    tags = sorted({tag for _, _, tag in cells} - {"default"})
+    keys = sorted({(s, n) for s, n, tag in cells if tag != "default" and (s, n, "default") in cells})
+    if not keys:
+        return None
+    rows = ["| style | labelled images | recipe (`--tag`) | its settings | sequence acc. | char acc. | epochs | "
+            "training CPU s |", "| --- " * 8 + "|"]
+    for style, n in keys:
+        for tag in ["default", *tags]:
+            c = cells.get((style, n, tag))
+            if c:
+                settings = ", ".join(f"`{o}`" for o in c.get("overrides", []) if o != "train.threads=1") or "-"
+                rows.append(f"| {style} | {n} | {tag} | {settings} | {_pct(c['sequence_accuracy'])} | "
+                            f"{_pct(c['char_accuracy'])} | {c['epochs']} | {c['train_cpu_seconds']:.0f} |")
+    return "\n".join(rows)
+
+
 def crnn_vs_keras() -> str | None:
     data = _load("crnn_vs_keras.json")
     if not data or not {"keras", "crnn"} <= set(data["results"]):
@@ -309,6 +330,10 @@ def main() -> None:
     if table:
         body = table.split("\n", 2)[2]  # without the heading: the doc has its own
         _replace_block(ROOT / "docs" / "recipe.md", "<!-- zoo:begin -->", "<!-- zoo:end -->", body)
+    variants = zoo_variants()
+    if variants:
+        _replace_block(ROOT / "docs" / "recipe.md", "<!-- zoo-variants:begin -->", "<!-- zoo-variants:end -->",
+                       variants)
     few_labels = efficiency()
     if few_labels:
         body = few_labels.split("\n", 2)[2]  # without the heading: the doc has its own

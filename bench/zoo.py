@@ -18,6 +18,7 @@ to ``--work`` (runs/zoo by default).
     .venv/bin/python bench/zoo.py --styles wheezy --sizes 1200
     .venv/bin/python bench/zoo.py --samples docs/zoo.png   # a grid of samples, no training
     .venv/bin/python bench/zoo.py --model cnn --tag cnn    # another model, its own result rows
+    .venv/bin/python bench/zoo.py --init runs/general/stages/003 --tag general   # fine-tuned from a run
 """
 
 from __future__ import annotations
@@ -235,7 +236,8 @@ def first(pool: Path, n: int, folder: Path) -> Path:
 # --------------------------------------------------------------------------- cells
 
 
-def run_cell(name: str, n: int, work: Path, model: str, tag: str, overrides: list[str]) -> dict:
+def run_cell(name: str, n: int, work: Path, model: str, tag: str, overrides: list[str],
+             init: Path | None = None) -> dict:
     import keras
 
     import captchalab
@@ -251,7 +253,8 @@ def run_cell(name: str, n: int, work: Path, model: str, tag: str, overrides: lis
     if resumed:  # a cell killed part-way (a session ended) goes on from its last epoch
         run = captchalab.train(folder, resume=folder, quiet=True)
     else:
-        run = captchalab.train(data, model=model, out=folder, force=True, quiet=True, overrides=overrides)
+        run = captchalab.train(data, model=None if init else model, out=folder, force=True, quiet=True,
+                               overrides=overrides, init=init)
     train_cpu = time.process_time() - began[0]
     scores = captchalab.evaluate(run, test, save=False)
     fit = captchalab.evaluate(run, data, save=False)  # its labelled images (train + validation): underfitting?
@@ -268,7 +271,8 @@ def run_cell(name: str, n: int, work: Path, model: str, tag: str, overrides: lis
             "epochs": len(history), "best_epoch": best + 1,
             "train_cpu_seconds": round(train_cpu, 1), "wall_seconds": round(time.time() - began[1], 1),
             "input_size": json.loads((run / "config.json").read_text(encoding="utf-8"))["image"],
-            "diagnosis": metrics.get("diagnosis"), "overrides": overrides, "code": code, "resumed": resumed}
+            "diagnosis": metrics.get("diagnosis"), "overrides": overrides, "code": code, "resumed": resumed,
+            "init": str(init) if init else None}
 
 
 def rescore(work: Path) -> None:
@@ -345,6 +349,8 @@ def main() -> None:
     parser.add_argument("--tag", default="default", help="names this recipe's rows in the results")
     parser.add_argument("--set", action="append", default=[], dest="overrides", help="a train override (ablations)")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "zoo")
+    parser.add_argument("--init", type=Path, help="fine-tune every cell from this run (train --init), e.g. the "
+                        "general reader (bench/train_general.py); give it its own --tag")
     parser.add_argument("--redo", action="store_true", help="measure cells already in the results again")
     parser.add_argument("--samples", type=Path, help="only draw a grid of samples to this PNG")
     parser.add_argument("--rescore", action="store_true",
@@ -367,7 +373,7 @@ def main() -> None:
         finished = {(c["style"], c["n"], c["tag"]) for c in load_record()["cells"]}
         if not args.redo and (name, int(n), args.tag) in finished:
             return  # finished meanwhile by another invocation
-        cell = run_cell(name, int(n), args.work, args.model, args.tag, args.overrides)
+        cell = run_cell(name, int(n), args.work, args.model, args.tag, args.overrides, args.init)
         add_cell(cell)
         print(f"{args.tag} {name} n={n}: {cell['sequence_accuracy']:.3f} seq, {cell['epochs']} epochs, "
               f"{cell['train_cpu_seconds']:.0f} CPU s", flush=True)
@@ -387,6 +393,7 @@ def run_parallel(todo: list[tuple[str, int]], args: argparse.Namespace) -> None:
     side use two cores better than one cell on both (each cell's CPU and wall seconds are
     recorded). Run one invocation per tag at a time: two would train the same cell at once."""
     common = ["--model", args.model, "--tag", args.tag, "--work", str(args.work), *(["--redo"] if args.redo else []),
+              *(["--init", str(args.init)] if args.init else []),
               *(f"--set={o}" for o in [*args.overrides, "train.threads=1"])]
     pending, running = list(todo), []
     while pending or running:
