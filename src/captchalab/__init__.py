@@ -120,6 +120,20 @@ def _cached(model: str | Path | None) -> Predictor:
     return _LOADED[key]
 
 
+def solve_dataset(source: Any, model: str | Path | None = None, out: str | Path | None = None,
+                  **kwargs: Any) -> Any:
+    """Read many images on Ray Data (``solve --engine ray``; the [ray] extra): SOURCE is a Ray Dataset, image
+    files and folders, or a .parquet/.csv of paths or bytes. Returns the lazy Dataset of ``solve --json``
+    records, or with ``out`` (.parquet or .csv) writes them there and returns (rows, rows with an error).
+    Options: see ``captchalab.inference.ray_solve.solve_dataset``."""
+    with extras_named():
+        from captchalab.inference.ray_solve import solve_dataset as _solve_dataset
+        from captchalab.inference.ray_solve import write_results
+
+        dataset = _solve_dataset(source, model, **kwargs)
+        return dataset if out is None else write_results(dataset, out)
+
+
 def serve(model: Any = None, **kwargs: Any) -> None:
     """Run the HTTP API (``captchalab serve``): ``model`` is RUN, ["name=RUN", ...] or {"name": RUN}."""
     with extras_named():
@@ -142,6 +156,7 @@ __all__ = [
     "load",
     "serve",
     "solve",
+    "solve_dataset",
     "train",
 ]
 
