@@ -39,17 +39,20 @@ def generate(
     progress: Any = None,
     like: str | Path | None = None,
     force: bool = False,
+    workers: int = 0,
 ) -> Path:
     """Synthetic captchas (``captchalab generate``); ``like=DATA`` renders look-alikes of a labelled set.
 
-    An interrupted call continues when repeated with the same options; ``force`` starts over."""
+    An interrupted call continues when repeated with the same options; ``force`` starts over. ``workers``
+    processes render the images (0: one per core); the images do not depend on their number."""
     if like is not None:
         from captchalab.data.style import generate_like
 
-        return generate_like(out, like, count, seed, length, charset, size, progress, force)
+        return generate_like(out, like, count, seed, length, charset, size, progress, force, workers)
     from captchalab.data.synthetic import generate as _generate
 
-    return _generate(out, count, length or 5, charset or "0-9A-Z", size or "160x60", seed, progress, force)
+    return _generate(out, count, length or 5, charset or "0-9A-Z", size or "160x60", seed, progress, force,
+                     workers)
 
 
 def audit(data: str | Path, out: str | Path, **kwargs: Any) -> dict[str, Any]:

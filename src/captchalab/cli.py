@@ -93,6 +93,8 @@ def generate(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Start over, discarding an interrupted run's images "
                                                         "(by default a rerun continues it).")] = False,
+    workers: Annotated[int, typer.Option(min=0, help="Processes rendering images (0: one per core); the "
+                                                     "images are the same for any number.")] = 0,
 ) -> None:
     """Render synthetic captchas (PyPI 'captcha' generator) as a dataset folder."""
     from captchalab.data.synthetic import generate as run
@@ -102,9 +104,10 @@ def generate(
         if like is not None:
             from captchalab.data.style import generate_like
 
-            folder = generate_like(out_dir, like, count, seed, length, charset, size, advance, force)
+            folder = generate_like(out_dir, like, count, seed, length, charset, size, advance, force, workers)
         else:
-            folder = run(out_dir, count, length or "5", charset or "0-9A-Z", size or "160x60", seed, advance, force)
+            folder = run(out_dir, count, length or "5", charset or "0-9A-Z", size or "160x60", seed, advance, force,
+                         workers)
     err.print(f"wrote {count} images and labels.csv to {folder}" + (" (style: style.json)" if like else ""))
 
 
