@@ -50,19 +50,19 @@ def _same(local: dict, ray_row: dict) -> None:
 
 
 def test_ray_reads_what_solve_reads(local_ray: object, images: list[Path], tmp_path: Path) -> None:
-    from captchalab import solve_dataset
-    from captchalab.inference.ray_solve import write_results
-
+    """captchalab solve DIR --engine ray: the readings of captchalab solve DIR, bad files as error rows."""
     local = _local(images)
-    rows, failures = write_results(solve_dataset(images, batch_size=32), tmp_path / "out.parquet")
-    table = pq.read_table(tmp_path / "out.parquet").to_pylist()
-    assert (rows, failures) == (302, 2)
-    assert sorted(r["file"] for r in table) == sorted(local)
+    out = tmp_path / "out.parquet"
+    outcome = run_cli("solve", *images, "--engine", "ray", "--out", out, "--batch-size", "32")
+    assert outcome.failed_cleanly(3, "2 image(s) could not be read", "error column"), outcome.text
+    table = pq.read_table(out).to_pylist()
+    assert len(table) == 302 and sorted(r["file"] for r in table) == sorted(local)
     for row in table:
         _same(local[row["file"]], row)
     assert sum(bool(r["text"]) and r["text"] == local[r["file"]].get("text") for r in table) == 300
 
 
+@pytest.mark.large
 def test_ray_cli_csv_with_top_k_and_abstain(local_ray: object, images: list[Path], tmp_path: Path) -> None:
     import csv
 
@@ -85,6 +85,7 @@ def test_ray_cli_csv_with_top_k_and_abstain(local_ray: object, images: list[Path
         assert [k["text"] for k in json.loads(row["top_k"])] == [k["text"] for k in expected["top_k"]]
 
 
+@pytest.mark.large
 def test_ray_from_a_parquet_of_bytes(local_ray: object, images: list[Path], tmp_path: Path) -> None:
     """A table of image bytes (as read_binary_files gives them), a bad one among them."""
     import pyarrow as pa
@@ -95,7 +96,8 @@ def test_ray_from_a_parquet_of_bytes(local_ray: object, images: list[Path], tmp_
     source = tmp_path / "images.parquet"
     pq.write_table(pa.table({"path": [str(f) for f in files] + ["bad"],
                              "bytes": [f.read_bytes() for f in files] + [b"junk"]}), source)
-    got = {r["file"]: r for r in solve_dataset(source).take_all()}
+    assert solve_dataset(source, out=tmp_path / "out.parquet") == (21, 1)
+    got = {r["file"]: r for r in pq.read_table(tmp_path / "out.parquet").to_pylist()}
     local = _local(files)
     assert len(got) == 21 and got["bad"]["error"] and got["bad"]["text"] is None
     for name, expected in local.items():

@@ -138,6 +138,9 @@ def train(
     init: Annotated[Path | None, typer.Option(help="Start from the pretrained run RUN (fine-tuning; a new "
                                                    "charset gets new output classes).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    devices: Annotated[int | None, typer.Option(min=1, max=64, help="Train on N devices (train.devices): "
+                                                "MirroredStrategy over N GPUs, else N logical CPUs; the batch "
+                                                "size is per device (docs/scale.md).")] = None,
 ) -> None:
     """Train a model; writes a run folder with model.keras, model.onnx, config, history, metrics, curves.png."""
     from captchalab.errors import UsageError
@@ -145,7 +148,8 @@ def train(
 
     if data is None and resume is None:
         raise UsageError("train needs DATA (a dataset folder or labels CSV), or --resume RUN")
-    folder = run(data or resume, val=val, model=model, out=out_dir, epochs=epochs, overrides=set_ or [],
+    overrides = [*(set_ or []), *([f"train.devices={devices}"] if devices else [])]
+    folder = run(data or resume, val=val, model=model, out=out_dir, epochs=epochs, overrides=overrides,
                  charset=charset, case_insensitive=case_insensitive, skip_bad=skip_bad, force=force, resume=resume,
                  quiet=quiet, init=init)
     summary = json.loads((folder / "metrics.json").read_text())
