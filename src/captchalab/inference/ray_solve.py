@@ -60,7 +60,7 @@ def solve_dataset(
 
     if threads < 1 or batch_size < 1 or top_k < 1 or num_gpus < 0 or (actors is not None and actors < 1):
         raise UsageError("threads, batch_size, top_k and actors must be at least 1, num_gpus at least 0")
-    connect(address)
+    connect(address, log_to_driver=num_gpus > 0)  # GPU actors: show their messages (a CUDA fallback warns)
     dataset = source if isinstance(source, ray.data.Dataset) else _read(source, batch_size)
     device = "cuda" if num_gpus > 0 else "cpu"
     probe = Predictor.load(model, threads=1)  # a bad model fails here, once, with its message, not in each actor
@@ -79,7 +79,7 @@ def solve_dataset(
     )
 
 
-def connect(address: str | None = None) -> None:
+def connect(address: str | None = None, log_to_driver: bool = False) -> None:
     """Join the cluster at ADDRESS (``ray start --head`` prints it), or start a local one; an open
     session (``ray.init`` called by the user) is used as it is."""
     import ray
@@ -87,7 +87,7 @@ def connect(address: str | None = None) -> None:
     if ray.is_initialized():
         return
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(address=address, include_dashboard=False, log_to_driver=log_to_driver, configure_logging=False)
     except ConnectionError as error:
         raise UsageError(f"{address}: no Ray cluster answers there ({error}); start one with 'ray start --head' "
                          "and pass the address it prints, or leave out --address for a local one") from None
