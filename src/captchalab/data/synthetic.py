@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import multiprocessing
 import os
@@ -16,7 +17,10 @@ import random
 import shutil
 import signal
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Protocol
@@ -172,6 +176,8 @@ def write_set(
     generator seeded by (recipe's seed, i) alone, so ``workers`` processes (0: one per core) make
     the same images as one.
     """
+    if getattr(multiprocessing.current_process(), "_inheriting", False):  # a worker importing a script's main
+        raise RuntimeError("generate called while a worker process starts; see UsageError in _rendered")
     _check_new(out)
     partial = out.parent / f".{out.name}{PARTIAL}"
     recipe = json.loads(json.dumps(recipe))  # as it reads back from progress.json
@@ -215,16 +221,23 @@ def _rendered(sampler: Sampler, chunks: list[Chunk], workers: int) -> Iterator[l
         for chunk in chunks:
             yield _render_chunk(sampler, chunk)
         return
-    # Spawned, not forked (TensorFlow or threads may live in this process); started with SIGINT
-    # ignored, which they keep: Ctrl-C reaches this process alone, which stops them.
+    # Spawned, not forked (TensorFlow or threads may live in this process), and started with SIGINT
+    # ignored, which they keep: Ctrl-C reaches this process alone. A bounded queue keeps memory flat.
     context = multiprocessing.get_context("spawn")
-    with _sigint_ignored():
-        pool = context.Pool(workers, _start_worker, (sampler,))
+    pool = ProcessPoolExecutor(workers, context, _start_worker, (sampler,))
+    ahead: deque[Future[list[tuple[str, str]]]] = deque()
+    queue = iter(chunks)
     try:
-        yield from pool.imap(_render_in_worker, chunks)
+        with _sigint_ignored():  # the workers start with the first submissions
+            ahead.extend(pool.submit(_render_in_worker, c) for c in itertools.islice(queue, 2 * workers))
+        while ahead:
+            yield ahead.popleft().result()
+            ahead.extend(pool.submit(_render_in_worker, c) for c in itertools.islice(queue, 1))
+    except BrokenProcessPool:
+        raise UsageError("generate's worker processes could not start; from a script, call generate under "
+                         "'if __name__ == \"__main__\":' (they import the script), or pass workers=1") from None
     finally:
-        pool.terminate()
-        pool.join()
+        pool.shutdown(wait=True, cancel_futures=True)  # the chunks running finish: at most one each
 
 
 @contextmanager
