@@ -60,9 +60,11 @@ def main() -> None:
             worker.kill()
             stdout, stderr = worker.communicate()
         lines = [line for line in stderr.splitlines() if line.strip()]
-        error = next((line for line in reversed(lines) if "Error" in line.split(":")[0]), None)
+        at = next((i for i in range(len(lines) - 1, -1, -1) if "Error" in lines[i].split(":")[0]), None)
+        # a message that spans lines (a tensor printed inside it): its first and last line
+        error = None if at is None else lines[at][:300] + (f" ... {lines[-1][:300]}" if at < len(lines) - 1 else "")
         outcomes.append({"worker": index, "exit_code": worker.returncode, "stdout": stdout.strip().splitlines(),
-                         "error": error[:600] if error else None,
+                         "error": error,
                          "traceback_tail": [line[:300] for line in lines if line.startswith("  File")][-3:]})
     record = {"machine": machine_info(), "works": all(o["exit_code"] == 0 for o in outcomes), "workers": outcomes}
     RESULT.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
