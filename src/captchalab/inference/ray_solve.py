@@ -51,7 +51,8 @@ def solve_dataset(
     SOURCE: a Ray Dataset with a ``path``/``file`` column and optionally ``bytes`` (``read_binary_files(...,
     include_paths=True)``) or ``image`` (``read_images``); image files and folders (listed as ``solve`` lists
     them, read by the actors with the same bounded reads); or a ``.parquet``/``.csv`` table of paths or bytes.
-    ``actors`` (default: the cluster's CPUs / ``threads``) each load MODEL once and use ``threads`` CPUs;
+    ``actors`` (default: the cluster's CPUs / ``threads``, one fewer when Ray tasks read a table or a
+    Dataset: actors holding every CPU leave those reads waiting for ever) each load MODEL once and use ``threads`` CPUs;
     ``num_gpus`` > 0 gives each actor that share of a GPU and ONNX Runtime's CUDA provider (CPU, with a
     warning, where onnxruntime-gpu is missing).
     """
@@ -62,14 +63,15 @@ def solve_dataset(
         raise UsageError("threads, batch_size, top_k and actors must be at least 1, num_gpus at least 0")
     connect(address, log_to_driver=num_gpus > 0)  # GPU actors: show their messages (a CUDA fallback warns)
     dataset = source if isinstance(source, ray.data.Dataset) else _read(source, batch_size)
+    listed = not isinstance(source, ray.data.Dataset) and dataset.columns() == ["path"]  # from_items: no reads
     device = "cuda" if num_gpus > 0 else "cpu"
     probe = Predictor.load(model, threads=1)  # a bad model fails here, once, with its message, not in each actor
     warning = constraints.unproducible(probe.config.charset) if constraints is not None else None
     if warning:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
     columns = result_columns(top_k, min_confidence, warning)
-    if actors is None:
-        actors = max(1, int(ray.cluster_resources().get("CPU", 1) // threads))
+    if actors is None:  # a table or a Dataset is read by Ray tasks: leave them a CPU, or they wait for ever
+        actors = max(1, int(ray.cluster_resources().get("CPU", 1) // threads) - (0 if listed else 1))
     return dataset.map_batches(
         _Reader, batch_size=batch_size, batch_format="numpy",
         fn_constructor_kwargs={"model": probe.source, "threads": threads, "device": device, "top_k": top_k,
