@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[train,serve,world,dev]"
+	$(PY) -m pip install --quiet -e ".[train,serve,world,ray,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -33,17 +33,20 @@ def generate(
     progress: Any = None,
     like: str | Path | None = None,
     force: bool = False,
+    workers: int = 0,
 ) -> Path:
     """Synthetic captchas (``captchalab generate``); ``like=DATA`` renders look-alikes of a labelled set.
 
-    An interrupted call continues when repeated with the same options; ``force`` starts over."""
+    An interrupted call continues when repeated with the same options; ``force`` starts over. ``workers``
+    processes render the images (0: one per core); the images do not depend on their number."""
     if like is not None:
         from captchalab.data.style import generate_like
 
-        return generate_like(out, like, count, seed, length, charset, size, progress, force)
+        return generate_like(out, like, count, seed, length, charset, size, progress, force, workers)
     from captchalab.data.synthetic import generate as _generate
 
-    return _generate(out, count, length or 5, charset or "0-9A-Z", size or "160x60", seed, progress, force)
+    return _generate(out, count, length or 5, charset or "0-9A-Z", size or "160x60", seed, progress, force,
+                     workers)
 
 
 def solve(
@@ -90,7 +93,7 @@ def _cached(model: str | Path | None) -> Predictor:
     return _LOADED[key]
 
 
-# The functions whose modules import TensorFlow (training) or FastAPI (serving) are loaded on
+# The functions whose modules import TensorFlow (training), FastAPI (serving) or Ray are loaded on
 # first use (PEP 562), so that importing captchalab stays light and solving never loads
 # TensorFlow. Each is the module's own function, with its own signature and docstring: no copy here.
 _LAZY = {
@@ -99,6 +102,7 @@ _LAZY = {
     "diagnose": "captchalab.diagnosis",
     "export": "captchalab.exporting",
     "serve": "captchalab.inference.http",
+    "solve_dataset": "captchalab.inference.ray_solve",
 }
 
 if TYPE_CHECKING:
@@ -106,6 +110,7 @@ if TYPE_CHECKING:
     from captchalab.diagnosis import diagnose
     from captchalab.exporting import export
     from captchalab.inference.http import serve
+    from captchalab.inference.ray_solve import solve_dataset
     from captchalab.training import train
 
 
@@ -136,5 +141,6 @@ __all__ = [
     "load",
     "serve",
     "solve",
+    "solve_dataset",
     "train",
 ]

@@ -1,3 +1,4 @@
 from captchalab.cli import main
 
-main()
+if __name__ == "__main__":  # not when a spawned worker process (generate) imports it
+    main()

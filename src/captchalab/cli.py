@@ -97,6 +97,8 @@ def generate(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Start over, discarding an interrupted run's images "
                                                         "(by default a rerun continues it).")] = False,
+    workers: Annotated[int, typer.Option(min=0, help="Processes rendering images (0: one per core); the "
+                                                     "images are the same for any number.")] = 0,
 ) -> None:
     """Render synthetic captchas as a dataset folder: the PyPI 'captcha' generator, a look-alike of a set
     (--like) or the wide synthetic world (--world)."""
@@ -114,9 +116,10 @@ def generate(
         elif like is not None:
             from captchalab.data.style import generate_like
 
-            folder = generate_like(out_dir, like, count, seed, length, charset, size, advance, force)
+            folder = generate_like(out_dir, like, count, seed, length, charset, size, advance, force, workers)
         else:
-            folder = run(out_dir, count, length or "5", charset or "0-9A-Z", size or "160x60", seed, advance, force)
+            folder = run(out_dir, count, length or "5", charset or "0-9A-Z", size or "160x60", seed, advance, force,
+                         workers)
     err.print(f"wrote {count} images and labels.csv to {folder}" + (" (style: style.json)" if like else ""))
 
 
@@ -147,6 +150,9 @@ def train(
     init: Annotated[Path | None, typer.Option(help="Start from the pretrained run RUN (fine-tuning; a new "
                                                    "charset gets new output classes).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    devices: Annotated[int | None, typer.Option(min=1, max=64, help="Train on N devices (train.devices): "
+                                                "MirroredStrategy over N GPUs, else N logical CPUs; the batch "
+                                                "size is per device (docs/scale.md).")] = None,
 ) -> None:
     """Train a model; writes a run folder with model.keras, model.onnx, config, history, metrics, curves.png."""
     from captchalab.errors import UsageError
@@ -154,7 +160,8 @@ def train(
 
     if data is None and resume is None:
         raise UsageError("train needs DATA (a dataset folder or labels CSV), or --resume RUN")
-    folder = run(data or resume, val=val, model=model, out=out_dir, epochs=epochs, overrides=set_ or [],
+    overrides = [*(set_ or []), *([f"train.devices={devices}"] if devices else [])]
+    folder = run(data or resume, val=val, model=model, out=out_dir, epochs=epochs, overrides=overrides,
                  charset=charset, case_insensitive=case_insensitive, skip_bad=skip_bad, force=force, resume=resume,
                  quiet=quiet, init=init)
     summary = json.loads((folder / "metrics.json").read_text())
@@ -220,6 +227,14 @@ def solve(
     case: Annotated[str, typer.Option(help="any (as read), lower or upper (the site ignores case).")] = "any",
     min_confidence: Annotated[float | None, typer.Option(
         "--min-confidence", min=0.0, max=1.0, help="Abstain below this calibrated confidence.")] = None,
+    engine: Annotated[str, typer.Option(help="local (this process) or ray (Ray Data actors; needs the [ray] extra "
+                                             "and --out FILE.parquet|csv; see docs/scale.md).")] = "local",
+    address: Annotated[str | None, typer.Option(help="--engine ray: the cluster to join (default: a local one).")]
+    = None,
+    actors: Annotated[int | None, typer.Option(min=1, help="--engine ray: actors, each loads the model once "
+                                                           "(default: the cluster's CPUs / --threads).")] = None,
+    gpus: Annotated[float, typer.Option(min=0.0, help="--engine ray: GPUs per actor (ONNX Runtime's CUDA "
+                                                      "provider; CPU with a warning where it is missing).")] = 0.0,
 ) -> None:
     """Read captchas. --json prints one {"file", "text", "confidence"} object per line.
 
@@ -228,17 +243,43 @@ def solve(
     restrict the decoding; below --min-confidence a reading is abstained (JSON: "text": null,
     "abstained": true, "guess"), so the caller can fetch a new captcha instead."""
     from captchalab.decoding import Constraints
-    from captchalab.errors import DataError
+    from captchalab.errors import DataError, UsageError
     from captchalab.inference.bulk import solve_files
 
     constraints = Constraints.parse(length, allowed, case)
-    failures = solve_files(images, model, as_json, top_k, results_csv, threads, batch_size, constraints,
-                           min_confidence)
+    if engine == "ray":
+        failures = _solve_on_ray(images, model, top_k, results_csv, threads, batch_size, constraints, min_confidence,
+                                 address, actors, gpus)
+    elif engine == "local":
+        failures = solve_files(images, model, as_json, top_k, results_csv, threads, batch_size, constraints,
+                               min_confidence)
+    else:
+        raise UsageError(f"--engine '{engine}' is not one of local, ray")
+    where = f"the error column of {results_csv}" if engine == "ray" else "the ERROR lines above"
     if failures and not skip_bad:
-        raise DataError(f"{failures} image(s) could not be read (see the ERROR lines above); fix or remove them, "
+        raise DataError(f"{failures} image(s) could not be read (see {where}); fix or remove them, "
                         "or pass --skip-bad to exit 0")
     if failures:
-        err.print(f"skipped {failures} unreadable image(s) (see the ERROR lines above)")
+        err.print(f"skipped {failures} unreadable image(s) (see {where})")
+
+
+def _solve_on_ray(images: list[Path], model: Path | None, top_k: int, out_file: Path | None, threads: int,
+                  batch_size: int, constraints: Any, min_confidence: float | None, address: str | None,
+                  actors: int | None, gpus: float) -> int:
+    """solve --engine ray: the readings to --out (a table, not lines on stdout); returns the failures."""
+    from captchalab.errors import UsageError
+    from captchalab.inference.ray_solve import solve_dataset, write_results
+
+    if out_file is None:
+        raise UsageError("--engine ray writes its readings to a file: add --out results.parquet (or .csv)")
+    source = images[0] if len(images) == 1 else images
+    dataset = solve_dataset(source, model, address=address, actors=actors, threads=threads or 1, num_gpus=gpus,
+                            batch_size=batch_size, top_k=top_k, constraints=constraints,
+                            min_confidence=min_confidence)
+    rows, failures = write_results(dataset, out_file)
+    err.print(f"wrote {rows} readings to {out_file}" + (f" ({failures} with an error)" if failures else ""),
+              highlight=False)
+    return failures
 
 
 @command()

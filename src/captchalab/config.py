@@ -56,6 +56,12 @@ class TrainConfig:
     max_cpu_minutes: Minutes = 0.0  # the same for CPU time of this process (all threads); 0: no limit
     min_epochs: Count = 0  # early stopping waits at least this long (fine-tuning starts near perfect)
     precise_bn: bool = True  # batch-norm statistics recomputed before each validation (training.refresh_batch_norm)
+    # tf.distribute.MirroredStrategy over this many devices (GPUs, else logical CPUs; distribute.py);
+    # batch_size is per device, so a step reads batch_size * devices images
+    devices: Annotated[int, Field(ge=1, le=64)] = 1
+    # each weight's gradient clipped to this norm; 0: no clipping. With devices > 1 Keras 3 clips each
+    # replica's gradient before they are summed, which differs from one device whenever a clip applies
+    clipnorm: Annotated[float, Field(ge=0.0, le=1e6)] = 5.0
 
 
 class _Schema(BaseModel):

@@ -53,7 +53,7 @@ class MissingExtra(CaptchaLabError):
 # Top-level module -> the extra of pyproject.toml that installs it.
 EXTRAS = {"tensorflow": "train", "keras": "train", "tf2onnx": "train", "onnx": "train", "matplotlib": "train",
           "h5py": "train", "fastapi": "serve", "uvicorn": "serve", "starlette": "serve", "multipart": "serve",
-          "python_multipart": "serve"}
+          "python_multipart": "serve", "ray": "ray", "pyarrow": "ray"}
 
 
 def missing_extra(error: ImportError) -> MissingExtra | None:

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from captchalab import calibration, decoding, failure, files, heads, metrics, ood, report, runs
+from captchalab import calibration, decoding, distribute, failure, files, heads, metrics, ood, report, runs
 from captchalab import config as configuration
 from captchalab.charset import Charset
 from captchalab.config import SCHEDULES, RunConfig, TrainConfig, apply_overrides
@@ -216,7 +216,7 @@ def auto_epochs(images: int, batch_size: int, min_steps: int) -> int:
 def _with_epoch_budget(config: RunConfig, images: int) -> RunConfig:
     if config.train.epochs:
         return config
-    epochs = auto_epochs(images, config.train.batch_size, config.train.min_steps)
+    epochs = auto_epochs(images, config.train.batch_size * config.train.devices, config.train.min_steps)
     return replace(config, train=replace(config.train, epochs=epochs))
 
 
@@ -257,7 +257,7 @@ def _segmented(config: RunConfig, dataset: Dataset | None) -> Dataset | None:
 
 
 def _compile(trainer: keras.Model, config: RunConfig, learning_rate: float) -> None:
-    optimizer = keras.optimizers.Adam(learning_rate, clipnorm=5.0)
+    optimizer = keras.optimizers.Adam(learning_rate, clipnorm=config.train.clipnorm or None)
     if len(trainer.outputs) == 1:
         trainer.compile(optimizer=optimizer, loss=loss_for(config.head.loss))
         return
@@ -279,15 +279,18 @@ def _fit(
 
         tf.config.threading.set_intra_op_parallelism_threads(t.threads)
         tf.config.threading.set_inter_op_parallelism_threads(t.threads)
+    strategy = distribute.strategy(t.devices)  # before the seed: setting up devices may draw random numbers
     keras.utils.set_random_seed(t.seed + state.epoch)
-    model = build_model(config)
-    trainer = training_model(model, config)
-    if not state.epoch and state.init:
-        state.init_report = transfer_weights(model, config, Path(state.init))
-    if state.epoch:
-        _load_checkpoint(trainer, folder)
-    _compile(trainer, config, state.learning_rate)
-    data = pipeline.batches(split.train_x, split.train_y, t.batch_size, t.seed + state.epoch, t.augment)
+    with strategy.scope():  # variables mirrored on each device; the default strategy for one
+        model = build_model(config)
+        trainer = training_model(model, config)
+        if not state.epoch and state.init:
+            state.init_report = transfer_weights(model, config, Path(state.init))
+        if state.epoch:
+            _load_checkpoint(trainer, folder)
+        _compile(trainer, config, state.learning_rate)
+    batch = t.batch_size * strategy.num_replicas_in_sync  # the global batch, split across the devices
+    data = pipeline.batches(split.train_x, split.train_y, batch, t.seed + state.epoch, t.augment)
     data = data.map(lambda x, y: (x, _targets(trainer, y)))
     callbacks = [
         EpochEnd(config, folder, split, state, model),
@@ -409,6 +412,11 @@ def refresh_batch_norm(
             layer.rate = rate
 
 
+def _rate(optimizer: keras.optimizers.Optimizer) -> float:
+    """The learning rate as a number (a MirroredVariable under train.devices > 1 has no float())."""
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
 class EpochEnd(keras.callbacks.Callback):
     """Validation metrics, atomic checkpoints, early stopping and LR decay, once per epoch.
 
@@ -440,7 +448,7 @@ class EpochEnd(keras.callbacks.Callback):
         record = {"epoch": epoch + 1, "loss": float(logs.get("loss", np.nan)), "val_loss": val_loss,
                   "val_sequence_accuracy": summary["sequence_accuracy"],
                   "val_char_accuracy": summary["char_accuracy"], "val_cer": summary["cer"],
-                  "learning_rate": float(self.model.optimizer.learning_rate),
+                  "learning_rate": _rate(self.model.optimizer),
                   "seconds": round(time.time() - self.started, 2),
                   "cpu_seconds": round(time.process_time() - self.epoch_cpu, 2)}
         self.started, self.epoch_cpu = time.time(), time.process_time()
@@ -490,7 +498,7 @@ class EpochEnd(keras.callbacks.Callback):
         if self.config.head.blank_plateau and bests["cer"] > PLATEAU_CER:  # only the budget ends this plateau
             state.wait = 0
         if t.schedule == "plateau" and state.wait and state.wait % max(1, t.patience // 3) == 0:
-            self.model.optimizer.learning_rate = float(self.model.optimizer.learning_rate) * 0.5
+            self.model.optimizer.learning_rate = _rate(self.model.optimizer) * 0.5
         done = state.wait >= t.patience or state.perfect >= PERFECT_EPOCHS
         if done and record["epoch"] >= t.min_epochs:
             self.model.stop_training = True
@@ -508,7 +516,7 @@ class EpochEnd(keras.callbacks.Callback):
         checkpoints = self.folder / runs.CHECKPOINTS
         runs.atomic_write(checkpoints / "last.weights.h5", self.model.save_weights)
         self.state.epoch, self.state.stopped = epoch, bool(self.model.stop_training)
-        self.state.learning_rate = float(self.model.optimizer.learning_rate)
+        self.state.learning_rate = _rate(self.model.optimizer)
         self.state.save(self.folder)
         runs.write_json(self.folder / "history.json", self.state.history)
 

@@ -630,6 +630,7 @@ def generate_like(
     size: images.ImageSize | str | None = None,
     progress: Callable[[int], None] | None = None,
     force: bool = False,
+    workers: int = 0,
 ) -> Path:
     """Write ``count`` look-alikes of the dataset ``like`` (plus labels.csv and style.json) to ``out``.
 
@@ -643,7 +644,7 @@ def generate_like(
     style = override(estimate(like, seed=seed), length, charset, size)
     recipe = {"generator": "like", "count": count, "seed": seed, "style": style.to_dict()}
     return write_set(Path(out), LookAlike(style, seed), count, recipe, progress, force,
-                     extra={"style.json": json.dumps(style.to_dict(), indent=2) + "\n"})
+                     extra={"style.json": json.dumps(style.to_dict(), indent=2) + "\n"}, workers=workers)
 
 
 def override(

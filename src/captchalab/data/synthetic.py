@@ -8,12 +8,18 @@ We hand its module a drop-in object with the same three functions backed by a se
 from __future__ import annotations
 
 import csv
+import itertools
 import json
+import multiprocessing
 import os
 import random
 import shutil
+import signal
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Protocol
@@ -126,15 +132,17 @@ def generate(
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
     force: bool = False,
+    workers: int = 0,
 ) -> Path:
-    """Write ``count`` captchas and ``labels.csv`` to a new folder ``out`` (see ``write_set``)."""
+    """Write ``count`` captchas and ``labels.csv`` to a new folder ``out`` (see ``write_set``); ``workers``
+    processes render them (0: one per core), the same images whatever their number."""
     if count < 1:
         raise UsageError(f"--count must be at least 1, got {count}")
     size = ImageSize.parse(size) if isinstance(size, str) else size
     renderer = Renderer(Charset.parse(charset), length, size, seed)
     recipe = {"generator": "captcha", "count": count, "length": str(length), "charset": charset,
               "size": str(size), "seed": seed}
-    return write_set(Path(out), renderer, count, recipe, progress, force)
+    return write_set(Path(out), renderer, count, recipe, progress, force, workers=workers)
 
 
 class Sampler(Protocol):
@@ -154,15 +162,20 @@ class _Progress(BaseModel):
 def write_set(
     out: Path, sampler: Sampler, count: int, recipe: dict[str, Any],
     progress: Callable[[int], None] | None = None, force: bool = False, extra: dict[str, str] | None = None,
+    workers: int = 0,
 ) -> Path:
     """Write ``count`` samples, ``labels.csv`` and ``extra`` files to the new folder ``out``.
 
     Everything goes to a hidden sibling, ``.OUT.partial``, renamed to ``out`` once complete: an
     interrupted run never leaves a folder that passes for a dataset (images without labels.csv
     would be read with their file names as labels). Every CHECKPOINT_EVERY images the labels so
-    far and the generator's state are saved, so a rerun with the same ``recipe`` (the options)
-    continues with exactly the images a single run would have made; ``force`` starts over.
+    far are saved, so a rerun with the same ``recipe`` (the options) continues with exactly the
+    images a single run would have made; ``force`` starts over. Image ``i`` is drawn from a
+    generator seeded by (recipe's seed, i) alone, so ``workers`` processes (0: one per core) make
+    the same images as one.
     """
+    if getattr(multiprocessing.current_process(), "_inheriting", False):  # a worker importing a script's main
+        raise RuntimeError("generate called while a worker process starts; see UsageError in _rendered")
     _check_new(out)
     partial = out.parent / f".{out.name}{PARTIAL}"
     recipe = json.loads(json.dumps(recipe))  # as it reads back from progress.json
@@ -170,16 +183,14 @@ def write_set(
     if progress and rows:
         progress(len(rows))
     pending: list[tuple[str, str]] = []
+    chunks = [(partial, recipe.get("seed", 0), start, min(start + CHECKPOINT_EVERY, count))
+              for start in range(len(rows), count, CHECKPOINT_EVERY)]
     try:
-        for i in range(len(rows), count):
-            text, image = sampler.sample()
-            name = f"{i:06d}.png"
-            image.save(partial / name)
-            pending.append((name, text))
-            if len(pending) == CHECKPOINT_EVERY:
-                _checkpoint(partial, recipe, rows, pending, sampler.rng)
+        for made in _rendered(sampler, chunks, workers):
             if progress:
-                progress(1)
+                progress(len(made))
+            pending += made
+            _checkpoint(partial, recipe, rows, pending, sampler.rng)
     except KeyboardInterrupt:
         raise Interrupted(f"{len(rows)} of {count} images kept in {partial}; run the same command again to "
                           "continue, or add --force to start over") from None
@@ -195,6 +206,68 @@ def write_set(
     except OSError as error:
         raise RunFolderError(f"{out}: cannot create it ({error.strerror}); choose another folder") from None
     return out
+
+
+Chunk = tuple[Path, int, int, int]  # folder, seed, first image, end
+_WORKER_SAMPLER: list[Sampler] = []  # in a worker process: its copy of the sampler
+
+
+def _rendered(sampler: Sampler, chunks: list[Chunk], workers: int) -> Iterator[list[tuple[str, str]]]:
+    """Each chunk's (file, label) rows, in order: in this process, or in a pool of ``workers``."""
+    workers = min(workers or os.cpu_count() or 1, len(chunks))
+    if workers <= 1:
+        for chunk in chunks:
+            yield _render_chunk(sampler, chunk)
+        return
+    # Spawned, not forked (TensorFlow or threads may live in this process), and started with SIGINT
+    # ignored, which they keep: Ctrl-C reaches this process alone. A bounded queue keeps memory flat.
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, context, _start_worker, (sampler,))
+    ahead: deque[Future[list[tuple[str, str]]]] = deque()
+    queue = iter(chunks)
+    try:
+        with _sigint_ignored():  # the workers start with the first submissions
+            ahead.extend(pool.submit(_render_in_worker, c) for c in itertools.islice(queue, 2 * workers))
+        while ahead:
+            yield ahead.popleft().result()
+            ahead.extend(pool.submit(_render_in_worker, c) for c in itertools.islice(queue, 1))
+    except BrokenProcessPool:
+        raise UsageError("generate's worker processes could not start; from a script, call generate under "
+                         "'if __name__ == \"__main__\":' (they import the script), or pass workers=1") from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # the chunks running finish: at most one each
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():  # signals belong to the main thread
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _start_worker(sampler: Sampler) -> None:
+    _WORKER_SAMPLER[:] = [sampler]
+
+
+def _render_in_worker(chunk: Chunk) -> list[tuple[str, str]]:
+    return _render_chunk(_WORKER_SAMPLER[0], chunk)
+
+
+def _render_chunk(sampler: Sampler, chunk: Chunk) -> list[tuple[str, str]]:
+    folder, seed, start, end = chunk
+    rows = []
+    for i in range(start, end):
+        sampler.rng.seed(f"captchalab/{seed}/{i}")  # image i's draws depend on (seed, i) alone
+        text, image = sampler.sample()
+        name = f"{i:06d}.png"
+        image.save(folder / name)
+        rows.append((name, text))
+    return rows
 
 
 def _check_new(out: Path) -> None:

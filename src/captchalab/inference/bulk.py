@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from captchalab import runs
 from captchalab.decoding import Constraints, Prediction
 from captchalab.errors import ImageError, Interrupted, RunFolderError, UsageError
 from captchalab.files import printable
-from captchalab.inference.predictor import Predictor, iter_image_files
+from captchalab.inference.predictor import ImageLike, Predictor, iter_image_files
 from captchalab.progress import counting
 
 Result = list[Prediction] | ImageError
@@ -95,17 +95,10 @@ def solve_stream(
     """Readings in file order; decoding of the next batch overlaps inference of this one."""
 
     def prepare(file: Path) -> np.ndarray | ImageError:
-        try:
-            return predictor.prepare(file, str(file))
-        except ImageError as error:
-            return error
+        return prepare_or_error(predictor, file, str(file))
 
     def infer(prepared: list[np.ndarray | ImageError]) -> Iterator[list[Prediction] | ImageError]:
-        good = [p for p in prepared if isinstance(p, np.ndarray)]
-        readings = iter(predictor.predict_pixels(np.stack(good), top_k, constraints, min_confidence, batch_size)
-                        if good else [])
-        for item in prepared:
-            yield item if isinstance(item, ImageError) else next(readings)
+        return read_prepared(predictor, prepared, top_k, constraints, min_confidence)
 
     workers = min(32, (os.cpu_count() or 1) + 4)
     ahead: deque[Future[list[np.ndarray | ImageError]]] = deque()  # bounded: memory stays flat
@@ -119,23 +112,35 @@ def solve_stream(
             yield from infer(ahead.popleft().result())
 
 
+def prepare_or_error(predictor: Predictor, image: ImageLike, name: str) -> np.ndarray | ImageError:
+    """The image at the model's size, or its error: one bad image never stops a batch."""
+    try:
+        return predictor.prepare(image, name)
+    except ImageError as error:
+        return error
+
+
+def read_prepared(
+    predictor: Predictor, prepared: Sequence[np.ndarray | ImageError], top_k: int,
+    constraints: Constraints | None = None, min_confidence: float | None = None,
+) -> Iterator[list[Prediction] | ImageError]:
+    """Readings of a batch of prepared images in order, read as one batch; errors passed through."""
+    good = [p for p in prepared if isinstance(p, np.ndarray)]
+    readings = iter(predictor.predict_pixels(np.stack(good), top_k, constraints, min_confidence, len(good))
+                    if good else [])
+    for item in prepared:
+        yield item if isinstance(item, ImageError) else next(readings)
+
+
 def _print(file: Path, result: Result, as_json: bool, stream: TextIO, warning: str | None = None) -> None:
+    record = json_record(str(file), result, warning)
     if isinstance(result, ImageError):
-        record = {"file": str(file), "error": str(result)}
         line = json.dumps(record) if as_json else f"{printable(str(file))}\tERROR\t{printable(str(result))}"
     else:
         best = result[0]
-        record = {"file": str(file), "text": best.text, "confidence": round(best.confidence, 4)}
-        if best.ood is not None:  # the image is unlike the model's training images (ood.py)
-            record["ood"] = best.ood
-        if warning:  # --allowed asks for characters the model cannot produce
-            record["warning"] = warning
-        if len(result) > 1:
-            record["top_k"] = [{"text": p.text, "confidence": round(p.confidence, 4)} for p in result]
         others = "  ".join(f"{p.text} ({p.confidence:.3f})" for p in result[1:])
         shown = best.text
         if best.abstained:  # below --min-confidence or ood: no answer, but the guess for who wants it
-            record.update(text=None, abstained=True, guess=best.text)
             shown, others = "(abstained)", f"guess {best.text}  {others}"
         if best.ood:
             others = f"{others}  [ood: unlike the model's training images]".lstrip()
@@ -143,6 +148,23 @@ def _print(file: Path, result: Result, as_json: bool, stream: TextIO, warning: s
         line = json.dumps(record) if as_json else f"{printable(str(file))}\t{shown}\t{best.confidence:.3f}\t{others}"
         line = line.rstrip()
     print(line, file=stream, flush=False)
+
+
+def json_record(file: str, result: Result, warning: str | None = None) -> dict[str, Any]:
+    """One image's reading as ``solve --json`` prints it (and ``--engine ray`` writes it)."""
+    if isinstance(result, ImageError):
+        return {"file": file, "error": str(result)}
+    best = result[0]
+    record: dict[str, Any] = {"file": file, "text": best.text, "confidence": round(best.confidence, 4)}
+    if best.ood is not None:  # the image is unlike the model's training images (ood.py)
+        record["ood"] = best.ood
+    if warning:  # --allowed asks for characters the model cannot produce
+        record["warning"] = warning
+    if len(result) > 1:
+        record["top_k"] = [{"text": p.text, "confidence": round(p.confidence, 4)} for p in result]
+    if best.abstained:
+        record.update(text=None, abstained=True, guess=best.text)
+    return record
 
 
 def _csv_rows(handle: TextIO) -> Callable[[Path, Result], None]:

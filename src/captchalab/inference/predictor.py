@@ -7,6 +7,7 @@ folder that has no ``model.onnx``. Pre-processing and decoding are the same for 
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -47,8 +48,10 @@ class Predictor:
         self.ood_reference: dict[str, Any] | None = None  # validation images' scores (ood.py); None: no flag
 
     @classmethod
-    def load(cls, model: str | Path | None = None, backend: str = "auto", threads: int = 0) -> Predictor:
-        """``model``: a run folder, an ``.onnx`` file, or None for the bundled model."""
+    def load(cls, model: str | Path | None = None, backend: str = "auto", threads: int = 0,
+             device: str = "cpu") -> Predictor:
+        """``model``: a run folder, an ``.onnx`` file, or None for the bundled model; ``device="cuda"``
+        runs ONNX Runtime's CUDA provider where it is installed (onnxruntime-gpu), else the CPU with a warning."""
         if backend not in ("auto", "onnx", "keras"):
             raise UsageError(f"backend '{backend}' is not one of auto, onnx, keras")
         if model is not None and URL.match(str(model)):  # Path() has already turned "https://" into "https:/"
@@ -57,16 +60,16 @@ class Predictor:
                              "Download it, then pass the .onnx file or the run folder")
         path = Path(model) if model is not None else bundled_model_path()
         if path.suffix == ".onnx" and path.exists() and not path.is_dir():  # read_model refuses pipes and devices
-            return cls._from_onnx(path, threads)
+            return cls._from_onnx(path, threads, device)
         folder = runs.run_folder(path)
         if (folder / "model.onnx").exists() and backend != "keras":
-            return cls._from_onnx(folder / "model.onnx", threads)
+            return cls._from_onnx(folder / "model.onnx", threads, device)
         if backend == "onnx":
             raise ModelError(f"{folder}: has no model.onnx; run 'captchalab export {folder} --format onnx'")
         return cls._from_keras(folder, threads)
 
     @classmethod
-    def _from_onnx(cls, path: Path, threads: int) -> Predictor:
+    def _from_onnx(cls, path: Path, threads: int, device: str = "cpu") -> Predictor:
         import onnxruntime as ort
 
         try:
@@ -84,7 +87,7 @@ class Predictor:
             # From the bytes read above: no second open of a path that may have changed. A model with
             # (checked) external data needs its path, where ONNX Runtime looks for those files.
             model = str(path) if external else data
-            session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(model, options, providers=onnx_providers(device))
         except Exception as error:  # ORT raises its own exception types for damaged files
             raise ModelError(f"{path}: not a loadable ONNX model ({type(error).__name__}); re-export it") from None
         raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
@@ -188,6 +191,21 @@ class Predictor:
                 "source": str(self.source), "bytes": size}
 
 
+def onnx_providers(device: str) -> list[str]:
+    """ONNX Runtime's providers for ``device`` ("cpu" or "cuda"); CUDA falls back to the CPU, with a warning,
+    where this ONNX Runtime has no CUDA provider (the CPU-only onnxruntime wheel, or no GPU)."""
+    import onnxruntime as ort
+
+    if device not in ("cpu", "cuda"):
+        raise UsageError(f"device '{device}' is not one of cpu, cuda")
+    if device == "cuda":
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        warnings.warn("ONNX Runtime has no CUDA provider here (install onnxruntime-gpu on a machine with a GPU); "
+                      "solving on the CPU", RuntimeWarning, stacklevel=2)
+    return ["CPUExecutionProvider"]
+
+
 def _check_graph(session: Any, config: RunConfig, path: Path) -> None:
     """The metadata must describe the network it travels with: an image size the graph does not
     take fails in ONNX Runtime after allocating for the wrong size, and a charset or head that does
@@ -239,8 +257,8 @@ def _as_uint8(array: np.ndarray) -> np.ndarray:
     return np.clip(array, 0, 255).astype(np.uint8).squeeze()
 
 
-def load(model: str | Path | None = None, backend: str = "auto", threads: int = 0) -> Predictor:
-    return Predictor.load(model, backend, threads)
+def load(model: str | Path | None = None, backend: str = "auto", threads: int = 0, device: str = "cpu") -> Predictor:
+    return Predictor.load(model, backend, threads, device)
 
 
 def iter_image_files(paths: Sequence[str | Path]) -> Iterator[Path]:
