@@ -84,6 +84,9 @@ STAGE_1 = {
     "train.min_epochs": "0",
     # Stage 1 predates precise batch norm (a2a5d1b): its config.json has no precise_bn.
     "train.precise_bn": "false",
+    # One device; gradients clipped to norm 5, the constant of the training loop before it became
+    # the train.clipnorm setting.
+    "train.devices": "1", "train.clipnorm": "5.0",
 }
 # Stage 2 (train --init stage 1): full width; CTC alone, since the slot head's input grows with
 # the width and would start from scratch; a lower learning rate for a trained network. It ran 9

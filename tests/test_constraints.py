@@ -170,7 +170,7 @@ def test_serve_accepts_constraints_and_min_confidence(tiny_run, tiny_set) -> Non
             assert reply.status_code == 400 and "error" in reply.json(), bad
 
 
-def test_top_k_and_a_satisfied_length_leave_the_confidence_as_it_is(tiny_run, tiny_set) -> None:
+def test_top_k_and_a_satisfied_length_leave_the_confidence_as_it_is(tiny_set) -> None:
     """One confidence for one reading: the Python API, `solve --json` and the server give the best
     reading the same confidence whether asked plainly, with --top-k, or with a --length it meets."""
     import base64
@@ -179,15 +179,16 @@ def test_top_k_and_a_satisfied_length_leave_the_confidence_as_it_is(tiny_run, ti
 
     import captchalab
     from captchalab.inference.http import ServeConfig, create_app
-    from captchalab.inference.predictor import Predictor
+    from captchalab.inference.predictor import Predictor, bundled_model_path
     from clirun import run_cli
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
 
+    model = bundled_model_path()
     images = sorted(tiny_set.glob("*.png"))[:6]
-    reader = Predictor.load(tiny_run)
+    reader = Predictor.load(model)
     plain = reader.solve(images)
     pixels = np.stack([reader.prepare(image) for image in images])
     assert [best[0] for best in reader.predict_pixels(pixels, 3)] == plain
@@ -195,10 +196,10 @@ def test_top_k_and_a_satisfied_length_leave_the_confidence_as_it_is(tiny_run, ti
     assert read  # a length of 0 is no constraint to give: at least one image must be read
     for image, reading in read:
         assert reader.solve(image, Constraints.parse(len(reading.text))) == reading
-        assert captchalab.solve(image, tiny_run, length=len(reading.text)).confidence == reading.confidence
+        assert captchalab.solve(image, model, length=len(reading.text)).confidence == reading.confidence
 
     def solved(*args: object) -> list[tuple[str, float]]:
-        outcome = run_cli("solve", *args, "--model", tiny_run, "--json")
+        outcome = run_cli("solve", *args, "--model", model, "--json")
         assert outcome.code == 0, outcome.text
         return [(r["text"], r["confidence"]) for r in map(json.loads, outcome.stdout.splitlines())]
 
@@ -210,7 +211,7 @@ def test_top_k_and_a_satisfied_length_leave_the_confidence_as_it_is(tiny_run, ti
             assert solved(image, "--length", str(len(text))) == [(text, confidence)]
 
     encoded = [base64.b64encode(image.read_bytes()).decode() for image in images]
-    app = create_app(ServeConfig(models=(("default", str(tiny_run)),)))
+    app = create_app(ServeConfig(models=(("default", str(model)),)))
     with TestClient(app, base_url="http://localhost") as client:
         def served(images: list[str], **options: object) -> list[tuple[str, float]]:
             reply = client.post("/solve", json={"images": images, **options})

@@ -54,8 +54,8 @@ def confidences(
     """The confidence of each image's top-1 reading at ``temperature``, as the predictor reports it;
     with ``readings``, the probability of those texts instead (the fit keeps its readings fixed)."""
     probs = decoding.softmax(logits / temperature)
-    if readings is None:
-        return np.array([r[0].confidence for r in heads.decode(probs, head, charset)])
+    if readings is None:  # found at temperature 1, scored at ``temperature`` (heads.decode)
+        return np.array([r[0].confidence for r in heads.decode(decoding.softmax(logits), head, charset, scored=probs)])
     return np.clip(head.probability(probs, [tuple(charset.encode(text)) for text in readings]), 0.0, 1.0)
 
 

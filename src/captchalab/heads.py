@@ -23,7 +23,7 @@ as the site reads it, and its probability sums over both cases.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -261,11 +261,17 @@ def head_for(name: str) -> Head:
 
 
 def decode(
-    probs: np.ndarray, head: Head, charset: Charset, top_k: int = 1, constraints: Constraints | None = None
+    probs: np.ndarray, head: Head, charset: Charset, top_k: int = 1, constraints: Constraints | None = None,
+    scored: np.ndarray | None = None,
 ) -> list[list[Prediction]]:
-    """Best ``top_k`` readings per image (n, steps, classes), most probable first (see module doc)."""
+    """Best ``top_k`` readings per image (n, steps, classes), most probable first (see module doc).
+
+    ``scored``: the same outputs at the calibrated temperature. The readings are found on ``probs``
+    (the model's own ranking, which a temperature must not change) and their confidences are their
+    probabilities under ``scored``: calibration.fit fits the temperature on exactly that."""
     rules = constraints or Constraints()
     if rules.active:
+        scored = None if scored is None else constrain(scored, charset, rules)[0]
         probs, charset = constrain(probs, charset, rules)
     low, high = rules.min_length, rules.max_length
     results = []
@@ -276,7 +282,14 @@ def decode(
             results.append([Prediction("", 0.0)])
         else:
             results.append(head.search(sample, charset, max(1, top_k), low, high) or [Prediction("", 0.0)])
-    return results
+    return results if scored is None else [_rescored(r, sample, head, charset) for r, sample in zip(results, scored)]
+
+
+def _rescored(readings: list[Prediction], sample: np.ndarray, head: Head, charset: Charset) -> list[Prediction]:
+    """The same readings with their probabilities under ``sample`` (one image's outputs), order kept."""
+    labels = [tuple(charset.encode(r.text)) for r in readings]
+    scores = head.probability(np.repeat(sample[None], len(labels), axis=0), labels)
+    return [replace(r, confidence=_clip(p) if r.confidence > 0 else 0.0) for r, p in zip(readings, scores)]
 
 
 def _within(length: int, low: int, high: int | None) -> bool:

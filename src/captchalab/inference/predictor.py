@@ -155,8 +155,9 @@ class Predictor:
         self, pixels: np.ndarray, top_k: int, constraints: Constraints | None, min_confidence: float | None
     ) -> list[list[Prediction]]:
         logits = self.logits(pixels)
-        probs = decoding.softmax(logits / self.temperature)
-        readings = heads.decode(probs, self.config.head, self.config.charset, top_k, constraints)
+        calibrated = decoding.softmax(logits / self.temperature) if self.temperature != 1.0 else None
+        readings = heads.decode(decoding.softmax(logits), self.config.head, self.config.charset, top_k, constraints,
+                                scored=calibrated)
         flags = ood.flags(logits, self.ood_reference)
         readings = [[replace(r, ood=flag) for r in image] for image, flag in zip(readings, flags)]
         return decoding.abstain(readings, min_confidence)
