@@ -117,6 +117,7 @@ def test_audit_end_to_end_within_its_budget(tiny_set: Path, tmp_path: Path) -> N
     assert json.loads(outcome.stdout)["verdict"] == record["verdict"]
 
 
+@pytest.mark.large  # 24 s; the same check of the wall-clock limit (one line apart) runs in tests/test_first_use.py
 def test_training_stops_on_its_cpu_budget(tiny_set: Path, tmp_path: Path) -> None:
     from captchalab.training import train
 
