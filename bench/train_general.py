@@ -6,8 +6,8 @@ one ``captchalab train`` run on shard k (SHARD images no stage has seen), starte
 stage k-1's weights (``train --init``), with a cosine learning-rate cycle of its own. A
 killed stage resumes from its last epoch; finished stages and shards are reused.
 
-Every image is stored already converted to the reader's input (grey, 32x160, the same
-conversion ``solve`` applies), so the shards are small and a stage loads them fast.
+Shards are written by ``generate --world`` (data/world.py) and read at the reader's input size
+(grey, 32x160), the conversion ``solve`` applies.
 
     .venv/bin/python bench/train_general.py --stages 4        # render and train up to 4 stages
     .venv/bin/python bench/train_general.py --status          # what is done, no work
@@ -21,12 +21,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import random
 import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from machine import machine_info
 
@@ -39,7 +37,8 @@ SHARD = 25_000
 VAL = 2_000
 VAL_SEED = 1_000_000  # shard k is seed k; the validation set's seed is far from any shard's
 # Pinned, so that a later change of the defaults does not alter this recipe.
-RECIPE = ["model.filters=32,48,64,96", "model.rnn_units=96", "model.rnn_layers=1", "model.dropout=0.1",
+RECIPE = [f"image.height={HEIGHT}", f"image.width={WIDTH}",
+          "model.filters=32,48,64,96", "model.rnn_units=96", "model.rnn_layers=1", "model.dropout=0.1",
           "model.batch_norm=true", "train.batch_size=32", "train.augment=true",
           "train.schedule=cosine", "train.precise_bn=true", "train.threads=0", "train.min_epochs=0"]
 # Stage 0 starts from random weights, with the per-slot head that shortens CTC's start-up plateau
@@ -49,22 +48,13 @@ LATER = ["model.alignment_weight=0", "train.learning_rate=1e-3", "train.epochs=2
 
 
 def render(folder: Path, count: int, seed: int) -> Path:
-    """``count`` world images, as the reader sees them, with labels.csv; reused when complete."""
-    from captchalab.data import world
-    from captchalab.data.folder import write_labels_csv
-    from captchalab.data.images import ImageSize, prepare
+    """``count`` world images with labels.csv (``generate --world``: on every core, written
+    complete or not at all, resumed after a kill); reused when complete."""
+    from captchalab.data.world import generate_world
 
     if (folder / "labels.csv").exists():
         return folder
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    rng, size, rows = random.Random(seed), ImageSize(HEIGHT, WIDTH), []
-    for i in range(count):
-        text, image = world.sample(rng, charset=CHARSET, length=LENGTH)
-        name = f"images/{i:06d}.png"
-        Image.fromarray(prepare(image, size)).save(folder / name)
-        rows.append((name, text))
-    write_labels_csv(folder / "labels.csv", rows)  # last: its presence marks the shard complete
-    return folder
+    return generate_world(folder, count, seed, charset=CHARSET, length=f"{LENGTH[0]}-{LENGTH[1]}")
 
 
 def stage(work: Path, k: int, val: Path, cpu_minutes: float) -> Path:
