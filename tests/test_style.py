@@ -139,3 +139,43 @@ def test_look_alikes_of_the_captcha_generator_are_trainable_data(tmp_path: Path)
     dataset = load_dataset(folder)
     assert len(dataset) == 20 and dataset.pixels.shape[1:] == (48, 128)
     assert dataset.pixels.std() > 10  # not blank images
+
+
+def _letters(folder: Path, drawn_case: str, label_case: str, count: int = 60) -> Path:
+    """Black letters drawn naturally (on one baseline) in ``drawn_case``, labelled in ``label_case``."""
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    font, rows = _font(), []
+    for i in range(count):
+        text = "".join(rng.choice(list("abdefghjkpqrty2345"), size=5))
+        image = Image.new("RGB", (200, 60), (250, 250, 250))
+        ImageDraw.Draw(image).text((20, 8), getattr(text, drawn_case)(), font=font, fill=(20, 20, 20))
+        image.save(folder / f"{i}.png")
+        rows.append((f"{i}.png", getattr(text, label_case)()))
+    with open(folder / "labels.csv", "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("file", "label"), *rows])
+    return folder
+
+
+@pytest.mark.parametrize(("drawn", "labelled", "expected"), [
+    ("lower", "lower", "labels"),  # the ascenders and descenders show lower case
+    ("lower", "upper", "lower"),
+    ("upper", "lower", "both"),  # no lower-case shapes, yet lower-case labels: a site that ignores case
+    ("upper", "upper", "labels"),
+])
+def test_the_glyphs_case_comes_from_the_images(tmp_path: Path, drawn: str, labelled: str, expected: str) -> None:
+    estimated = style.estimate(_letters(tmp_path / "set", drawn, labelled))
+    assert estimated.glyph_case == expected
+    assert estimated.charset == getattr(estimated.charset, labelled)()  # the labels keep their case
+
+
+def test_look_alikes_draw_the_glyphs_case_and_keep_the_labels(tmp_path: Path) -> None:
+    estimated = style.estimate(_letters(tmp_path / "set", "upper", "lower"))
+    renderer = style.LookAlike(estimated, seed=0, generator_share=0.0)
+    drawn: list[str] = []
+    glyph = renderer._glyph
+    renderer._glyph = lambda path, size, ch: drawn.append(ch) or glyph(path, size, ch)  # type: ignore[method-assign]
+    labels = [renderer.sample()[0] for _ in range(20)]
+    assert all(label == label.lower() for label in labels)
+    assert {ch for ch in drawn if ch.isupper()} and {ch for ch in drawn if ch.islower()}
+    assert "A" in estimated.glyphs and "a" in estimated.glyphs

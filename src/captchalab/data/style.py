@@ -19,9 +19,10 @@ from __future__ import annotations
 import json
 import math
 import random
+import string
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,15 @@ class Style:
     text_colours: tuple[RGB, ...] = ((0, 0, 0),)
     backgrounds: tuple[tuple[RGB, ...], ...] = (((255, 255, 255),) * PROFILE_POINTS,)
     images_measured: int = 0
+    # The case the glyphs are drawn in, the labels keep theirs: "labels" (as written), "upper",
+    # "lower", or "both" (each letter either way) where labels in one case may not show the glyphs'
+    # (a site that ignores case: lower-case labels of upper-case glyphs). See glyph_case().
+    glyph_case: str = "labels"
+
+    @property
+    def glyphs(self) -> str:
+        """Every symbol the look-alikes draw: the charset in the glyph case."""
+        return _in_case(self.charset, self.glyph_case, None)
 
     @property
     def size(self) -> images.ImageSize:
@@ -199,19 +209,16 @@ def estimate(data: str | Path, sample: int = 300, seed: int = 0) -> Style:
     if not measures:
         raise DataError(f"{data}: none of the images could be read or shows any text")
     lengths = Counter(len(label) for label in labels)
-    return _summarize(measures, size, Charset.from_labels(labels).symbols,
-                      {k: v / len(labels) for k, v in sorted(lengths.items())},
-                      float(np.mean([len(label) for label in labels])))
+    style = _summarize(measures, size, Charset.from_labels(labels).symbols,
+                       {k: v / len(labels) for k, v in sorted(lengths.items())},
+                       float(np.mean([len(label) for label in labels])))
+    labelled = [(root / name, label) for name, label in picked if label]
+    return replace(style, glyph_case=glyph_case(labelled, size))
 
 
 def _measure_file(path: Path, size: images.ImageSize) -> Measure | None:
-    try:
-        image = images.open_image(path)
-    except ImageError:
-        return None
-    if image.size != (size.width, size.height):
-        image = image.convert("RGBA").resize((size.width, size.height), Image.Resampling.BILINEAR)
-    return measure(as_rgb(image))
+    image = _open_at(path, size)
+    return None if image is None else measure(as_rgb(image))
 
 
 def _summarize(
@@ -230,6 +237,113 @@ def _summarize(
                  text_colours=_palette([m.text_colour for m in measures]),
                  backgrounds=_palette([m.background for m in measures]),
                  images_measured=len(measures), **medians)
+
+
+# --------------------------------------------------------------------------- the glyphs' case
+
+CASE_EVIDENCE = 0.4  # correlation that says the glyphs rise and fall as lower-case letters would
+CASE_MIN_IMAGES = 30
+
+
+def glyph_case(labelled: Sequence[tuple[Path, str]], size: images.ImageSize) -> str:
+    """The case to draw look-alike glyphs in, from images and their labels.
+
+    Labels with letters of both cases show the glyphs' case: "labels". Where the letters are all
+    of one case, the images decide: lower-case glyphs reach above and below the text's core
+    (b, d, g, p, ...) where the label has such letters, so where the ink's reach above and
+    below the core follows the reach of the labels drawn in lower case in clean fonts, the
+    glyphs are lower case. Upper-case labels are then "lower", lower-case ones "labels". Without
+    that evidence upper-case labels are believed ("labels"), but lower-case ones are not: a
+    site that ignores case may label upper-case glyphs in lower case (issue 12, set B), and a
+    generator that scales every glyph to one height hides lower case just as well, so both
+    cases are drawn ("both").
+    """
+    letters = "".join(ch for _, label in labelled for ch in label if ch.isalpha())
+    if not letters or (letters != letters.lower() and letters != letters.upper()):
+        return "labels"
+    lower_labels = letters == letters.lower()
+    if _looks_lower_case(labelled, size):
+        return "labels" if lower_labels else "lower"
+    return "both" if lower_labels else "labels"
+
+
+def _looks_lower_case(labelled: Sequence[tuple[Path, str]], size: images.ImageSize) -> bool:
+    fonts = _reference_fonts()
+    seen, expected = [], []
+    for path, label in labelled:
+        image = _open_at(path, size)
+        reach = None if image is None else _reach(as_rgb(image))
+        if reach is None or not fonts:
+            continue
+        drawn = [_reach(_draw_plain(font, label.lower())) for font in fonts]
+        if any(r is None for r in drawn):
+            continue
+        seen.append(reach)
+        expected.append(np.mean(drawn, axis=0))
+    if len(seen) < CASE_MIN_IMAGES:
+        return False
+    seen_, expected_ = np.array(seen), np.array(expected)
+    correlations = [np.corrcoef(seen_[:, k], expected_[:, k])[0, 1] for k in range(2)
+                    if seen_[:, k].std() > 1e-6 and expected_[:, k].std() > 1e-6]
+    return bool(correlations) and max(correlations) >= CASE_EVIDENCE
+
+
+def _reach(rgb: np.ndarray) -> np.ndarray | None:
+    """How far the ink reaches above and below the rows most letters cover, per core height."""
+    mask, _ = ink_mask(rgb)
+    if mask.sum() < 10:
+        return None
+    left, right = _band(mask.sum(axis=0))
+    rows = np.convolve(mask[:, left : right + 1].sum(axis=1).astype(float), np.ones(3) / 3, mode="same")
+    peak = float(np.percentile(rows[rows > 0], 90))
+    reached, core = np.flatnonzero(rows >= 0.08 * peak), np.flatnonzero(rows >= 0.5 * peak)
+    height = max(1, core[-1] - core[0] + 1)
+    return np.array([(core[0] - reached[0]) / height, (reached[-1] - core[-1]) / height])
+
+
+def _draw_plain(font: ImageFont.FreeTypeFont, text: str) -> np.ndarray:
+    image = Image.new("RGB", (font.size * len(text) + 2 * font.size, 3 * font.size), (255, 255, 255))
+    ImageDraw.Draw(image).text((font.size, font.size // 2), text, font=font, fill=(0, 0, 0))
+    return np.asarray(image, dtype=np.float32)
+
+
+def _open_at(path: Path, size: images.ImageSize) -> Image.Image | None:
+    try:
+        image = images.open_image(path)
+    except ImageError:
+        return None
+    if image.size != (size.width, size.height):
+        image = image.convert("RGBA").resize((size.width, size.height), Image.Resampling.BILINEAR)
+    return image
+
+
+def _reference_fonts(count: int = 3, size: int = 48) -> list[ImageFont.FreeTypeFont]:
+    """The first ``count`` installed fonts that draw every letter in both cases."""
+    found = []
+    for path in installed_fonts():
+        try:
+            font = _font(path, size)
+        except OSError:
+            continue
+        if _covers(font, string.ascii_letters):
+            found.append(font)
+            if len(found) == count:
+                break
+    return found
+
+
+def _in_case(text: str, case: str, rng: random.Random | None) -> str:
+    """``text`` drawn in ``case``; "both" turns each letter either way (with ``rng``), or, without
+    one, gives every symbol in both cases (a charset)."""
+    if case == "upper":
+        return text.upper()
+    if case == "lower":
+        return text.lower()
+    if case == "both":
+        if rng is None:
+            return "".join(dict.fromkeys(text + text.upper() + text.lower()))
+        return "".join(ch.upper() if rng.random() < 0.5 else ch.lower() for ch in text)
+    return text
 
 
 def _palette(items: Sequence[Any]) -> tuple[Any, ...]:
@@ -301,13 +415,13 @@ def _fit_font(path: str, style: Style, seed: int) -> tuple[float, str, int] | No
         font = ImageFont.truetype(path, probe_size)
     except (OSError, ValueError):
         return None
-    if not _covers(font, style.charset):
+    if not _covers(font, style.glyphs):
         return None
     rng = random.Random(seed)
     clean = _clean_style(style)
     found = []
     for _ in range(6):
-        text = _label(style, rng)
+        text = _in_case(_label(style, rng), style.glyph_case, rng)
         sample = measure(as_rgb(_draw_clean(clean, font, text)))
         if sample is not None:
             found.append((sample, len(text)))
@@ -390,6 +504,7 @@ class LookAlike:
 
     def _draw(self, text: str) -> Image.Image:
         s, rng, e = self.style, self.rng, self.effects
+        text = _in_case(text, s.glyph_case, rng)
         choice = rng.choices(self.fonts, weights=[f.weight for f in self.fonts])[0]
         mask = Image.new("L", (s.width, s.height), 0)
         spans = self._place_text(mask, text, choice)
@@ -496,6 +611,7 @@ class LookAlike:
 
             sizes = tuple(sorted({max(8, round(f.size * k)) for f in self.fonts for k in (1.0, 1.2)}))
             self._generator = ImageCaptcha(s.width, s.height, [f.path for f in self.fonts], sizes)
+        text = _in_case(text, s.glyph_case, rng)
         with _seeded(rng):
             drawn = self._generator.generate_image(text, bg_color=(0, 0, 0), fg_color=(255, 255, 255, 255))
         return _compose(drawn.convert("L"), self._background(), rng.choice(s.text_colours), rng)
@@ -654,8 +770,6 @@ def override(
     size: images.ImageSize | str | None,
 ) -> Style:
     """The style with the user's explicit length range, charset or image size (geometry rescaled)."""
-    from dataclasses import replace
-
     if length is not None:
         low, high = length_bounds(length)
         style = replace(style, lengths={k: 1.0 / (high - low + 1) for k in range(low, high + 1)})
