@@ -104,16 +104,26 @@ def deepest(text: str) -> int:
     return top
 
 
+def unreadable(problem: OSError, label: str, fix: str) -> str:
+    """The one message for a file the system would not let us read."""
+    if isinstance(problem, FileNotFoundError):
+        return f"{printable(label)}: no such file; check the path"
+    if isinstance(problem, IsADirectoryError):
+        return f"{printable(label)}: is a folder, not a file; {fix}"
+    if isinstance(problem, PermissionError):
+        return f"{printable(label)}: permission denied; make the file readable"
+    # a broken symlink loop, a name too long, an I/O error
+    return f"{printable(label)}: cannot be read ({problem.strerror}); check the file"
+
+
 def read_json(path: Path, error: type[CaptchaLabError], fix: str, limit: int = MAX_JSON_BYTES) -> Any:
     """A small JSON file of ours (config, calibration, state), read safely. Missing: FileNotFoundError."""
     try:
         text = read_text(path, limit, error, fix=fix)
     except UnicodeDecodeError:
         raise error(f"{printable(str(path))}: not UTF-8 text; {fix}") from None
-    except IsADirectoryError:
-        raise error(f"{printable(str(path))}: is a folder, not a file; {fix}") from None
-    except PermissionError:
-        raise error(f"{printable(str(path))}: permission denied; make it readable") from None
+    except (IsADirectoryError, PermissionError) as problem:
+        raise error(unreadable(problem, str(path), fix)) from None
     return parse_json(text, str(path), error, fix)
 
 

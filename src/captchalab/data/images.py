@@ -92,14 +92,8 @@ def _read_bytes(source: str | Path | bytes, label: str, max_bytes: int) -> bytes
         return source
     try:
         return files.read_bytes(source, max_bytes, ImageError, label, fix="shrink or re-compress it")
-    except FileNotFoundError:
-        raise ImageError(f"{label}: no such file; check the path") from None
-    except IsADirectoryError:
-        raise ImageError(f"{label}: is a folder, not an image") from None
-    except PermissionError:
-        raise ImageError(f"{label}: permission denied; make the file readable") from None
-    except OSError as error:  # a broken symlink loop, a name too long, an I/O error
-        raise ImageError(f"{label}: cannot be read ({error.strerror}); check the file") from None
+    except OSError as problem:
+        raise ImageError(files.unreadable(problem, label, "give the image's path")) from None
 
 
 def upright_size(path: Path) -> tuple[int, int] | None:
