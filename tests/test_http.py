@@ -17,7 +17,8 @@ import pytest
 from PIL import Image
 
 from captchalab.errors import UsageError
-from captchalab.inference.http import DEFAULT_NAME, ModelPool, ServeConfig, parse_models
+from captchalab.inference.http import DEFAULT_NAME, ModelPool, ServeConfig, Upload, parse_models, solve_uploads
+from captchalab.inference.http_schema import SolveOptions
 from captchalab.inference.predictor import Predictor
 
 MAX_BYTES, MAX_PIXELS, MAX_IMAGES, TIMEOUT = 20_000, 20_000, 8, 5.0
@@ -103,6 +104,16 @@ def test_multipart_batch_matches_the_local_predictor(server: httpx.Client, tiny_
         assert result["text"] == expected.text
         assert result["confidence"] == pytest.approx(expected.confidence, abs=1e-3)
         assert 0.0 <= result["confidence"] <= 1.0
+        assert result["ood"] is expected.ood and isinstance(expected.ood, bool)
+
+
+def test_the_ood_flag_reaches_the_response(tiny_run: Path, tiny_set: Path) -> None:
+    """A reference no image can meet flags every image: the response says so, as solve --json does."""
+    predictor = Predictor.load(tiny_run)
+    predictor.ood_reference = {**predictor.ood_reference, "threshold": 1e9}
+    upload = Upload("a.png", _images(tiny_set, 1)[0].read_bytes(), "a.png")
+    [result] = solve_uploads(predictor, [upload], SolveOptions(), ServeConfig())
+    assert result.ood is True and predictor.solve(_images(tiny_set, 1)[0]).ood is True
 
 
 def test_base64_json_and_data_urls(server: httpx.Client, tiny_set: Path, local: Predictor) -> None:

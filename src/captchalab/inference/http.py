@@ -451,6 +451,8 @@ def solve_uploads(predictor: Predictor, uploads: Sequence[Upload], options: Solv
         fields: dict[str, Any] = {"text": best.text, "confidence": round(best.confidence, 4)}
         if best.abstained:
             fields.update(text=None, abstained=True, guess=best.text)
+        if best.ood is not None:  # as solve --json says it
+            fields["ood"] = best.ood
         if upload.file is not None:
             fields["file"] = upload.file
         if top_k > 1:

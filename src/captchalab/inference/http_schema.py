@@ -62,6 +62,8 @@ class SolveResult(BaseModel):
     confidence: float = Field(ge=0, le=1)
     abstained: bool | None = None
     guess: str | None = None
+    ood: bool | None = Field(None, description="The image is unlike the model's training images: the reading, "
+                             "however confident, is likely wrong (absent when the model has no reference).")
     file: str | None = Field(None, description="The uploaded file name (multipart only).")
     top_k: list[Reading] | None = Field(None, description="With top_k > 1: the best readings, best first.")
 
