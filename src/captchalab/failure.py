@@ -17,6 +17,7 @@ from captchalab.heads import Head
 NEAR_ZERO = 0.05  # validation sequence accuracy below this gets a diagnosis
 MIN_PIXELS_PER_CHAR = 8  # model-input columns per character below which glyphs are hard to tell apart
 MIN_PER_SYMBOL = 40  # training examples per symbol below which a model from scratch rarely learns them
+SLOW_CER = 0.3  # a best validation character error rate above this, with readings, is a slow start
 CTC_STEPS_PER_CHAR = 2  # CTC needs a blank between repeats: about two time steps per character
 
 
@@ -39,8 +40,10 @@ def diagnose_run(
     num_symbols: int,
 ) -> list[dict[str, str]]:
     """Findings, most likely cause first; empty when nothing explains the failure."""
+    plateau = _plateau(history, readings, head)
     findings = [
-        *_plateau(history, readings, head),
+        *plateau,
+        *([] if plateau else _slow(history)),
         *_slots(head, time_steps, max_length),
         *_resolution(input_width, max_length),
         *_examples(train_images, train_characters, num_symbols),
@@ -63,6 +66,21 @@ def _plateau(history: Sequence[dict[str, Any]], readings: Sequence[str], head: H
     return [Finding("never left CTC's start-up plateau (it outputs blanks)",
                     f"{empty:.0%} of validation readings are empty; training loss {first:.2f} -> {last:.2f} "
                     f"over {len(history)} epochs", advice)]
+
+
+def _slow(history: Sequence[dict[str, Any]]) -> list[Finding]:
+    """Reads characters, most of them wrong, and the loss still falls: too few steps to finish."""
+    cers = [h["val_cer"] for h in history if math.isfinite(h.get("val_cer", math.nan))]
+    if len(history) < 2 or not cers or min(cers) < SLOW_CER:
+        return []
+    first, last = history[0]["loss"], history[-1]["loss"]
+    falling = last < 0.9 * first
+    return [Finding("learned too slowly to read whole captchas",
+                    f"best validation character error rate {min(cers):.2f}; training loss {first:.2f} -> "
+                    f"{last:.2f} over {len(history)} epochs",
+                    ("it was still learning: give it more epochs (train --resume RUN --epochs N), or pretrain "
+                     "on look-alikes first (docs/few-labels.md)") if falling else
+                    "pretrain on look-alikes first (docs/few-labels.md), or label more images")]
 
 
 def _slots(head: Head, time_steps: int | None, max_length: int) -> list[Finding]:
