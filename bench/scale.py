@@ -1,6 +1,6 @@
 """Past one process: images/s of ``solve`` (local, all cores) against ``solve --engine ray`` on the same
 generated images, Ray's start-up separately, Ray throughput with 1 and 2 actors, and ``generate`` with 1
-and 2 worker processes.
+and 2 worker processes and as Ray tasks (``generate --engine ray``).
 
 The images are the PyPI captcha style the bundled model reads (160x60, 5 characters). Local ``solve``
 runs as the command (a fresh process: its start and model load are inside its time); Ray runs in this
@@ -10,6 +10,7 @@ the local ones row by row. The machine is shared: the load average before and af
 
     .venv/bin/python bench/scale.py                  # 20,000 images to solve, 2,000 to time generate
     .venv/bin/python bench/scale.py --count 5000     # fewer, on a busy machine (the result says so)
+    .venv/bin/python bench/scale.py --generate-only  # only the generate timings, merged into the result
 
 Writes bench/results/scale.json.
 """
@@ -39,12 +40,23 @@ def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def timed_generate(folder: Path, count: int, workers: int) -> dict[str, Any]:
+def timed_generate(folder: Path, count: int, workers: int, on_ray: bool = False) -> dict[str, Any]:
+    from captchalab.data.synthetic import Workers
+
     before, start = load(), time.perf_counter()
-    captchalab.generate(folder, count, seed=1, workers=workers)
+    captchalab.generate(folder, count, seed=1, workers=Workers(workers, ray=on_ray))
     seconds = time.perf_counter() - start
-    return {"workers": workers, "images": count, "seconds": round(seconds, 2),
+    return {"workers": "ray" if on_ray else workers, "images": count, "seconds": round(seconds, 2),
             "images_per_s": round(count / seconds, 1), "load_before": before, "load_after": load()}
+
+
+def generate_timings(work: Path, count: int) -> list[dict[str, Any]]:
+    """1 and 2 local processes, then Ray tasks on the Ray this process has started; same images."""
+    timings = [timed_generate(work / f"gen{w}", count, w) for w in (1, 2)]
+    timings.append(timed_generate(work / "genray", count, 0, on_ray=True))
+    same = all((work / "genray" / p.name).read_bytes() == p.read_bytes() for p in (work / "gen1").iterdir())
+    timings[-1]["same_files_as_local"] = same
+    return timings
 
 
 def local_solve(folder: Path, out: Path, count: int) -> dict[str, Any]:
@@ -81,14 +93,23 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=20_000, help="images to solve")
     parser.add_argument("--generate-count", type=int, default=2_000, help="images per generate timing")
     parser.add_argument("--out", type=Path, default=RESULT)
+    parser.add_argument("--generate-only", action="store_true", help="time generate only; keep the other results")
     args = parser.parse_args()
     import ray
 
+    if args.generate_only:
+        record = json.loads(args.out.read_text(encoding="utf-8"))
+        with tempfile.TemporaryDirectory(prefix="captchalab-scale-") as tmp:
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            record["generate"] = generate_timings(Path(tmp), args.generate_count)
+            ray.shutdown()
+        record["generate_machine"] = machine_info()
+        args.out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        print("generate", record["generate"])
+        return
     record: dict[str, Any] = {"machine": machine_info(), "count": args.count, "model": "bundled (captcha style)"}
     with tempfile.TemporaryDirectory(prefix="captchalab-scale-") as tmp:
         work = Path(tmp)
-        record["generate"] = [timed_generate(work / f"gen{w}", args.generate_count, w) for w in (1, 2)]
-        print("generate", record["generate"], flush=True)
         record["generate_solve_set"] = timed_generate(work / "set", args.count, 0)
         print("set", record["generate_solve_set"], flush=True)
         record["local"] = local_solve(work / "set", work / "local.csv", args.count)
@@ -98,6 +119,8 @@ def main() -> None:
         ray.data.DataContext.get_current().enable_progress_bars = False
         record["ray_startup_s"] = round(time.perf_counter() - start, 2)
         record["ray_cpus"] = ray.cluster_resources().get("CPU")
+        record["generate"] = generate_timings(work, args.generate_count)
+        print("generate", record["generate"], flush=True)
         record["ray"] = []
         for actors in (1, 2):
             out = work / f"ray{actors}.parquet"

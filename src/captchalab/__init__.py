@@ -33,12 +33,13 @@ def generate(
     progress: Any = None,
     like: str | Path | None = None,
     force: bool = False,
-    workers: int = 0,
+    workers: int | Workers = 0,
 ) -> Path:
     """Synthetic captchas (``captchalab generate``); ``like=DATA`` renders look-alikes of a labelled set.
 
     An interrupted call continues when repeated with the same options; ``force`` starts over. ``workers``
-    processes render the images (0: one per core); the images do not depend on their number."""
+    processes render the images (0: one per core), or Ray tasks with ``Workers(ray=True, address=...)``
+    (from ``captchalab.data.synthetic``); the images do not depend on what renders them."""
     if like is not None:
         from captchalab.data.style import generate_like
 
@@ -107,6 +108,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from captchalab.auditing import audit
+    from captchalab.data.synthetic import Workers
     from captchalab.diagnosis import diagnose
     from captchalab.exporting import export
     from captchalab.inference.http import serve

@@ -99,27 +99,39 @@ def generate(
                                                         "(by default a rerun continues it).")] = False,
     workers: Annotated[int, typer.Option(min=0, help="Processes rendering images (0: one per core); the "
                                                      "images are the same for any number.")] = 0,
+    engine: Annotated[str, typer.Option(help="local (processes on this machine) or ray (Ray tasks, on a local "
+                                             "Ray or the cluster at --address; needs the [ray] extra); the same "
+                                             "images either way.")] = "local",
+    address: Annotated[str | None, typer.Option(help="With --engine ray: the cluster ('ray start --head' "
+                                                     "prints it); default a local Ray.")] = None,
 ) -> None:
     """Render synthetic captchas as a dataset folder: the PyPI 'captcha' generator, a look-alike of a set
     (--like) or the wide synthetic world (--world)."""
+    from captchalab.data.synthetic import Workers
     from captchalab.data.synthetic import generate as run
     from captchalab.errors import UsageError
     from captchalab.progress import counting
 
     if world and (like is not None or size is not None):
         raise UsageError("--world draws its own image sizes and looks; drop --size and --like")
+    if engine not in ("local", "ray"):
+        raise UsageError(f"--engine '{engine}' is not one of local, ray")
+    if address is not None and engine != "ray":
+        raise UsageError("--address is the Ray cluster of --engine ray; add --engine ray or drop --address")
+    renderers = Workers(workers, ray=engine == "ray", address=address)
     with counting(f"generating {out_dir}", quiet, total=count) as advance:
         if world:
             from captchalab.data.world import generate_world
 
-            folder = generate_world(out_dir, count, seed, charset or "0-9a-zA-Z", length or "1-10", advance, force)
+            folder = generate_world(out_dir, count, seed, charset or "0-9a-zA-Z", length or "1-10", advance, force,
+                                    renderers)
         elif like is not None:
             from captchalab.data.style import generate_like
 
-            folder = generate_like(out_dir, like, count, seed, length, charset, size, advance, force, workers)
+            folder = generate_like(out_dir, like, count, seed, length, charset, size, advance, force, renderers)
         else:
             folder = run(out_dir, count, length or "5", charset or "0-9A-Z", size or "160x60", seed, advance, force,
-                         workers)
+                         renderers)
     err.print(f"wrote {count} images and labels.csv to {folder}" + (" (style: style.json)" if like else ""))
 
 

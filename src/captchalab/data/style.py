@@ -34,7 +34,7 @@ from captchalab.charset import Charset
 from captchalab.data import images
 from captchalab.data.folder import list_entries, typical_size
 from captchalab.data.ink import closing, otsu_threshold
-from captchalab.data.synthetic import length_bounds
+from captchalab.data.synthetic import Workers, length_bounds
 from captchalab.errors import DataError, ImageError, UsageError
 
 RGB = tuple[int, int, int]
@@ -746,7 +746,7 @@ def generate_like(
     size: images.ImageSize | str | None = None,
     progress: Callable[[int], None] | None = None,
     force: bool = False,
-    workers: int = 0,
+    workers: int | Workers = 0,
 ) -> Path:
     """Write ``count`` look-alikes of the dataset ``like`` (plus labels.csv and style.json) to ``out``.
 

@@ -8,6 +8,7 @@ We hand its module a drop-in object with the same three functions backed by a se
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import json
 import multiprocessing
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Protocol
 
@@ -132,10 +134,10 @@ def generate(
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
     force: bool = False,
-    workers: int = 0,
+    workers: int | Workers = 0,
 ) -> Path:
     """Write ``count`` captchas and ``labels.csv`` to a new folder ``out`` (see ``write_set``); ``workers``
-    processes render them (0: one per core), the same images whatever their number."""
+    processes render them (0: one per core), or Ray tasks, the same images whatever renders them."""
     if count < 1:
         raise UsageError(f"--count must be at least 1, got {count}")
     size = ImageSize.parse(size) if isinstance(size, str) else size
@@ -159,10 +161,21 @@ class _Progress(BaseModel):
     rng: tuple[int, tuple[int, ...], float | None]
 
 
+@dataclass(frozen=True)
+class Workers:
+    """What renders the images: ``count`` local processes (0: one per core), or with ``ray`` Ray
+    tasks on the cluster at ``address`` (None: a local Ray), which send each chunk's PNG files back
+    to be written here (the nodes need no shared disk)."""
+
+    count: int = 0
+    ray: bool = False
+    address: str | None = None
+
+
 def write_set(
     out: Path, sampler: Sampler, count: int, recipe: dict[str, Any],
     progress: Callable[[int], None] | None = None, force: bool = False, extra: dict[str, str] | None = None,
-    workers: int = 0,
+    workers: int | Workers = 0,
 ) -> Path:
     """Write ``count`` samples, ``labels.csv`` and ``extra`` files to the new folder ``out``.
 
@@ -171,8 +184,8 @@ def write_set(
     would be read with their file names as labels). Every CHECKPOINT_EVERY images the labels so
     far are saved, so a rerun with the same ``recipe`` (the options) continues with exactly the
     images a single run would have made; ``force`` starts over. Image ``i`` is drawn from a
-    generator seeded by (recipe's seed, i) alone, so ``workers`` processes (0: one per core) make
-    the same images as one.
+    generator seeded by (recipe's seed, i) alone, so ``workers`` processes (0: one per core) or
+    Ray tasks make the same images as one.
     """
     if getattr(multiprocessing.current_process(), "_inheriting", False):  # a worker importing a script's main
         raise RuntimeError("generate called while a worker process starts; see UsageError in _rendered")
@@ -186,7 +199,10 @@ def write_set(
     chunks = [(partial, recipe.get("seed", 0), start, min(start + CHECKPOINT_EVERY, count))
               for start in range(len(rows), count, CHECKPOINT_EVERY)]
     try:
-        for made in _rendered(sampler, chunks, workers):
+        workers = workers if isinstance(workers, Workers) else Workers(workers)
+        rendered = _rendered_on_ray(sampler, chunks, workers.address) if workers.ray else \
+            _rendered(sampler, chunks, workers.count)
+        for made in rendered:
             if progress:
                 progress(len(made))
             pending += made
@@ -258,16 +274,58 @@ def _render_in_worker(chunk: Chunk) -> list[tuple[str, str]]:
     return _render_chunk(_WORKER_SAMPLER[0], chunk)
 
 
+def _rendered_on_ray(sampler: Sampler, chunks: list[Chunk], address: str | None) -> Iterator[list[tuple[str, str]]]:
+    """Each chunk's rows, in order, rendered by Ray tasks; their PNG files are written here."""
+    import ray
+
+    from captchalab.cluster import connect
+
+    connect(address)
+    shared = ray.put(sampler)
+    task = ray.remote(_encode_chunk)
+    ahead: deque[Any] = deque()
+    queue = iter(chunks)
+    ahead.extend(task.remote(shared, c) for c in itertools.islice(queue, 2 * int(ray.cluster_resources()["CPU"])))
+    try:
+        while ahead:
+            rows = []
+            for name, text, png in ray.get(ahead.popleft()):
+                (chunks[0][0] / name).write_bytes(png)
+                rows.append((name, text))
+            yield rows
+            ahead.extend(task.remote(shared, c) for c in itertools.islice(queue, 1))
+    finally:
+        for pending in ahead:  # interrupted: the chunks not yet written are not wanted
+            ray.cancel(pending)
+
+
+def _drawn(sampler: Sampler, seed: int, i: int) -> tuple[str, str, Image.Image]:
+    """Image ``i``: (file name, label, image); its draws depend on (seed, i) alone."""
+    sampler.rng.seed(f"captchalab/{seed}/{i}")
+    text, image = sampler.sample()
+    return f"{i:06d}.png", text, image
+
+
 def _render_chunk(sampler: Sampler, chunk: Chunk) -> list[tuple[str, str]]:
     folder, seed, start, end = chunk
     rows = []
     for i in range(start, end):
-        sampler.rng.seed(f"captchalab/{seed}/{i}")  # image i's draws depend on (seed, i) alone
-        text, image = sampler.sample()
-        name = f"{i:06d}.png"
+        name, text, image = _drawn(sampler, seed, i)
         image.save(folder / name)
         rows.append((name, text))
     return rows
+
+
+def _encode_chunk(sampler: Sampler, chunk: Chunk) -> list[tuple[str, str, bytes]]:
+    """A chunk as (file name, label, PNG bytes): what a Ray task sends back (nodes share no disk)."""
+    _, seed, start, end = chunk
+    encoded = []
+    for i in range(start, end):
+        name, text, image = _drawn(sampler, seed, i)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        encoded.append((name, text, buffer.getvalue()))
+    return encoded
 
 
 def _check_new(out: Path) -> None:

@@ -34,7 +34,7 @@ from PIL import Image, ImageFilter, ImageFont
 from captchalab.charset import Charset
 from captchalab.data import style
 from captchalab.data.style import Effects, FontChoice, LookAlike, Style
-from captchalab.data.synthetic import length_bounds, write_set
+from captchalab.data.synthetic import Workers, length_bounds, write_set
 from captchalab.errors import UsageError
 
 DEFAULT_CHARSET = "0-9a-zA-Z"
@@ -401,7 +401,7 @@ def provenance() -> dict[str, Any]:
 
 def generate_world(
     out: str | Path, count: int, seed: int = 0, charset: str = DEFAULT_CHARSET, length: int | str = DEFAULT_LENGTH,
-    progress: Callable[[int], None] | None = None, force: bool = False,
+    progress: Callable[[int], None] | None = None, force: bool = False, workers: int | Workers = 0,
 ) -> Path:
     """Write ``count`` world images, ``labels.csv`` and ``world.json`` (fonts, versions, licences) to the
     new folder ``out``, as ``synthetic.write_set`` writes: complete or not at all, resumable."""
@@ -411,4 +411,4 @@ def generate_world(
     recipe = {"generator": "world", "count": count, "seed": seed, "charset": charset, "length": str(length),
               **provenance()}
     return write_set(Path(out), world, count, recipe, progress, force,
-                     extra={"world.json": json.dumps(recipe, indent=2) + "\n"})
+                     extra={"world.json": json.dumps(recipe, indent=2) + "\n"}, workers=workers)

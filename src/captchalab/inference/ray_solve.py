@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from captchalab import runs
+from captchalab.cluster import connect
 from captchalab.decoding import Constraints
 from captchalab.errors import RunFolderError, UsageError
 from captchalab.inference.bulk import json_record, prepare_or_error, read_prepared
@@ -83,20 +84,6 @@ def solve_dataset(
         compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=threads, num_gpus=num_gpus or None,
     )
     return readings if out is None else write_results(readings, out)
-
-
-def connect(address: str | None = None, log_to_driver: bool = False) -> None:
-    """Join the cluster at ADDRESS (``ray start --head`` prints it), or start a local one; an open
-    session (``ray.init`` called by the user) is used as it is."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=log_to_driver, configure_logging=False)
-    except ConnectionError as error:
-        raise UsageError(f"{address}: no Ray cluster answers there ({error}); start one with 'ray start --head' "
-                         "and pass the address it prints, or leave out --address for a local one") from None
 
 
 def result_columns(top_k: int, min_confidence: float | None, warning: str | None) -> list[tuple[str, str]]:
