@@ -237,7 +237,7 @@ def first(pool: Path, n: int, folder: Path) -> Path:
 
 
 def run_cell(name: str, n: int, work: Path, model: str, tag: str, overrides: list[str],
-             init: Path | None = None) -> dict:
+             init: Path | None = None, pretrain_cpu: float = 0.0) -> dict:
     import keras
 
     import captchalab
@@ -249,6 +249,12 @@ def run_cell(name: str, n: int, work: Path, model: str, tag: str, overrides: lis
     code = code_version()  # before training: later commits must not be credited with this cell
     began = time.process_time(), time.time()
     folder = work / "cells" / tag / f"{name}-{n}"
+    pretraining = None
+    if pretrain_cpu:  # the few-label workflow: look-alikes of these labelled images first (auditing.pretrain)
+        from captchalab import auditing
+
+        init, pretraining = auditing.pretrain(data, work / "cells" / tag / f"{name}-{n}-pretrain",
+                                              auditing.AuditConfig(threads=1), pretrain_cpu)
     resumed = (folder / "checkpoints" / "state.json").exists() and not (folder / "model.onnx").exists()
     if resumed:  # a cell killed part-way (a session ended) goes on from its last epoch
         run = captchalab.train(folder, resume=folder, quiet=True)
@@ -272,7 +278,7 @@ def run_cell(name: str, n: int, work: Path, model: str, tag: str, overrides: lis
             "train_cpu_seconds": round(train_cpu, 1), "wall_seconds": round(time.time() - began[1], 1),
             "input_size": json.loads((run / "config.json").read_text(encoding="utf-8"))["image"],
             "diagnosis": metrics.get("diagnosis"), "overrides": overrides, "code": code, "resumed": resumed,
-            "init": str(init) if init else None}
+            "init": str(init) if init else None, "pretraining": pretraining}
 
 
 def rescore(work: Path) -> None:
@@ -351,6 +357,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "zoo")
     parser.add_argument("--init", type=Path, help="fine-tune every cell from this run (train --init), e.g. the "
                         "general reader (bench/train_general.py); give it its own --tag")
+    parser.add_argument("--pretrain", type=float, default=0.0, metavar="CPU_SECONDS",
+                        help="first pretrain each cell on look-alikes of its own labelled images within this "
+                        "CPU time (the few-label workflow, docs/few-labels.md), then fine-tune; give it its own --tag")
     parser.add_argument("--redo", action="store_true", help="measure cells already in the results again")
     parser.add_argument("--samples", type=Path, help="only draw a grid of samples to this PNG")
     parser.add_argument("--rescore", action="store_true",
@@ -373,7 +382,7 @@ def main() -> None:
         finished = {(c["style"], c["n"], c["tag"]) for c in load_record()["cells"]}
         if not args.redo and (name, int(n), args.tag) in finished:
             return  # finished meanwhile by another invocation
-        cell = run_cell(name, int(n), args.work, args.model, args.tag, args.overrides, args.init)
+        cell = run_cell(name, int(n), args.work, args.model, args.tag, args.overrides, args.init, args.pretrain)
         add_cell(cell)
         print(f"{args.tag} {name} n={n}: {cell['sequence_accuracy']:.3f} seq, {cell['epochs']} epochs, "
               f"{cell['train_cpu_seconds']:.0f} CPU s", flush=True)
@@ -394,6 +403,7 @@ def run_parallel(todo: list[tuple[str, int]], args: argparse.Namespace) -> None:
     recorded). Run one invocation per tag at a time: two would train the same cell at once."""
     common = ["--model", args.model, "--tag", args.tag, "--work", str(args.work), *(["--redo"] if args.redo else []),
               *(["--init", str(args.init)] if args.init else []),
+              *(["--pretrain", str(args.pretrain)] if args.pretrain else []),
               *(f"--set={o}" for o in [*args.overrides, "train.threads=1"])]
     pending, running = list(todo), []
     while pending or running:
