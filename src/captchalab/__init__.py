@@ -104,9 +104,11 @@ _LAZY = {
     "export": "captchalab.exporting",
     "serve": "captchalab.inference.http",
     "solve_dataset": "captchalab.inference.ray_solve",
+    "adapt": "captchalab.adapting",
 }
 
 if TYPE_CHECKING:
+    from captchalab.adapting import adapt
     from captchalab.auditing import audit
     from captchalab.data.synthetic import Workers
     from captchalab.diagnosis import diagnose
@@ -135,6 +137,7 @@ __all__ = [
     "Constraints",
     "Prediction",
     "Predictor",
+    "adapt",
     "audit",
     "diagnose",
     "evaluate",

@@ -343,6 +343,41 @@ def export_command(
     err.print(f"wrote {export(run, format, out_file)}")
 
 
+@command("adapt")
+def adapt_command(
+    folder: Annotated[Path, typer.Argument(help="Unlabelled captchas of one style (a folder; labels.csv and file "
+                                                "names are ignored).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the rounds, adapt.json and the final model "
+                                                        "(OUT/model); rerun the command to continue a killed run.")],
+    length: Annotated[str, typer.Option(help="Characters per captcha: 5 or a range, 4-6.")],
+    charset: Annotated[str, typer.Option(help="Symbols the captchas use, ranges allowed: 0-9a-z.")],
+    budget: Annotated[float, typer.Option(help="CPU minutes for everything (this process, all threads).")] = 30.0,
+    rounds: Annotated[int, typer.Option(min=0, help="Self-training rounds at most (0: look-alikes only).")] = 3,
+    min_confidence: Annotated[float, typer.Option("--min-confidence", help="Keep readings at least this "
+                                                  "confident (calibrated) to learn from.")] = 0.9,
+    synthetic: Annotated[int, typer.Option(help="Look-alike images rendered for the first reader.")] = 8000,
+    as_json: JsonFlag = False,
+) -> None:
+    """A solver from unlabelled images: look-alikes of their style, then rounds of self-training on the
+    readings that are confident and stable (docs/adapt.md). Prints each round and the model's own
+    estimate of its accuracy; check it on a few labelled images with 'captchalab evaluate'."""
+    from captchalab.adapting import adapt, summary
+
+    with err.status("adapting (look-alikes, then self-training rounds)"):
+        folder_out = adapt(folder, out_dir, length, charset, budget, rounds, min_confidence, synthetic, quiet=True)
+    record = summary(folder_out)
+    if as_json:
+        print(json.dumps({k: record[k] for k in ("model", "estimated_accuracy", "rounds", "cpu_seconds", "stopped")}))
+        return
+    table = Table("round", "images kept", "mean confidence", title=str(folder))
+    for r in record["rounds"]:
+        table.add_row(str(r["round"]), f"{r['kept']} of {r['images']}", f"{r['mean_confidence']:.3f}")
+    out.print(table)
+    out.print(f"model: {escape(record['model'])}  (estimated accuracy {record['estimated_accuracy']:.1%}; "
+              f"{record['cpu_seconds'] / 60:.1f} CPU minutes)", highlight=False)
+    err.print(f"stopped: {escape(record['stopped'])}", highlight=False)
+
+
 @command("audit")
 def audit_command(
     data: Annotated[Path, typer.Argument(help="Labelled captchas of one style (folder or CSV).")],

@@ -204,16 +204,35 @@ def estimate(data: str | Path, sample: int = 300, seed: int = 0) -> Style:
     if not labels:
         raise DataError(f"{data}: no labels to learn the charset and lengths from")
     picked = random.Random(seed).sample(entries, min(sample, len(entries)))
-    size = typical_size(root, (name for name, _ in picked))
-    measures = [m for m in (_measure_file(root / name, size) for name, _ in picked) if m is not None]
-    if not measures:
-        raise DataError(f"{data}: none of the images could be read or shows any text")
+    size, measures = _measured([root / name for name, _ in picked], data)
     lengths = Counter(len(label) for label in labels)
     style = _summarize(measures, size, Charset.from_labels(labels).symbols,
                        {k: v / len(labels) for k, v in sorted(lengths.items())},
                        float(np.mean([len(label) for label in labels])))
     labelled = [(root / name, label) for name, label in picked if label]
     return replace(style, glyph_case=glyph_case(labelled, size))
+
+
+def estimate_unlabelled(paths: Sequence[Path], length: int | str, charset: str, sample: int = 300,
+                        seed: int = 0) -> Style:
+    """The style of unlabelled images: what they show is measured, lengths (uniform over ``length``,
+    "5" or "4-6") and ``charset`` are what the caller knows of the labels."""
+    if not paths:
+        raise DataError("no images to estimate the style from")
+    picked = random.Random(seed).sample(list(paths), min(sample, len(paths)))
+    size, measures = _measured(picked, Path(picked[0]).parent)
+    low, high = length_bounds(length)
+    lengths = {k: 1.0 / (high - low + 1) for k in range(low, high + 1)}
+    return _summarize(measures, size, Charset.parse(charset).symbols, lengths, (low + high) / 2)
+
+
+def _measured(paths: Sequence[Path], source: str | Path) -> tuple[images.ImageSize, list[Measure]]:
+    """The typical size of ``paths`` and the measures of those that show text."""
+    size = typical_size(Path(source), (str(Path(p).absolute()) for p in paths))  # absolute: the root names only
+    measures = [m for m in (_measure_file(Path(p), size) for p in paths) if m is not None]
+    if not measures:
+        raise DataError(f"{source}: none of the images could be read or shows any text")
+    return size, measures
 
 
 def _measure_file(path: Path, size: images.ImageSize) -> Measure | None:
@@ -753,11 +772,19 @@ def generate_like(
     ``length``, ``charset`` and ``size`` override what was estimated. Written as ``synthetic.write_set``
     writes: complete or not at all, and an interrupted run continues on a rerun.
     """
-    from captchalab.data.synthetic import write_set
-
     if count < 1:
         raise UsageError(f"--count must be at least 1, got {count}")
     style = override(estimate(like, seed=seed), length, charset, size)
+    return write_look_alikes(out, style, count, seed, progress, force, workers)
+
+
+def write_look_alikes(
+    out: str | Path, style: Style, count: int, seed: int = 0, progress: Callable[[int], None] | None = None,
+    force: bool = False, workers: int | Workers = 0,
+) -> Path:
+    """``count`` look-alikes of ``style`` (plus labels.csv and style.json) in the new folder ``out``."""
+    from captchalab.data.synthetic import write_set
+
     recipe = {"generator": "like", "count": count, "seed": seed, "style": style.to_dict()}
     return write_set(Path(out), LookAlike(style, seed), count, recipe, progress, force,
                      extra={"style.json": json.dumps(style.to_dict(), indent=2) + "\n"}, workers=workers)

@@ -1,0 +1,225 @@
+"""Adapt to a captcha style with no labels: look-alikes first, then self-training (``captchalab adapt``).
+
+1. The style is measured from the unlabelled images alone (``style.estimate_unlabelled``); the label
+   lengths and charset are what the caller knows (``--length 5 --charset 0-9a-z``).
+2. Look-alikes of that style train the first reader (round 0).
+3. Each round reads every image with the last round's model and keeps the readings that are
+   confident (calibrated confidence at least ``min_confidence``) and stable (a copy shifted by two
+   pixels reads the same); the last model is fine-tuned on them plus as many look-alikes (which
+   keep it from drifting into its own mistakes). Rounds stop when one keeps fewer than
+   ``MIN_GAIN`` more images than the one before, or the CPU budget is spent.
+4. ``adapt.json`` records each round: images kept, the model's mean confidence over all the images
+   (its own estimate of its accuracy: calibrated confidences are right that often on average) and
+   the least certain readings, to check by eye. ``OUT/model`` is the last round's run.
+
+Nothing here ever reads a label: a folder's labels.csv and file names are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from captchalab import runs
+from captchalab.config import TrainConfig
+from captchalab.data.folder import list_entries, write_labels_csv
+from captchalab.data.images import open_image
+from captchalab.data.style import estimate_unlabelled, write_look_alikes
+from captchalab.decoding import Constraints, Prediction
+from captchalab.errors import DataError, ImageError, RunFolderError, UsageError
+from captchalab.inference.predictor import Predictor, iter_image_files
+
+SETTINGS = "adapt-settings.json"  # in OUT: what a rerun must match to go on
+MIN_GAIN = 0.02  # a round must keep this share of the images more than the last one, or adapting stops
+SHIFT = 2  # pixels: a reading that a copy shifted this far changes is not kept
+LEAST_CERTAIN = 20  # readings listed in adapt.json for a person to check
+# One image, one epoch, crnn at its usual input (32 x 100-160): measured 0.02-0.03 here (bench/zoo.py histories)
+CPU_SECONDS_PER_IMAGE = 0.03
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    length: str  # label lengths: "5" or "4-6"
+    charset: str  # symbols, ranges allowed: "0-9a-z"
+    budget_minutes: float = 30.0  # CPU minutes for everything
+    rounds: int = 3  # self-training rounds at most
+    synthetic: int = 8000  # look-alikes
+    pretrain_share: float = 0.4  # of the budget, for round 0
+    min_confidence: float = 0.9
+    max_images: int = 20000  # of the folder's images, the first this many (sorted by name)
+    threads: int = 0
+    seed: int = 0
+
+
+def adapt(
+    folder: str | Path, out: str | Path, length: int | str, charset: str, budget_minutes: float = 30.0,
+    rounds: int = 3, min_confidence: float = 0.9, synthetic: int = 8000, quiet: bool = False,
+) -> Path:
+    """Adapt a reader to the unlabelled images of ``folder`` (``captchalab adapt``): labels of ``length``
+    ("5", "4-6") from ``charset`` ("0-9a-z"), within ``budget_minutes`` of CPU. The round folders,
+    adapt.json and the final ``model`` run go to ``out``; an interrupted call goes on where it stopped."""
+    config = AdaptConfig(str(length), charset, budget_minutes, rounds, synthetic, min_confidence=min_confidence)
+    return _adapt(Path(folder), Path(out), config, quiet)
+
+
+def _adapt(folder: Path, out: Path, config: AdaptConfig, quiet: bool) -> Path:
+    began = time.process_time()
+    _check_settings(config)
+    paths = _images(folder, config.max_images)
+    _check_out(out, config)
+    style = estimate_unlabelled(paths, config.length, config.charset, seed=config.seed)
+    synthetic = out / "synthetic"
+    if not (synthetic / "labels.csv").exists():
+        write_look_alikes(synthetic, style, config.synthetic, config.seed)
+    budget = config.budget_minutes * 60
+    run = _train(synthetic, out / "rounds" / "0", None, config, budget * config.pretrain_share - _spent(began), quiet)
+    rounds = [_read_round(0, run, paths, config)]
+    per_round = (budget - _spent(began)) / max(1, config.rounds)
+    stopped = "rounds done"
+    for number in range(1, config.rounds + 1):
+        if budget - _spent(began) < 0.25 * per_round:
+            stopped = "budget spent"
+            break
+        if not rounds[-1]["kept_rows"]:
+            stopped = ("no image was read confidently enough to learn from: the look-alikes may not resemble "
+                       "the images; check --length and --charset, or label a few images (docs/few-labels.md)")
+            break
+        data = _pseudo_labelled(out / "rounds" / f"{number}.csv", rounds[-1]["kept_rows"], synthetic, config.seed)
+        run = _train(data, out / "rounds" / str(number), run, config, min(per_round, budget - _spent(began)), quiet)
+        rounds.append(_read_round(number, run, paths, config))
+        if rounds[-1]["kept"] < rounds[-2]["kept"] + MIN_GAIN * len(paths):
+            stopped = f"round {number} kept fewer than {MIN_GAIN:.0%} more of the images than the one before"
+            break
+    return _finish(out, run, rounds, config, style.to_dict(), len(paths), _spent(began), stopped)
+
+
+def _check_settings(config: AdaptConfig) -> None:
+    from captchalab.charset import Charset
+    from captchalab.data.synthetic import length_bounds
+
+    length_bounds(config.length)  # a clear error for a bad --length
+    Charset.parse(config.charset)
+    if config.budget_minutes <= 0 or config.rounds < 0 or config.synthetic < 100:
+        raise UsageError("--budget must be positive, --rounds at least 0, --synthetic at least 100")
+    if not 0 < config.min_confidence < 1:
+        raise UsageError(f"--min-confidence must be between 0 and 1, got {config.min_confidence}")
+
+
+def _check_out(out: Path, config: AdaptConfig) -> None:
+    """A new folder, or one an earlier adapt with the same settings left (it goes on from there);
+    never someone else's files."""
+    settings = out / SETTINGS
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"{out}: exists and is a file; choose another folder")
+    if out.exists() and any(out.iterdir()) and not settings.exists():
+        raise RunFolderError(f"{out}: exists and is not an adapt folder; choose another folder")
+    if settings.exists() and json.loads(settings.read_text(encoding="utf-8")) != asdict(config):
+        raise RunFolderError(f"{out}: an adapt with other settings ran there; choose another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    runs.write_json(settings, asdict(config))
+
+
+def _images(folder: Path, limit: int) -> list[Path]:
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: not a folder; give the folder of the site's captcha images")
+    paths = list(iter_image_files([folder]))[:limit]
+    if len(paths) < 20:
+        raise DataError(f"{folder}: {len(paths)} image(s); adapting needs at least 20, better a few hundred")
+    return paths
+
+
+def _spent(began: float) -> float:
+    return time.process_time() - began
+
+
+def _train(data: Path, out: Path, init: Path | None, config: AdaptConfig, cpu_seconds: float, quiet: bool) -> Path:
+    """One training run, skipped when a finished one is there (adapt again after a kill goes on)."""
+    from captchalab.training import train  # TensorFlow: only once something trains
+
+    if (out / "model.onnx").exists():
+        return out
+    images = _count_rows(data)
+    # epochs that fit the budget, so that the cosine schedule ends with it; the CPU cap is the backstop
+    epochs = int(min(60, max(2, cpu_seconds / (images * CPU_SECONDS_PER_IMAGE))))
+    settings = TrainConfig(epochs=epochs, learning_rate=1e-3 if init else 2e-3,
+                           max_cpu_minutes=round(max(1.0, cpu_seconds) / 60, 3), threads=config.threads,
+                           seed=config.seed)
+    return train(data, out=out, init=init, charset=config.charset, train_config=settings, force=True, quiet=quiet)
+
+
+def _count_rows(data: Path) -> int:
+    return max(1, len(list_entries(data)[1]))
+
+
+def _read_round(number: int, run: Path, paths: Sequence[Path], config: AdaptConfig) -> dict[str, Any]:
+    """Read every image and a shifted copy; keep the confident readings that the shift leaves alone."""
+    predictor = Predictor.load(run, threads=config.threads)
+    constraints = Constraints.parse(config.length, config.charset, None, predictor.config.charset)
+    readable, pixels = _prepared(predictor, paths)
+    readings = [r[0] for r in predictor.predict_pixels(pixels, 1, constraints)]
+    shifted = [r[0] for r in predictor.predict_pixels(_shifted(pixels), 1, constraints)]
+    kept = [(str(p), r.text) for p, r, s in zip(readable, readings, shifted)
+            if r.confidence >= config.min_confidence and r.text == s.text and r.text]
+    return {"round": number, "run": str(run), "images": len(readable), "kept": len(kept),
+            "mean_confidence": round(float(np.mean([r.confidence for r in readings])), 4),
+            "least_certain": _least_certain(readable, readings), "kept_rows": kept}
+
+
+def _prepared(predictor: Predictor, paths: Sequence[Path]) -> tuple[list[Path], np.ndarray]:
+    readable, pixels = [], []
+    for path in paths:
+        try:
+            pixels.append(predictor.prepare(open_image(path)))
+        except ImageError:
+            continue  # an unreadable image is left out of adapting, not a reason to stop
+        readable.append(path)
+    if not readable:
+        raise DataError("none of the images could be read")
+    return readable, np.stack(pixels)
+
+
+def _shifted(pixels: np.ndarray) -> np.ndarray:
+    """Every image moved SHIFT pixels right and down, the edges repeated."""
+    padded = np.pad(pixels, ((0, 0), (SHIFT, 0), (SHIFT, 0)), mode="edge")
+    return padded[:, : pixels.shape[1], : pixels.shape[2]]
+
+
+def _least_certain(paths: Sequence[Path], readings: Sequence[Prediction]) -> list[dict[str, Any]]:
+    order = np.argsort([r.confidence for r in readings])[:LEAST_CERTAIN]
+    return [{"file": str(paths[i]), "text": readings[i].text, "confidence": round(readings[i].confidence, 4)}
+            for i in order]
+
+
+def _pseudo_labelled(csv_path: Path, kept: Sequence[tuple[str, str]], synthetic: Path, seed: int) -> Path:
+    """The kept readings and as many look-alikes, as one labels CSV of absolute paths."""
+    root, entries = list_entries(synthetic)
+    look_alikes = random.Random(seed).sample(entries, min(len(entries), len(kept)))
+    rows = [*kept, *((str((root / name).resolve()), label) for name, label in look_alikes)]
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    return write_labels_csv(csv_path, rows)
+
+
+def _finish(out: Path, run: Path, rounds: list[dict[str, Any]], config: AdaptConfig, style: dict[str, Any],
+            images: int, cpu_seconds: float, stopped: str) -> Path:
+    model = out / "model"
+    if model.exists():
+        shutil.rmtree(model)
+    shutil.copytree(run, model)
+    record = {"config": asdict(config), "images": images, "style": style, "cpu_seconds": round(cpu_seconds, 1),
+              "model": str(model), "rounds": [{k: v for k, v in r.items() if k != "kept_rows"} for r in rounds],
+              "estimated_accuracy": rounds[-1]["mean_confidence"], "stopped": stopped}
+    runs.write_json(out / "adapt.json", record)
+    return out
+
+
+def summary(out: Path) -> dict[str, Any]:
+    """adapt.json, as written."""
+    return json.loads((Path(out) / "adapt.json").read_text(encoding="utf-8"))

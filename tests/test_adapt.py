@@ -1,0 +1,64 @@
+"""captchalab adapt: look-alikes of unlabelled images, then self-training; never a label read."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import captchalab
+from captchalab.data.folder import write_labels_csv
+from captchalab.data.synthetic import generate
+from captchalab.errors import DataError, RunFolderError, UsageError
+from clirun import run_cli
+
+
+@pytest.fixture(scope="module")
+def unlabelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """60 captchas whose labels.csv lies: adapt must not read it."""
+    folder = generate(tmp_path_factory.mktemp("adapt") / "set", 60, length=5, charset="0-9A-Z", seed=4, workers=1)
+    write_labels_csv(folder / "labels.csv", [(p.name, "zzzzzzzz") for p in sorted(folder.glob("*.png"))])
+    return folder
+
+
+def test_bad_settings_and_folders_are_refused_before_any_work(unlabelled: Path, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="length"):
+        captchalab.adapt(unlabelled, tmp_path / "a", length="x", charset="0-9")
+    with pytest.raises(UsageError, match="min-confidence"):
+        captchalab.adapt(unlabelled, tmp_path / "a", length=5, charset="0-9", min_confidence=1.5)
+    few = tmp_path / "few"
+    few.mkdir()
+    for p in sorted(unlabelled.glob("*.png"))[:5]:
+        (few / p.name).write_bytes(p.read_bytes())
+    with pytest.raises(DataError, match="at least 20"):
+        captchalab.adapt(few, tmp_path / "a", length=5, charset="0-9A-Z")
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("mine")
+    with pytest.raises(RunFolderError, match="not an adapt folder"):
+        captchalab.adapt(unlabelled, theirs, length=5, charset="0-9A-Z")
+    assert (theirs / "notes.txt").read_text() == "mine" and not (tmp_path / "a").exists()
+
+
+def test_cli_usage_error_is_one_clean_line(unlabelled: Path, tmp_path: Path) -> None:
+    outcome = run_cli("adapt", unlabelled, "--out", tmp_path / "o", "--length", "5", "--charset", "0-9",
+                      "--min-confidence", "2")
+    assert outcome.failed_cleanly(2, "min-confidence"), outcome.text
+
+
+@pytest.mark.large
+def test_adapt_writes_rounds_a_model_and_its_own_estimate(unlabelled: Path, tmp_path: Path) -> None:
+    out = captchalab.adapt(unlabelled, tmp_path / "out", length=5, charset="0-9A-Z", budget_minutes=1.5,
+                           rounds=1, synthetic=300, quiet=True)
+    record = json.loads((out / "adapt.json").read_text())
+    assert record["rounds"][0]["images"] == 60 and 0 <= record["estimated_accuracy"] <= 1
+    assert record["style"]["charset"] == "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # as told, not the lying labels.csv
+    assert set(record["style"]["lengths"]) == {"5"}
+    reading = captchalab.load(out / "model").solve(sorted(unlabelled.glob("*.png"))[0])
+    assert set(reading.text) <= set(record["style"]["charset"])
+    again = captchalab.adapt(unlabelled, tmp_path / "out", length=5, charset="0-9A-Z", budget_minutes=1.5,
+                             rounds=1, synthetic=300, quiet=True)  # finished rounds are kept, not retrained
+    assert json.loads((again / "adapt.json").read_text())["rounds"][0]["run"] == record["rounds"][0]["run"]
+    with pytest.raises(RunFolderError, match="other settings"):
+        captchalab.adapt(unlabelled, out, length=6, charset="0-9A-Z", budget_minutes=1.5, rounds=1, synthetic=300)
