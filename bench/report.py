@@ -306,8 +306,28 @@ def fully_connected() -> str | None:
             "`docs/fully-connected.md`.")
 
 
-SECTIONS: list[Callable[[], str | None]] = [zoo, crnn_vs_keras, bundled, efficiency, audit_new_style, fully_connected,
-                                             peers, serving]
+def adapt() -> str | None:
+    data = _load("adapt.json")
+    run = next((r for r in (data or {}).get("runs", []) if r["tag"] == "default"), None)
+    if run is None:
+        return None
+    rows = "\n".join(
+        f"| {r['round']} | {_pct(r['test_sequence_accuracy'])} | {_pct(r['test_char_accuracy'])} | "
+        f"{_pct(r['accuracy_on_the_adapted_images'])} | {_pct(r['estimated_accuracy'])} | {r['kept']} | "
+        + (f"{_pct(r['kept_precision'])} |" if "kept_precision" in r else "– |")
+        for r in run["rounds"])
+    last = run["rounds"][-1]
+    return ("### Zero labels: `captchalab adapt` (`bench/adapt.py`)\n\n"
+            f"captcha_images_v2's 936 `train.csv` images with their labels hidden, told only \"5 characters of "
+            f"0-9a-z\": **{_pct(last['test_sequence_accuracy'])}** on `test.csv` after round {last['round']} "
+            f"(the model's own estimate: {_pct(last['estimated_accuracy'])}), in {run['adapt_cpu_seconds'] / 60:.0f} "
+            f"CPU minutes ({run['budget_minutes']:.0f} budgeted); stopped: {run['stopped']}.\n\n"
+            "| round | test.csv sequence | test.csv char | on the adapted images | its own estimate | readings kept "
+            "| of those right |\n| --- | --- | --- | --- | --- | --- | --- |\n" + rows)
+
+
+SECTIONS: list[Callable[[], str | None]] = [zoo, crnn_vs_keras, bundled, efficiency, audit_new_style, adapt,
+                                             fully_connected, peers, serving]
 
 
 def render() -> str:
@@ -334,6 +354,10 @@ def main() -> None:
     if variants:
         _replace_block(ROOT / "docs" / "recipe.md", "<!-- zoo-variants:begin -->", "<!-- zoo-variants:end -->",
                        variants)
+    zero_labels = adapt()
+    if zero_labels:
+        _replace_block(ROOT / "docs" / "adapt.md", "<!-- adapt:begin -->", "<!-- adapt:end -->",
+                       zero_labels.split("\n", 2)[2])
     few_labels = efficiency()
     if few_labels:
         body = few_labels.split("\n", 2)[2]  # without the heading: the doc has its own
