@@ -115,14 +115,14 @@ def test_ray_needs_out_and_refuses_existing(local_ray: object, images: list[Path
 
 def test_generate_on_ray_writes_the_images_the_local_processes_write(local_ray: object, tmp_path: Path) -> None:
     """generate --engine ray: Ray tasks render, this process writes; byte for byte the local set."""
-    local = generate(tmp_path / "local", 250, length="4-6", seed=9, workers=1)
-    outcome = run_cli("generate", tmp_path / "ray", "--count", "250", "--length", "4-6", "--seed", "9",
+    local = generate(tmp_path / "local", 120, length="4-6", seed=9, workers=1)
+    outcome = run_cli("generate", tmp_path / "ray", "--count", "120", "--length", "4-6", "--seed", "9",
                       "--engine", "ray", "--quiet")
     assert outcome.code == 0, outcome.text
     on_ray = tmp_path / "ray"
     assert (on_ray / "labels.csv").read_text() == (local / "labels.csv").read_text()
     names = sorted(p.name for p in local.glob("*.png"))
-    assert names == sorted(p.name for p in on_ray.glob("*.png")) and len(names) == 250
+    assert names == sorted(p.name for p in on_ray.glob("*.png")) and len(names) == 120
     assert all((on_ray / n).read_bytes() == (local / n).read_bytes() for n in names)
 
 

@@ -141,7 +141,7 @@ def test_look_alikes_of_the_captcha_generator_are_trainable_data(tmp_path: Path)
     assert dataset.pixels.std() > 10  # not blank images
 
 
-def _letters(folder: Path, drawn_case: str, label_case: str, count: int = 60) -> Path:
+def _letters(folder: Path, drawn_case: str, label_case: str, count: int = 40) -> Path:
     """Black letters drawn naturally (on one baseline) in ``drawn_case``, labelled in ``label_case``."""
     folder.mkdir()
     rng = np.random.default_rng(1)
