@@ -55,6 +55,8 @@ def test_adapt_writes_rounds_a_model_and_its_own_estimate(unlabelled: Path, tmp_
     assert record["rounds"][0]["images"] == 60 and 0 <= record["estimated_accuracy"] <= 1
     assert record["style"]["charset"] == "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # as told, not the lying labels.csv
     assert set(record["style"]["lengths"]) == {"5"}
+    assert "Least certain readings" in (out / "adapt.html").read_text()
+    assert (out / "check.csv").read_text().startswith("file,label\n")
     reading = captchalab.load(out / "model").solve(sorted(unlabelled.glob("*.png"))[0])
     assert set(reading.text) <= set(record["style"]["charset"])
     again = captchalab.adapt(unlabelled, tmp_path / "out", length=5, charset="0-9A-Z", budget_minutes=1.5,

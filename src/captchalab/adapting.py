@@ -36,6 +36,7 @@ from captchalab.data.style import estimate_unlabelled, write_look_alikes
 from captchalab.decoding import Constraints, Prediction
 from captchalab.errors import DataError, ImageError, RunFolderError, UsageError
 from captchalab.inference.predictor import Predictor, iter_image_files
+from captchalab.report import write_adapt_sheet
 
 SETTINGS = "adapt-settings.json"  # in OUT: what a rerun must match to go on
 MIN_GAIN = 0.02  # a round must keep this share of the images more than the last one, or adapting stops
@@ -217,6 +218,8 @@ def _finish(out: Path, run: Path, rounds: list[dict[str, Any]], config: AdaptCon
               "model": str(model), "rounds": [{k: v for k, v in r.items() if k != "kept_rows"} for r in rounds],
               "estimated_accuracy": rounds[-1]["mean_confidence"], "stopped": stopped}
     runs.write_json(out / "adapt.json", record)
+    write_labels_csv(out / "check.csv", [(r["file"], r["text"]) for r in rounds[-1]["least_certain"]])
+    write_adapt_sheet(out, record)
     return out
 
 

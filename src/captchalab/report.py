@@ -359,3 +359,30 @@ def _worst_section(examples: Sequence[Example]) -> str:
     return ("<h2>Worst examples</h2><p class='note'>Wrong readings, most confident first, then the least "
             "confident right ones.</p>"
             + _table(rows, ("image", "label", "prediction", "confidence", "", "file"), "examples"))
+
+
+def write_adapt_sheet(out: Path, record: dict[str, Any]) -> Path:
+    """``out/adapt.html``: the rounds, and the least certain readings as images a person can check in a minute."""
+    rounds = [(r["round"], r["kept"], r["images"], float(r["mean_confidence"])) for r in record["rounds"]]
+    rows = []
+    for item in record["rounds"][-1]["least_certain"]:
+        reading = Prediction(item["text"], item["confidence"])
+        example = Example(Path(item["file"]), np.zeros((8, 8), np.uint8), "", reading)
+        rows.append((_Raw(f"<img class='captcha' src='{data_uri(_example_image(example))}' alt=''>"),
+                     item["text"] or "(empty)", float(item["confidence"]), Path(item["file"]).name))
+    sections = [
+        "<h1>captchalab adapt</h1>",
+        f"<p>{record['images']} unlabelled images; model <code>{html.escape(record['model'])}</code>; its own "
+        f"estimate of its accuracy (mean calibrated confidence): <b>{record['estimated_accuracy']:.1%}</b>; "
+        f"{record['cpu_seconds'] / 60:.1f} CPU minutes; stopped: {html.escape(record['stopped'])}.</p>",
+        "<h2>Rounds</h2>" + _table(rounds, ("round", "readings kept", "images", "mean confidence")),
+        "<h2>Least certain readings</h2><p class='note'>Correct them in <code>check.csv</code> beside this page; "
+        "<code>captchalab evaluate MODEL check.csv</code> then says how often the model reads its hardest images, "
+        "and the corrected rows are labels for <code>train --init</code> (docs/adapt.md).</p>"
+        + _table(rows, ("image", "reading", "confidence", "file"), "examples"),
+    ]
+    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>captchalab adapt</title>"
+            f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>")
+    target = out / "adapt.html"
+    runs.atomic_write(target, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    return target
