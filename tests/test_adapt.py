@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import captchalab
+from captchalab import adapting
 from captchalab.data.folder import write_labels_csv
 from captchalab.data.synthetic import generate
 from captchalab.errors import DataError, RunFolderError, UsageError
@@ -41,6 +42,20 @@ def test_bad_settings_and_folders_are_refused_before_any_work(unlabelled: Path, 
     assert (theirs / "notes.txt").read_text() == "mine" and not (tmp_path / "a").exists()
 
 
+def test_out_inside_the_folder_is_refused(unlabelled: Path) -> None:
+    with pytest.raises(UsageError, match="put --out elsewhere"):
+        captchalab.adapt(unlabelled, unlabelled / "adapted", length=5, charset="0-9A-Z")
+    assert not (unlabelled / "adapted").exists()
+
+
+def test_images_of_a_relative_folder_are_listed_absolute(unlabelled: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kept readings go into labels CSVs under OUT, which resolve relative paths from OUT's folders."""
+    monkeypatch.chdir(unlabelled.parent)
+    paths = adapting._images(Path(unlabelled.name), tmp_path / "out", 1000)
+    assert len(paths) == 60 and all(p.is_absolute() and p.exists() for p in paths)
+
+
 def test_cli_usage_error_is_one_clean_line(unlabelled: Path, tmp_path: Path) -> None:
     outcome = run_cli("adapt", unlabelled, "--out", tmp_path / "o", "--length", "5", "--charset", "0-9",
                       "--min-confidence", "2")
@@ -48,9 +63,11 @@ def test_cli_usage_error_is_one_clean_line(unlabelled: Path, tmp_path: Path) -> 
 
 
 @pytest.mark.large
-def test_adapt_writes_rounds_a_model_and_its_own_estimate(unlabelled: Path, tmp_path: Path) -> None:
-    out = captchalab.adapt(unlabelled, tmp_path / "out", length=5, charset="0-9A-Z", budget_minutes=1.5,
-                           rounds=1, synthetic=300, quiet=True)
+def test_adapt_writes_rounds_a_model_and_its_own_estimate(unlabelled: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(unlabelled.parent)  # a relative folder: its paths must still resolve from OUT's CSVs
+    out = captchalab.adapt(unlabelled.name, tmp_path / "out", length=5, charset="0-9A-Z", budget_minutes=1.5,
+                           rounds=1, synthetic=300, min_confidence=0.01, quiet=True)
     record = json.loads((out / "adapt.json").read_text())
     assert record["rounds"][0]["images"] == 60 and 0 <= record["estimated_accuracy"] <= 1
     assert record["style"]["charset"] == "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # as told, not the lying labels.csv
@@ -59,8 +76,12 @@ def test_adapt_writes_rounds_a_model_and_its_own_estimate(unlabelled: Path, tmp_
     assert (out / "check.csv").read_text().startswith("file,label\n")
     reading = captchalab.load(out / "model").solve(sorted(unlabelled.glob("*.png"))[0])
     assert set(reading.text) <= set(record["style"]["charset"])
-    again = captchalab.adapt(unlabelled, tmp_path / "out", length=5, charset="0-9A-Z", budget_minutes=1.5,
-                             rounds=1, synthetic=300, quiet=True)  # finished rounds are kept, not retrained
-    assert json.loads((again / "adapt.json").read_text())["rounds"][0]["run"] == record["rounds"][0]["run"]
+    trained = (out / "rounds" / "0" / "model.onnx").stat().st_mtime_ns
+    (out / "check.csv").write_text("file,label\nsome.png,CORRECTED\n")  # a person's corrections
+    captchalab.adapt(unlabelled, tmp_path / "out", length=5, charset="0-9A-Z", budget_minutes=1.5,
+                     rounds=1, synthetic=300, min_confidence=0.01, quiet=True)
+    assert (out / "rounds" / "0" / "model.onnx").stat().st_mtime_ns == trained  # finished rounds are kept
+    assert "CORRECTED" in (out / "check.csv").read_text() and (out / "check-new.csv").exists()
     with pytest.raises(RunFolderError, match="other settings"):
-        captchalab.adapt(unlabelled, out, length=6, charset="0-9A-Z", budget_minutes=1.5, rounds=1, synthetic=300)
+        captchalab.adapt(unlabelled, out, length=6, charset="0-9A-Z", budget_minutes=1.5, rounds=1, synthetic=300,
+                         min_confidence=0.01)

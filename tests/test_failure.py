@@ -44,3 +44,9 @@ def test_readings_mostly_wrong_with_the_loss_still_falling_is_a_slow_start():
     assert "0.88" in findings[0]["evidence"] and "more epochs" in findings[0]["advice"]
     reading = [{**h, "val_cer": 0.05} for h in history]
     assert not any("slowly" in c for c in _causes(history=reading))
+
+
+def test_a_memorising_run_is_not_told_to_train_longer():
+    history = [{**h, "val_cer": 0.8} for h in _history([50, 30, 15, 8, 4, 2], [20, 18, 19, 22, 25, 30])]
+    causes = _causes(history=history)
+    assert any("memorised" in c for c in causes) and not any("slowly" in c for c in causes)

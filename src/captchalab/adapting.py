@@ -9,18 +9,21 @@
    keep it from drifting into its own mistakes). Rounds stop when one keeps fewer than
    ``MIN_GAIN`` more images than the one before, or the CPU budget is spent.
 4. ``adapt.json`` records each round: images kept, the model's mean confidence over all the images
-   (its own estimate of its accuracy: calibrated confidences are right that often on average) and
-   the least certain readings, to check by eye. ``OUT/model`` is the last round's run.
+   (its own estimate of its accuracy, optimistic where the calibration was fitted on its own earlier
+   readings) and the least certain readings, to check by eye. ``OUT/model`` is the round that kept
+   the most readings.
 
 Nothing here ever reads a label: a folder's labels.csv and file names are ignored.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
+import os
 import random
 import shutil
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from captchalab import runs
+from captchalab import files, runs
 from captchalab.config import TrainConfig
 from captchalab.data.folder import list_entries, write_labels_csv
 from captchalab.data.images import open_image
@@ -72,11 +75,13 @@ def adapt(
 
 
 def _adapt(folder: Path, out: Path, config: AdaptConfig, quiet: bool) -> Path:
-    began = time.process_time()
+    began = _cpu()
     _check_settings(config)
-    paths = _images(folder, config.max_images)
-    _check_out(out, config)
+    paths = _images(folder, out, config.max_images)
+    settings = {**asdict(config), "folder": str(folder.resolve()), "images": len(paths)}
+    _check_out(out, settings)
     style = estimate_unlabelled(paths, config.length, config.charset, seed=config.seed)
+    runs.write_json(out / SETTINGS, settings)
     synthetic = out / "synthetic"
     if not (synthetic / "labels.csv").exists():
         write_look_alikes(synthetic, style, config.synthetic, config.seed)
@@ -99,7 +104,7 @@ def _adapt(folder: Path, out: Path, config: AdaptConfig, quiet: bool) -> Path:
         if rounds[-1]["kept"] < rounds[-2]["kept"] + MIN_GAIN * len(paths):
             stopped = f"round {number} kept fewer than {MIN_GAIN:.0%} more of the images than the one before"
             break
-    return _finish(out, run, rounds, config, style.to_dict(), len(paths), _spent(began), stopped)
+    return _finish(out, rounds, config, style.to_dict(), len(paths), _spent(began), stopped)
 
 
 def _check_settings(config: AdaptConfig) -> None:
@@ -108,37 +113,47 @@ def _check_settings(config: AdaptConfig) -> None:
 
     length_bounds(config.length)  # a clear error for a bad --length
     Charset.parse(config.charset)
-    if config.budget_minutes <= 0 or config.rounds < 0 or config.synthetic < 100:
+    if not math.isfinite(config.budget_minutes) or config.budget_minutes <= 0 or config.rounds < 0 \
+            or config.synthetic < 100:
         raise UsageError("--budget must be positive, --rounds at least 0, --synthetic at least 100")
     if not 0 < config.min_confidence < 1:
         raise UsageError(f"--min-confidence must be between 0 and 1, got {config.min_confidence}")
 
 
-def _check_out(out: Path, config: AdaptConfig) -> None:
-    """A new folder, or one an earlier adapt with the same settings left (it goes on from there);
-    never someone else's files."""
-    settings = out / SETTINGS
+def _check_out(out: Path, settings: dict[str, Any]) -> None:
+    """A new folder, or one an earlier adapt of the same images with the same settings left (it goes
+    on from there); never someone else's files."""
+    saved = out / SETTINGS
     if out.exists() and not out.is_dir():
         raise RunFolderError(f"{out}: exists and is a file; choose another folder")
-    if out.exists() and any(out.iterdir()) and not settings.exists():
+    if out.exists() and any(out.iterdir()) and not saved.exists():
         raise RunFolderError(f"{out}: exists and is not an adapt folder; choose another folder")
-    if settings.exists() and json.loads(settings.read_text(encoding="utf-8")) != asdict(config):
-        raise RunFolderError(f"{out}: an adapt with other settings ran there; choose another folder")
+    fix = "choose another folder"
+    if saved.exists() and files.read_json(saved, RunFolderError, fix) != settings:
+        raise RunFolderError(f"{out}: an adapt of other images or with other settings ran there; {fix}")
     out.mkdir(parents=True, exist_ok=True)
-    runs.write_json(settings, asdict(config))
 
 
-def _images(folder: Path, limit: int) -> list[Path]:
+def _images(folder: Path, out: Path, limit: int) -> list[Path]:
+    """The folder's images, as absolute paths (they go into labels CSVs read from other folders)."""
     if not folder.is_dir():
         raise UsageError(f"{folder}: not a folder; give the folder of the site's captcha images")
-    paths = list(iter_image_files([folder]))[:limit]
+    if out.resolve().is_relative_to(folder.resolve()):
+        raise UsageError(f"{out}: inside {folder}, whose images it would mix with its own; put --out elsewhere")
+    paths = [p.resolve() for p in itertools.islice(iter_image_files([folder]), limit)]
     if len(paths) < 20:
         raise DataError(f"{folder}: {len(paths)} image(s); adapting needs at least 20, better a few hundred")
     return paths
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children (look-alikes render in worker processes)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def _spent(began: float) -> float:
-    return time.process_time() - began
+    return _cpu() - began
 
 
 def _train(data: Path, out: Path, init: Path | None, config: AdaptConfig, cpu_seconds: float, quiet: bool) -> Path:
@@ -208,19 +223,38 @@ def _pseudo_labelled(csv_path: Path, kept: Sequence[tuple[str, str]], synthetic:
     return write_labels_csv(csv_path, rows)
 
 
-def _finish(out: Path, run: Path, rounds: list[dict[str, Any]], config: AdaptConfig, style: dict[str, Any],
+def _finish(out: Path, rounds: list[dict[str, Any]], config: AdaptConfig, style: dict[str, Any],
             images: int, cpu_seconds: float, stopped: str) -> Path:
+    """OUT/model: the round that kept the most readings (the last one may have kept fewer)."""
+    best = max(rounds, key=lambda r: (r["kept"], r["round"]))
     model = out / "model"
     if model.exists():
         shutil.rmtree(model)
-    shutil.copytree(run, model)
+    shutil.copytree(best["run"], model)
     record = {"config": asdict(config), "images": images, "style": style, "cpu_seconds": round(cpu_seconds, 1),
-              "model": str(model), "rounds": [{k: v for k, v in r.items() if k != "kept_rows"} for r in rounds],
-              "estimated_accuracy": rounds[-1]["mean_confidence"], "stopped": stopped}
+              "model": str(model), "model_round": best["round"],
+              "rounds": [{k: v for k, v in r.items() if k != "kept_rows"} for r in rounds],
+              "estimated_accuracy": best["mean_confidence"], "stopped": stopped}
+    record["check_csv"] = str(_write_check(out, best["least_certain"]))
     runs.write_json(out / "adapt.json", record)
-    write_labels_csv(out / "check.csv", [(r["file"], r["text"]) for r in rounds[-1]["least_certain"]])
     write_adapt_sheet(out, record)
     return out
+
+
+def _write_check(out: Path, least_certain: Sequence[dict[str, Any]]) -> Path:
+    """check.csv, unless a person may have corrected it since: then check-new.csv beside it."""
+    rows = [(r["file"], r["text"]) for r in least_certain]
+    target = out / "check.csv"
+    if target.exists():
+        fresh = out / ".check.csv"
+        write_labels_csv(fresh, rows)
+        if fresh.read_bytes() == target.read_bytes():
+            fresh.unlink()
+            return target
+        target = out / "check-new.csv"
+        fresh.replace(target)
+        return target
+    return write_labels_csv(target, rows)
 
 
 def summary(out: Path) -> dict[str, Any]:

@@ -118,6 +118,8 @@ def generate(
         raise UsageError(f"--engine '{engine}' is not one of local, ray")
     if address is not None and engine != "ray":
         raise UsageError("--address is the Ray cluster of --engine ray; add --engine ray or drop --address")
+    if workers and engine == "ray":
+        raise UsageError("--workers counts local processes; with --engine ray, Ray uses the cluster's CPUs: drop it")
     renderers = Workers(workers, ray=engine == "ray", address=address)
     with counting(f"generating {out_dir}", quiet, total=count) as advance:
         if world:

@@ -16,6 +16,6 @@ def connect(address: str | None = None, log_to_driver: bool = False) -> None:
         return
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=log_to_driver, configure_logging=False)
-    except ConnectionError as error:
+    except (ConnectionError, ValueError) as error:
         raise UsageError(f"{address}: no Ray cluster answers there ({error}); start one with 'ray start --head' "
                          "and pass the address it prints, or leave out --address for a local one") from None

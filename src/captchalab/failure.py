@@ -40,14 +40,14 @@ def diagnose_run(
     num_symbols: int,
 ) -> list[dict[str, str]]:
     """Findings, most likely cause first; empty when nothing explains the failure."""
-    plateau = _plateau(history, readings, head)
+    plateau, overfit = _plateau(history, readings, head), _overfit(history)
     findings = [
         *plateau,
-        *([] if plateau else _slow(history)),
+        *([] if plateau or overfit else _slow(history)),
         *_slots(head, time_steps, max_length),
         *_resolution(input_width, max_length),
         *_examples(train_images, train_characters, num_symbols),
-        *_overfit(history),
+        *overfit,
     ]
     return [asdict(f) for f in findings]
 
@@ -69,12 +69,13 @@ def _plateau(history: Sequence[dict[str, Any]], readings: Sequence[str], head: H
 
 
 def _slow(history: Sequence[dict[str, Any]]) -> list[Finding]:
-    """Reads characters, most of them wrong, and the loss still falls: too few steps to finish."""
+    """Reads characters, most of them wrong (never the memorising run: the caller rules that out)."""
     cers = [h["val_cer"] for h in history if math.isfinite(h.get("val_cer", math.nan))]
     if len(history) < 2 or not cers or min(cers) < SLOW_CER:
         return []
     first, last = history[0]["loss"], history[-1]["loss"]
-    falling = last < 0.9 * first
+    val = [h["val_loss"] if math.isfinite(h["val_loss"]) else math.inf for h in history]
+    falling = val.index(min(val)) + 1 >= 0.75 * len(history)  # validation still improving late in the run
     return [Finding("learned too slowly to read whole captchas",
                     f"best validation character error rate {min(cers):.2f}; training loss {first:.2f} -> "
                     f"{last:.2f} over {len(history)} epochs",

@@ -376,8 +376,9 @@ def write_adapt_sheet(out: Path, record: dict[str, Any]) -> Path:
         f"estimate of its accuracy (mean calibrated confidence): <b>{record['estimated_accuracy']:.1%}</b>; "
         f"{record['cpu_seconds'] / 60:.1f} CPU minutes; stopped: {html.escape(record['stopped'])}.</p>",
         "<h2>Rounds</h2>" + _table(rounds, ("round", "readings kept", "images", "mean confidence")),
-        "<h2>Least certain readings</h2><p class='note'>Correct them in <code>check.csv</code> beside this page; "
-        "<code>captchalab evaluate MODEL check.csv</code> then says how often the model reads its hardest images, "
+        "<h2>Least certain readings</h2><p class='note'>Correct them in "
+        f"<code>{html.escape(Path(record['check_csv']).name)}</code> beside this page; <code>captchalab evaluate "
+        "MODEL</code> on it then says how often the model reads its hardest images, "
         "and the corrected rows are labels for <code>train --init</code> (docs/adapt.md).</p>"
         + _table(rows, ("image", "reading", "confidence", "file"), "examples"),
     ]

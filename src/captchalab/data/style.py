@@ -192,6 +192,8 @@ class Style:
             values["lengths"] = {int(k): float(v) for k, v in data["lengths"].items()}
             values["text_colours"] = tuple(tuple(int(v) for v in c) for c in data["text_colours"])
             values["backgrounds"] = tuple(tuple(tuple(int(v) for v in c) for c in p) for p in data["backgrounds"])
+            if values.get("glyph_case", "labels") not in GLYPH_CASES:
+                raise ValueError(f"glyph_case must be one of {', '.join(GLYPH_CASES)}")
             return cls(**values)
         except (KeyError, TypeError, ValueError) as error:
             raise DataError(f"style description is invalid ({error}); estimate it again") from None
@@ -260,6 +262,7 @@ def _summarize(
 
 # --------------------------------------------------------------------------- the glyphs' case
 
+GLYPH_CASES = ("labels", "upper", "lower", "both")  # "upper": only from a hand-edited style.json
 CASE_EVIDENCE = 0.4  # correlation that says the glyphs rise and fall as lower-case letters would
 CASE_MIN_IMAGES = 30
 
@@ -801,7 +804,10 @@ def override(
         low, high = length_bounds(length)
         style = replace(style, lengths={k: 1.0 / (high - low + 1) for k in range(low, high + 1)})
     if charset is not None:
-        style = replace(style, charset=Charset.parse(charset).symbols)
+        symbols = Charset.parse(charset).symbols
+        both = symbols != symbols.lower() and symbols != symbols.upper()
+        # case-sensitive symbols are drawn as the labels say; otherwise the estimated case still holds
+        style = replace(style, charset=symbols, glyph_case="labels" if both else style.glyph_case)
     if size is not None:
         size = images.ImageSize.parse(size) if isinstance(size, str) else size
         sx, sy = size.width / style.width, size.height / style.height

@@ -285,11 +285,17 @@ def _rendered_on_ray(sampler: Sampler, chunks: list[Chunk], address: str | None)
     task = ray.remote(_encode_chunk)
     ahead: deque[Any] = deque()
     queue = iter(chunks)
-    ahead.extend(task.remote(shared, c) for c in itertools.islice(queue, 2 * int(ray.cluster_resources()["CPU"])))
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    ahead.extend(task.remote(shared, c) for c in itertools.islice(queue, 2 * cpus))
     try:
         while ahead:
             rows = []
-            for name, text, png in ray.get(ahead.popleft()):
+            try:
+                made = ray.get(ahead.popleft())
+            except ray.exceptions.RayError as error:  # e.g. a node without captchalab or the fonts
+                raise UsageError(f"a Ray task failed to render images ({str(error).splitlines()[0]}); every node "
+                                 "needs captchalab with the same extras installed") from None
+            for name, text, png in made:
                 (chunks[0][0] / name).write_bytes(png)
                 rows.append((name, text))
             yield rows
