@@ -87,7 +87,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", type=float, default=30.0, help="adapt's CPU minutes")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--synthetic", type=int, default=8000, help="look-alikes")
+    parser.add_argument("--synthetic", type=int, default=4000, help="look-alikes")
     parser.add_argument("--tag", default="default")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "adapt")
     args = parser.parse_args()
@@ -103,7 +103,7 @@ def main() -> None:
     record = json.loads((out / "adapt.json").read_text(encoding="utf-8"))
     entry = {"tag": args.tag, "budget_minutes": args.budget, "rounds_asked": args.rounds, "synthetic": args.synthetic,
              "data": "captcha_images_v2: train.csv's 936 images, labels hidden; scored on test.csv (104)",
-             "told": {"length": 5, "charset": "0-9a-z"}, "stopped": record["stopped"],
+             "told": {"length": 5, "charset": "0-9a-z"}, "adapt_config": record["config"], "stopped": record["stopped"],
              "adapt_cpu_seconds": round(adapt_cpu, 1), "adapt_wall_seconds": round(adapt_wall, 1),
              "adapt_cpu_seconds_recorded": record["cpu_seconds"],
              "rounds": score_rounds(out, truth, v2 / "test.csv"), "machine": machine_info()}

@@ -357,7 +357,7 @@ def adapt_command(
     rounds: Annotated[int, typer.Option(min=0, help="Self-training rounds at most (0: look-alikes only).")] = 3,
     min_confidence: Annotated[float, typer.Option("--min-confidence", help="Keep readings at least this "
                                                   "confident (calibrated) to learn from.")] = 0.9,
-    synthetic: Annotated[int, typer.Option(help="Look-alike images rendered for the first reader.")] = 8000,
+    synthetic: Annotated[int, typer.Option(help="Look-alike images rendered for the first reader.")] = 4000,
     as_json: JsonFlag = False,
 ) -> None:
     """A solver from unlabelled images: look-alikes of their style, then rounds of self-training on the
