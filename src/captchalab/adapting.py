@@ -42,6 +42,7 @@ from captchalab.inference.predictor import Predictor, iter_image_files
 from captchalab.report import write_adapt_sheet
 
 SETTINGS = "adapt-settings.json"  # in OUT: what a rerun must match to go on
+FIRST_READER_ACCURACY = 0.5  # round 0 trains on until it reads this share of its look-alikes' validation images
 MIN_GAIN = 0.02  # a round must keep this share of the images more than the last one, or adapting stops
 SHIFT = 2  # pixels: a reading that a copy shifted this far changes is not kept
 LEAST_CERTAIN = 20  # readings listed in adapt.json for a person to check
@@ -89,7 +90,7 @@ def _adapt(folder: Path, out: Path, config: AdaptConfig, quiet: bool) -> Path:
     if not (synthetic / "labels.csv").exists():
         write_look_alikes(synthetic, style, config.synthetic, config.seed)
     budget = config.budget_minutes * 60
-    run = _train(synthetic, out / "rounds" / "0", None, config, budget * config.pretrain_share - _spent(began), quiet)
+    run = _first_reader(synthetic, out / "rounds", config, budget, began, quiet)
     rounds = [_read_round(0, run, paths, config)]
     per_round = (budget - _spent(began)) / max(1, config.rounds)
     stopped = "rounds done"
@@ -172,6 +173,24 @@ def _train(data: Path, out: Path, init: Path | None, config: AdaptConfig, cpu_se
                            max_cpu_minutes=round(max(1.0, cpu_seconds) / 60, 3), threads=config.threads,
                            seed=config.seed)
     return train(data, out=out, init=init, charset=config.charset, train_config=settings, force=True, quiet=quiet)
+
+
+def _first_reader(synthetic: Path, rounds: Path, config: AdaptConfig, budget: float, began: float,
+                  quiet: bool) -> Path:
+    """Round 0: trained on the look-alikes with its share of the budget, then, while it cannot yet read
+    its own look-alikes' validation images (CTC's start-up plateau can outlast any fixed share), on
+    from where it stopped with what the budget holds beyond a quarter kept for self-training."""
+    run = _train(synthetic, rounds / "0", None, config, budget * config.pretrain_share - _spent(began), quiet)
+    extra = 0
+    while _validation_accuracy(run) < FIRST_READER_ACCURACY and budget * 0.75 - _spent(began) > 60:
+        extra += 1
+        run = _train(synthetic, rounds / f"0-{extra}", run, config, budget * 0.75 - _spent(began), quiet)
+    return run
+
+
+def _validation_accuracy(run: Path) -> float:
+    metrics = files.read_json(run / "metrics.json", RunFolderError, "delete the round's folder to train it again")
+    return float(metrics.get("sequence_accuracy", 0.0))
 
 
 def _count_rows(data: Path) -> int:
