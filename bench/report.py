@@ -71,10 +71,20 @@ def zoo_variants() -> str | None:
         for tag in ["default", *tags]:
             c = cells.get((style, n, tag))
             if c:
-                settings = ", ".join(f"`{o}`" for o in c.get("overrides", []) if o != "train.threads=1") or "-"
+                settings = ", ".join([*(f"`{o}`" for o in c.get("overrides", []) if o != "train.threads=1"),
+                                      *_started_from(c)]) or "-"
                 rows.append(f"| {style} | {n} | {tag} | {settings} | {_pct(c['sequence_accuracy'])} | "
                             f"{_pct(c['char_accuracy'])} | {c['epochs']} | {c['train_cpu_seconds']:.0f} |")
     return "\n".join(rows)
+
+
+def _started_from(cell: dict) -> list[str]:
+    """How a variant's cell began: pretrained on look-alikes of its own images, or from another run."""
+    pre = cell.get("pretraining")
+    if pre:
+        return [f"pretrained on {pre['synthetic_images']:,} look-alikes of its images ({pre['epochs']} epochs, "
+                f"{pre['train_cpu_seconds']:.0f} CPU s, inside the cell's CPU)"]
+    return [f"`--init {Path(cell['init']).name}`"] if cell.get("init") else []
 
 
 def crnn_vs_keras() -> str | None:

@@ -42,6 +42,8 @@ def test_readings_mostly_wrong_with_the_loss_still_falling_is_a_slow_start():
     findings = diagnose_run(history, ["aB3x"] * 10, CTC, 100, 25, 5, 1080, 5400, 62)
     assert findings[0]["cause"] == "learned too slowly to read whole captchas"
     assert "0.88" in findings[0]["evidence"] and "more epochs" in findings[0]["advice"]
+    pretrained = diagnose_run(history, ["aB3x"] * 10, CTC, 100, 25, 5, 1080, 5400, 62, pretrained=True)
+    assert "pretrain" not in pretrained[0]["advice"]  # it was: the zoo's pretrained mixed-case cell
     reading = [{**h, "val_cer": 0.05} for h in history]
     assert not any("slowly" in c for c in _causes(history=reading))
 

@@ -38,12 +38,14 @@ def diagnose_run(
     train_images: int,
     train_characters: int,
     num_symbols: int,
+    pretrained: bool = False,
 ) -> list[dict[str, str]]:
-    """Findings, most likely cause first; empty when nothing explains the failure."""
+    """Findings, most likely cause first; empty when nothing explains the failure. ``pretrained``: the
+    run started from another (train --init), so pretraining is not advice to give."""
     plateau, overfit = _plateau(history, readings, head), _overfit(history)
     findings = [
         *plateau,
-        *([] if plateau or overfit else _slow(history)),
+        *([] if plateau or overfit else _slow(history, pretrained)),
         *_slots(head, time_steps, max_length),
         *_resolution(input_width, max_length),
         *_examples(train_images, train_characters, num_symbols),
@@ -68,7 +70,7 @@ def _plateau(history: Sequence[dict[str, Any]], readings: Sequence[str], head: H
                     f"over {len(history)} epochs", advice)]
 
 
-def _slow(history: Sequence[dict[str, Any]]) -> list[Finding]:
+def _slow(history: Sequence[dict[str, Any]], pretrained: bool) -> list[Finding]:
     """Reads characters, most of them wrong (never the memorising run: the caller rules that out)."""
     cers = [h["val_cer"] for h in history if math.isfinite(h.get("val_cer", math.nan))]
     if len(history) < 2 or not cers or min(cers) < SLOW_CER:
@@ -76,12 +78,12 @@ def _slow(history: Sequence[dict[str, Any]]) -> list[Finding]:
     first, last = history[0]["loss"], history[-1]["loss"]
     val = [h["val_loss"] if math.isfinite(h["val_loss"]) else math.inf for h in history]
     falling = val.index(min(val)) + 1 >= 0.75 * len(history)  # validation still improving late in the run
+    more = "label more images" if pretrained else "pretrain on look-alikes first (docs/few-labels.md)"
     return [Finding("learned too slowly to read whole captchas",
                     f"best validation character error rate {min(cers):.2f}; training loss {first:.2f} -> "
                     f"{last:.2f} over {len(history)} epochs",
-                    ("it was still learning: give it more epochs (train --resume RUN --epochs N), or pretrain "
-                     "on look-alikes first (docs/few-labels.md)") if falling else
-                    "pretrain on look-alikes first (docs/few-labels.md), or label more images")]
+                    f"it was still learning: give it more epochs (train --resume RUN --epochs N), or {more}"
+                    if falling else f"{more}, or label more images" if not pretrained else more)]
 
 
 def _slots(head: Head, time_steps: int | None, max_length: int) -> list[Finding]:

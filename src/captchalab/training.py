@@ -323,7 +323,7 @@ def _finish(
                     "train_cpu_seconds": round(state.cpu_seconds, 1),
                     "epochs_run": state.epoch, "epochs_budget": config.train.epochs})
     if summary["sequence_accuracy"] < failure.NEAR_ZERO:
-        summary["diagnosis"] = _diagnosis(model, config, split, state.history)
+        summary["diagnosis"] = _diagnosis(model, config, split, state.history, pretrained=bool(state.init))
     if state.skipped:
         summary["skipped"] = state.skipped
     if state.stopped_by:
@@ -343,7 +343,7 @@ def _prune_checkpoints(folder: Path) -> None:
         (folder / runs.CHECKPOINTS / "last.weights.h5").unlink(missing_ok=True)
 
 
-def _diagnosis(model: keras.Model, config: RunConfig, split: Split, history: list) -> list:
+def _diagnosis(model: keras.Model, config: RunConfig, split: Split, history: list, pretrained: bool) -> list:
     # The best paths: what the network outputs step by step (an all-blank plateau shows there,
     # while the most probable reading of a plateaued CTC model is rarely empty).
     probs = decoding.softmax(predict_logits(model, split.val_x))
@@ -351,7 +351,7 @@ def _diagnosis(model: keras.Model, config: RunConfig, split: Split, history: lis
     steps = None if config.head.fixed_length else int(model.output.shape[1])
     return failure.diagnose_run(history, texts, config.head, config.image.width, steps, config.max_length,
                                 len(split.train_y), int(np.count_nonzero(split.train_y)),
-                                config.charset.num_classes - 1)
+                                config.charset.num_classes - 1, pretrained)
 
 
 def _calibrate_and_plot(model: keras.Model, config: RunConfig, folder: Path, split: Split, history: list) -> None:
