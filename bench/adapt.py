@@ -62,6 +62,18 @@ def score_rounds(out: Path, truth: dict[str, str], test_csv: Path) -> list[dict]
     return rows
 
 
+def first_reader(out: Path) -> list[dict]:
+    """Round 0's runs (rounds/0, then 0-1, 0-2, ... where it trained on): epochs and its look-alikes' validation."""
+    found = []
+    for run in sorted((out / "rounds").glob("0*/"), key=lambda p: (len(p.name), p.name)):
+        metrics_file = run / "metrics.json"
+        if metrics_file.exists():
+            m = json.loads(metrics_file.read_text(encoding="utf-8"))
+            found.append({"run": run.name, "epochs": m["epochs_run"], "val_cer": round(m["cer"], 4),
+                          "val_sequence_accuracy": m["sequence_accuracy"], "train_cpu_seconds": m["train_cpu_seconds"]})
+    return found
+
+
 def _truth_csv(out: Path, truth: dict[str, str]) -> Path:
     from captchalab.data.folder import write_labels_csv
 
@@ -90,7 +102,16 @@ def main() -> None:
     parser.add_argument("--synthetic", type=int, default=4000, help="look-alikes")
     parser.add_argument("--tag", default="default")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "adapt")
+    parser.add_argument("--first-reader-only", action="store_true",
+                        help="only add round 0's record to an existing entry of --tag (its OUT kept in --work)")
     args = parser.parse_args()
+    if args.first_reader_only:
+        results = json.loads(RESULT.read_text(encoding="utf-8"))
+        for entry in results["runs"]:
+            if entry["tag"] == args.tag:
+                entry["first_reader"] = first_reader(args.work / args.tag / "out")
+        RESULT.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        return
     import captchalab
 
     v2 = captcha_images_v2()
@@ -106,7 +127,8 @@ def main() -> None:
              "told": {"length": 5, "charset": "0-9a-z"}, "adapt_config": record["config"], "stopped": record["stopped"],
              "adapt_cpu_seconds": round(adapt_cpu, 1), "adapt_wall_seconds": round(adapt_wall, 1),
              "adapt_cpu_seconds_recorded": record["cpu_seconds"],
-             "rounds": score_rounds(out, truth, v2 / "test.csv"), "machine": machine_info()}
+             "rounds": score_rounds(out, truth, v2 / "test.csv"), "first_reader": first_reader(out),
+             "machine": machine_info()}
     results = json.loads(RESULT.read_text(encoding="utf-8")) if RESULT.exists() else {"benchmark": "adapt", "runs": []}
     results["runs"] = [r for r in results["runs"] if r["tag"] != args.tag] + [entry]
     RESULT.parent.mkdir(parents=True, exist_ok=True)

@@ -336,7 +336,8 @@ def adapt() -> str | None:
             f"captcha_images_v2's 936 `train.csv` images with their labels hidden, told only \"5 characters of "
             f"0-9a-z\": **{_pct(best['test_sequence_accuracy'])}** on `test.csv` with the model it keeps (round "
             f"{best['round']}; its own estimate: {_pct(best['estimated_accuracy'])}), in "
-            f"{run['adapt_cpu_seconds'] / 60:.0f} CPU minutes ({run['budget_minutes']:.0f} budgeted); stopped: "
+            f"{run.get('adapt_cpu_seconds_recorded', run['adapt_cpu_seconds']) / 60:.0f} CPU minutes "
+            f"({run['budget_minutes']:.0f} budgeted); stopped: "
             f"{run['stopped']}.\n\n"
             "| round | test.csv sequence | test.csv char | on the adapted images | its own estimate | readings kept "
             "| of those right |\n| --- | --- | --- | --- | --- | --- | --- |\n" + rows

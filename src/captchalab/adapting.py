@@ -99,8 +99,7 @@ def _adapt(folder: Path, out: Path, config: AdaptConfig, quiet: bool) -> Path:
             stopped = "budget spent"
             break
         if not rounds[-1]["kept_rows"]:
-            stopped = ("no image was read confidently enough to learn from: the look-alikes may not resemble "
-                       "the images; check --length and --charset, or label a few images (docs/few-labels.md)")
+            stopped = _nothing_kept(run)
             break
         data = _pseudo_labelled(out / "rounds" / f"{number}.csv", rounds[-1]["kept_rows"], synthetic, config.seed)
         run = _train(data, out / "rounds" / str(number), run, config, min(per_round, budget - _spent(began)), quiet)
@@ -186,6 +185,17 @@ def _first_reader(synthetic: Path, rounds: Path, config: AdaptConfig, budget: fl
         extra += 1
         run = _train(synthetic, rounds / f"0-{extra}", run, config, budget * 0.75 - _spent(began), quiet)
     return run
+
+
+def _nothing_kept(run: Path) -> str:
+    """Why no reading was kept: round 0 never learned its look-alikes, or they do not resemble the images."""
+    learned = _validation_accuracy(run)
+    if learned < FIRST_READER_ACCURACY:
+        return (f"no image was read confidently enough to learn from: the first reader read only {learned:.0%} of "
+                "its own look-alikes' validation images when the budget ran out (CTC's start-up plateau); give a "
+                "larger --budget, or label a few images (docs/few-labels.md)")
+    return ("no image was read confidently enough to learn from, though the first reader reads its look-alikes: "
+            "they may not resemble the images; check --length and --charset, or label a few images")
 
 
 def _validation_accuracy(run: Path) -> float:
