@@ -316,6 +316,16 @@ def fully_connected() -> str | None:
             "`docs/fully-connected.md`.")
 
 
+def _first_reader(run: dict) -> str:
+    first = run.get("first_reader") or []
+    if not first or first[-1]["val_sequence_accuracy"] >= 0.5:
+        return "."
+    epochs = " + ".join(str(f["epochs"]) for f in first)
+    return (f". Its first reader, trained {epochs} epochs on the look-alikes, never read them (validation CER "
+            f"{first[-1]['val_cer']:.2f}, no whole captcha): CTC's start-up plateau outlasted the budget "
+            "(docs/adapt.md).")
+
+
 def adapt() -> str | None:
     data = _load("adapt.json")
     runs = (data or {}).get("runs", [])
@@ -337,8 +347,7 @@ def adapt() -> str | None:
             f"0-9a-z\": **{_pct(best['test_sequence_accuracy'])}** on `test.csv` with the model it keeps (round "
             f"{best['round']}; its own estimate: {_pct(best['estimated_accuracy'])}), in "
             f"{run.get('adapt_cpu_seconds_recorded', run['adapt_cpu_seconds']) / 60:.0f} CPU minutes "
-            f"({run['budget_minutes']:.0f} budgeted); stopped: "
-            f"{run['stopped']}.\n\n"
+            f"({run['budget_minutes']:.0f} budgeted); its stop message: \"{run['stopped']}\"{_first_reader(run)}\n\n"
             "| round | test.csv sequence | test.csv char | on the adapted images | its own estimate | readings kept "
             "| of those right |\n| --- | --- | --- | --- | --- | --- | --- |\n" + rows
             + "".join(f"\n\nEarlier settings, {line}." for line in others))
