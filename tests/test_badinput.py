@@ -448,6 +448,7 @@ def test_dataset_given_as_a_pipe(fifo, run: Path, tmp_path: Path):
     assert result.failed_cleanly(3, "data.csv: not a regular file"), result.text
 
 
+@pytest.mark.large  # make test under 10 minutes; resume and skip-bad keep faster tests
 def test_label_of_300_characters_is_skipped_at_training_and_the_run_loads(corpus, tmp_path: Path):
     """`train --skip-bad` trained with it and wrote a run that `solve` then refused (max_length 300)."""
     data = corpus["label_300_characters"]

@@ -50,6 +50,7 @@ def test_resume_continues_to_the_requested_epochs(tiny_set, tmp_path):
     assert spent >= sum(h["cpu_seconds"] for h in history) - 0.2  # both processes' CPU time counted
 
 
+@pytest.mark.large  # make test under 10 minutes; resume and skip-bad keep faster tests
 def test_resume_with_fewer_epochs_finishes_from_the_best_checkpoint(tiny_set, tmp_path):
     run = train(tiny_set, out=tmp_path / "r", epochs=2, quiet=True, export_onnx=False,
                 overrides=["train.patience=50"])
@@ -209,6 +210,7 @@ def test_a_run_saved_before_the_schedule_setting_resumes_with_its_rules(tiny_run
     assert state.best == [0.5, -0.1, -4.0]
 
 
+@pytest.mark.large  # make test under 10 minutes; resume and skip-bad keep faster tests
 def test_a_state_json_written_while_the_state_was_a_dict_still_resumes(tiny_run, tmp_path):
     """checkpoints/state.json as train.py wrote it before TrainingState (keys absent until set, a
     time limit's stopped_by) reads into the typed state, writes back the same values, and resumes."""
