@@ -101,6 +101,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--synthetic", type=int, default=4000, help="look-alikes")
     parser.add_argument("--tag", default="default")
+    parser.add_argument("--init", type=Path, help="adapt --init: start from this run (a general reader)")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "adapt")
     parser.add_argument("--first-reader-only", action="store_true",
                         help="only add round 0's record to an existing entry of --tag (its OUT kept in --work)")
@@ -119,10 +120,11 @@ def main() -> None:
     truth = hidden_labels(v2, work / "images")
     began = time.process_time(), time.time()
     out = captchalab.adapt(work / "images", work / "out", length=5, charset="0-9a-z", budget_minutes=args.budget,
-                           rounds=args.rounds, synthetic=args.synthetic, quiet=True)
+                           rounds=args.rounds, synthetic=args.synthetic, init=args.init, quiet=True)
     adapt_cpu, adapt_wall = time.process_time() - began[0], time.time() - began[1]
     record = json.loads((out / "adapt.json").read_text(encoding="utf-8"))
     entry = {"tag": args.tag, "budget_minutes": args.budget, "rounds_asked": args.rounds, "synthetic": args.synthetic,
+             "init": str(args.init) if args.init else None,
              "data": "captcha_images_v2: train.csv's 936 images, labels hidden; scored on test.csv (104)",
              "told": {"length": 5, "charset": "0-9a-z"}, "adapt_config": record["config"], "stopped": record["stopped"],
              "adapt_cpu_seconds": round(adapt_cpu, 1), "adapt_wall_seconds": round(adapt_wall, 1),

@@ -13,7 +13,9 @@ Shards are written by ``generate --world`` (data/world.py) and read at the reade
     .venv/bin/python bench/train_general.py --status          # what is done, no work
 
 Writes runs/general/ (shards, stage runs) and bench/results/general.json (per stage: images,
-epochs, CPU seconds, validation accuracy, commit and library versions; the ONNX SHA-256).
+epochs, CPU seconds, validation accuracy, commit and library versions; the ONNX SHA-256). The newest
+finished stage's run folder (no checkpoints, about 3 MB) is copied to bench/results/general/ to be
+committed: runs/ does not outlive a machine, so a later session on a fresh one goes on from that copy.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -30,6 +33,7 @@ from machine import machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULT = ROOT / "bench" / "results" / "general.json"
+SNAPSHOT = ROOT / "bench" / "results" / "general"  # holds stage-NNN/, the newest finished stage
 CHARSET = "0-9a-zA-Z"  # exact case: folding to one case is a decode-time choice
 LENGTH = (1, 10)
 HEIGHT, WIDTH = 32, 160  # 40 CTC steps: room for 10 characters and the blanks between repeats
@@ -66,11 +70,14 @@ def stage(work: Path, k: int, val: Path, cpu_minutes: float) -> Path:
         return run
     data = render(work / "shards" / f"{k:04d}", SHARD, k)
     if (run / "checkpoints" / "state.json").exists():
-        return captchalab.train(data, resume=run, quiet=True)
-    init = work / "stages" / f"{k - 1:03d}" if k else None
-    budget = [f"train.max_cpu_minutes={cpu_minutes}"] if cpu_minutes else []
-    return captchalab.train(data, val=val, out=run, charset=CHARSET, init=init, force=True, quiet=True,
-                            overrides=[*RECIPE, *(LATER if k else FIRST), *budget])
+        captchalab.train(data, resume=run, quiet=True)
+    else:
+        init = work / "stages" / f"{k - 1:03d}" if k else None
+        budget = [f"train.max_cpu_minutes={cpu_minutes}"] if cpu_minutes else []
+        captchalab.train(data, val=val, out=run, charset=CHARSET, init=init, force=True, quiet=True,
+                         overrides=[*RECIPE, *(LATER if k else FIRST), *budget])
+    shutil.rmtree(data)  # 300 MB, and seed k renders it again
+    return run
 
 
 def summary(run: Path) -> dict:
@@ -82,15 +89,41 @@ def summary(run: Path) -> dict:
             "onnx_sha256": hashlib.sha256((run / "model.onnx").read_bytes()).hexdigest()}
 
 
-def record(work: Path, finished: list[Path]) -> None:
+def record(finished: list[Path]) -> None:
+    """general.json: every stage measured so far, this machine's and those of earlier sessions."""
     from captchalab import runs
 
+    stages = {s["run"]: s for s in json.loads(RESULT.read_text())["stages"]} if RESULT.exists() else {}
+    stages.update({run.name: {**summary(run), "machine": machine_info()} for run in finished})
     runs.write_json(RESULT, {
         "benchmark": "general reader", "charset": CHARSET, "length": list(LENGTH),
         "input": {"height": HEIGHT, "width": WIDTH}, "shard_images": SHARD, "val_images": VAL,
         "recipe": RECIPE, "first_stage": FIRST, "later_stages": LATER,
-        "distinct_training_images": SHARD * len(finished),
-        "stages": [summary(run) for run in finished], "machine": machine_info()})
+        "distinct_training_images": SHARD * len(stages), "stages": [stages[k] for k in sorted(stages)]})
+
+
+def snapshot(run: Path) -> None:
+    """Copy the finished stage to bench/results/general/ (replacing the older copy), checkpoints left out."""
+    target = SNAPSHOT / run.name
+    staging = SNAPSHOT / f".{run.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(run, staging, ignore=shutil.ignore_patterns("checkpoints", ".lock"))
+    for old in SNAPSHOT.glob("[0-9]*"):
+        shutil.rmtree(old)
+    staging.replace(target)
+
+
+def restore(work: Path) -> int:
+    """The next stage to train: after the newest finished one here or in the committed copy."""
+    copies = sorted(SNAPSHOT.glob("[0-9]*/model.keras"))
+    if copies:
+        copy = copies[-1].parent
+        run = work / "stages" / copy.name
+        if not (run / "model.onnx").exists():
+            shutil.rmtree(run, ignore_errors=True)
+            shutil.copytree(copy, run)
+    finished = [int(p.parent.name) for p in (work / "stages").glob("*/model.onnx")]
+    return max(finished, default=-1) + 1
 
 
 def main() -> None:
@@ -100,19 +133,18 @@ def main() -> None:
     parser.add_argument("--stage-cpu-minutes", type=float, default=0.0, help="cut a stage after this CPU time")
     parser.add_argument("--status", action="store_true", help="print the finished stages; no work")
     args = parser.parse_args()
-    done = sorted(p.parent for p in (args.work / "stages").glob("*/model.onnx"))
     if args.status:
-        print(json.dumps([summary(run) for run in done], indent=1))
+        print(json.dumps([summary(run) for run in sorted((args.work / "stages").glob("*"))
+                          if (run / "model.onnx").exists()], indent=1))
         return
     val = render(args.work / "val", VAL, VAL_SEED)
-    for k in range(args.stages):
+    for k in range(restore(args.work), args.stages):
         started = time.time()
         run = stage(args.work, k, val, args.stage_cpu_minutes)
-        if run not in done:
-            done.append(run)
-            record(args.work, done)
-            print(f"stage {k}: {summary(run)['val_sequence_accuracy']:.3f} val seq "
-                  f"({time.time() - started:.0f} s)", flush=True)
+        record([run])
+        snapshot(run)
+        print(f"stage {k}: {summary(run)['val_sequence_accuracy']:.3f} val seq "
+              f"({time.time() - started:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":

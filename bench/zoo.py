@@ -219,9 +219,15 @@ def read_csv(path: Path) -> list[tuple[str, str]]:
 def style_data(name: str, work: Path) -> tuple[Path, Path]:
     """(the labelled pool's CSV, the test set's CSV) of one style."""
     if name == "captcha_images_v2":
-        v2 = captcha_images_v2()
-        return v2 / "train.csv", v2 / "test.csv"
-    return render(name, work / "data" / name / "pool", POOL, 1), render(name, work / "data" / name / "test", TEST, 2)
+        return captcha_images_v2() / "train.csv", test_data(name, work)
+    return render(name, work / "data" / name / "pool", POOL, 1), test_data(name, work)
+
+
+def test_data(name: str, work: Path) -> Path:
+    """The test set's CSV of one style (rendered with seed 2 the first time)."""
+    if name == "captcha_images_v2":
+        return captcha_images_v2() / "test.csv"
+    return render(name, work / "data" / name / "test", TEST, 2)
 
 
 def first(pool: Path, n: int, folder: Path) -> Path:

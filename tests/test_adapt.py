@@ -28,6 +28,8 @@ def test_bad_settings_and_folders_are_refused_before_any_work(unlabelled: Path, 
         captchalab.adapt(unlabelled, tmp_path / "a", length="x", charset="0-9")
     with pytest.raises(UsageError, match="min-confidence"):
         captchalab.adapt(unlabelled, tmp_path / "a", length=5, charset="0-9", min_confidence=1.5)
+    with pytest.raises(UsageError, match="not a finished run folder"):
+        captchalab.adapt(unlabelled, tmp_path / "a", length=5, charset="0-9", init=tmp_path / "nowhere")
     few = tmp_path / "few"
     few.mkdir()
     for p in sorted(unlabelled.glob("*.png"))[:5]:

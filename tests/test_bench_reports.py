@@ -26,3 +26,24 @@ def test_fully_connected_doc_tables_regenerate_from_committed_results(monkeypatc
         table = buffer.getvalue().strip()
         assert f"<!-- {name} -->\n{table}\n<!-- /{name} -->" in doc, name
         assert "| ? |" not in table and " ?)" not in table, name
+
+
+def test_general_reader_goes_on_from_the_committed_stage_on_a_fresh_machine(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch):
+    """runs/ is gone on a fresh machine: the stage copied to bench/results/general/ is where training resumes."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import train_general
+
+    monkeypatch.setattr(train_general, "SNAPSHOT", tmp_path / "committed")
+    for k in (3, 4):  # two stages finish on one machine
+        run = tmp_path / "old" / "stages" / f"{k:03d}"
+        (run / "checkpoints").mkdir(parents=True)
+        for name in ("model.keras", "model.onnx", "config.json", "checkpoints/last.weights.h5"):
+            (run / name).write_text(f"stage {k}")
+        train_general.snapshot(run)
+    assert [p.name for p in (tmp_path / "committed").iterdir()] == ["004"]  # only the newest, no checkpoints
+    assert not (tmp_path / "committed" / "004" / "checkpoints").exists()
+    fresh = tmp_path / "fresh"
+    assert train_general.restore(fresh) == 5
+    assert (fresh / "stages" / "004" / "model.keras").read_text() == "stage 4"
+    assert train_general.restore(tmp_path / "empty-too") == 5 and train_general.restore(fresh) == 5

@@ -65,16 +65,20 @@ class AdaptConfig:
     max_images: int = 20000  # of the folder's images, the first this many (sorted by name)
     threads: int = 0
     seed: int = 0
+    init: str | None = None  # a run to start round 0 from (a general reader) instead of random weights
 
 
 def adapt(
     folder: str | Path, out: str | Path, length: int | str, charset: str, budget_minutes: float = 30.0,
-    rounds: int = 3, min_confidence: float = 0.9, synthetic: int = 4000, quiet: bool = False,
+    rounds: int = 3, min_confidence: float = 0.9, synthetic: int = 4000, init: str | Path | None = None,
+    quiet: bool = False,
 ) -> Path:
     """Adapt a reader to the unlabelled images of ``folder`` (``captchalab adapt``): labels of ``length``
-    ("5", "4-6") from ``charset`` ("0-9a-z"), within ``budget_minutes`` of CPU. The round folders,
-    adapt.json and the final ``model`` run go to ``out``; an interrupted call goes on where it stopped."""
-    config = AdaptConfig(str(length), charset, budget_minutes, rounds, synthetic, min_confidence=min_confidence)
+    ("5", "4-6") from ``charset`` ("0-9a-z"), within ``budget_minutes`` of CPU; round 0 starts from the run
+    ``init`` (a general reader) when given. The round folders, adapt.json and the final ``model`` run go to
+    ``out``; an interrupted call goes on where it stopped."""
+    config = AdaptConfig(str(length), charset, budget_minutes, rounds, synthetic, min_confidence=min_confidence,
+                         init=str(Path(init).resolve()) if init else None)
     return _adapt(Path(folder), Path(out), config, quiet)
 
 
@@ -121,6 +125,9 @@ def _check_settings(config: AdaptConfig) -> None:
         raise UsageError("--budget must be positive, --rounds at least 0, --synthetic at least 100")
     if not 0 < config.min_confidence < 1:
         raise UsageError(f"--min-confidence must be between 0 and 1, got {config.min_confidence}")
+    if config.init and not (Path(config.init) / "model.keras").is_file():
+        raise UsageError(f"--init {config.init}: not a finished run folder (no model.keras); give the folder of "
+                         "a trained run, e.g. a general reader")
 
 
 def _check_out(out: Path, settings: dict[str, Any]) -> None:
@@ -179,7 +186,8 @@ def _first_reader(synthetic: Path, rounds: Path, config: AdaptConfig, budget: fl
     """Round 0: trained on the look-alikes with its share of the budget, then, while it cannot yet read
     its own look-alikes' validation images (CTC's start-up plateau can outlast any fixed share), on
     from where it stopped with what the budget holds beyond a quarter kept for self-training."""
-    run = _train(synthetic, rounds / "0", None, config, budget * config.pretrain_share - _spent(began), quiet)
+    init = Path(config.init) if config.init else None
+    run = _train(synthetic, rounds / "0", init, config, budget * config.pretrain_share - _spent(began), quiet)
     extra = 0
     while _validation_accuracy(run) < FIRST_READER_ACCURACY and budget * 0.75 - _spent(began) > 60:
         extra += 1

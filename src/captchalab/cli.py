@@ -358,6 +358,9 @@ def adapt_command(
     min_confidence: Annotated[float, typer.Option("--min-confidence", help="Keep readings at least this "
                                                   "confident (calibrated) to learn from.")] = 0.9,
     synthetic: Annotated[int, typer.Option(help="Look-alike images rendered for the first reader.")] = 4000,
+    init: Annotated[Path | None, typer.Option(help="Start the first reader from this run (a general reader, "
+                                                   "e.g. bench/results/general/NNN) instead of from scratch.")]
+    = None,
     as_json: JsonFlag = False,
 ) -> None:
     """A solver from unlabelled images: look-alikes of their style, then rounds of self-training on the
@@ -366,7 +369,8 @@ def adapt_command(
     from captchalab.adapting import adapt, summary
 
     with err.status("adapting (look-alikes, then self-training rounds)"):
-        folder_out = adapt(folder, out_dir, length, charset, budget, rounds, min_confidence, synthetic, quiet=True)
+        folder_out = adapt(folder, out_dir, length, charset, budget, rounds, min_confidence, synthetic, init,
+                           quiet=True)
     record = summary(folder_out)
     if as_json:
         print(json.dumps({k: record[k] for k in ("model", "estimated_accuracy", "rounds", "cpu_seconds", "stopped")}))
