@@ -87,3 +87,27 @@ def test_adapt_writes_rounds_a_model_and_its_own_estimate(unlabelled: Path, tmp_
     with pytest.raises(RunFolderError, match="other settings"):
         captchalab.adapt(unlabelled, out, length=6, charset="0-9A-Z", budget_minutes=1.5, rounds=1, synthetic=300,
                          min_confidence=0.01)
+    first = sorted(unlabelled.glob("*.png"))[0]
+    write_labels_csv(out / "check.csv", [(str(first), "AB123")])  # a person's one correction
+    captchalab.label(out, budget_minutes=0.3, quiet=True)
+    labelled = json.loads((out / "adapt.json").read_text())["labelled"]
+    assert labelled["corrections"] == 1 and Path(labelled["run"]).name.startswith("label-")
+    assert (out / "model" / "model.onnx").exists() and (out / "rounds" / "label.csv").exists()
+
+
+def test_label_refuses_a_non_adapt_folder_and_a_wrong_correction(unlabelled: Path, tmp_path: Path) -> None:
+    with pytest.raises(RunFolderError, match="captchalab adapt"):
+        captchalab.label(tmp_path / "nothing")
+    out = tmp_path / "out"
+    out.mkdir()
+    settings = {**adapting.asdict(adapting.AdaptConfig("5", "0-9A-Z")), "folder": str(unlabelled), "images": 60}
+    (out / adapting.SETTINGS).write_text(json.dumps(settings))
+    (out / "adapt.json").write_text(json.dumps({"model_round": 0, "rounds": [{"round": 0, "run": "x"}]}))
+    first = sorted(unlabelled.glob("*.png"))[0]
+    write_labels_csv(out / "check.csv", [(str(first), "AB12")])  # four characters: --length is 5
+    with pytest.raises(DataError, match=r"row 2 .*'AB12' is not 5 of 0-9A-Z"):
+        captchalab.label(out)
+    write_labels_csv(out / "check.csv", [(str(first), "ab123")])  # lower case: not in the charset
+    outcome = run_cli("label", out)
+    assert outcome.failed_cleanly(3, "ab123"), outcome.text
+    assert not (out / "model").exists() and not (out / "rounds").exists()

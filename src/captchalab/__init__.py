@@ -105,10 +105,11 @@ _LAZY = {
     "serve": "captchalab.inference.http",
     "solve_dataset": "captchalab.inference.ray_solve",
     "adapt": "captchalab.adapting",
+    "label": "captchalab.adapting",
 }
 
 if TYPE_CHECKING:
-    from captchalab.adapting import adapt
+    from captchalab.adapting import adapt, label
     from captchalab.auditing import audit
     from captchalab.data.synthetic import Workers
     from captchalab.diagnosis import diagnose
@@ -143,6 +144,7 @@ __all__ = [
     "evaluate",
     "export",
     "generate",
+    "label",
     "load",
     "serve",
     "solve",

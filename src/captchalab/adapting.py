@@ -18,6 +18,7 @@ Nothing here ever reads a label: a folder's labels.csv and file names are ignore
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -95,7 +96,9 @@ def _adapt(folder: Path, out: Path, config: AdaptConfig, quiet: bool) -> Path:
         write_look_alikes(synthetic, style, config.synthetic, config.seed)
     budget = config.budget_minutes * 60
     run = _first_reader(synthetic, out / "rounds", config, budget, began, quiet)
-    rounds = [_read_round(0, run, paths, config)]
+    prepared: dict[Any, tuple[list[Path], np.ndarray]] = {}  # the images at a model's input size, read once
+    rounds = [_read_round(0, run, paths, config, prepared)]
+    _write_kept(out, rounds[-1])
     per_round = (budget - _spent(began)) / max(1, config.rounds)
     stopped = "rounds done"
     for number in range(1, config.rounds + 1):
@@ -107,7 +110,8 @@ def _adapt(folder: Path, out: Path, config: AdaptConfig, quiet: bool) -> Path:
             break
         data = _pseudo_labelled(out / "rounds" / f"{number}.csv", rounds[-1]["kept_rows"], synthetic, config.seed)
         run = _train(data, out / "rounds" / str(number), run, config, min(per_round, budget - _spent(began)), quiet)
-        rounds.append(_read_round(number, run, paths, config))
+        rounds.append(_read_round(number, run, paths, config, prepared))
+        _write_kept(out, rounds[-1])
         if rounds[-1]["kept"] < rounds[-2]["kept"] + MIN_GAIN * len(paths):
             stopped = f"round {number} kept fewer than {MIN_GAIN:.0%} more of the images than the one before"
             break
@@ -215,11 +219,14 @@ def _count_rows(data: Path) -> int:
     return max(1, len(list_entries(data)[1]))
 
 
-def _read_round(number: int, run: Path, paths: Sequence[Path], config: AdaptConfig) -> dict[str, Any]:
+def _read_round(number: int, run: Path, paths: Sequence[Path], config: AdaptConfig,
+                prepared: dict[Any, tuple[list[Path], np.ndarray]]) -> dict[str, Any]:
     """Read every image and a shifted copy; keep the confident readings that the shift leaves alone."""
     predictor = Predictor.load(run, threads=config.threads)
     constraints = Constraints.parse(config.length, config.charset, None, predictor.config.charset)
-    readable, pixels = _prepared(predictor, paths)
+    if predictor.config.image not in prepared:
+        prepared[predictor.config.image] = _prepared(predictor, paths)
+    readable, pixels = prepared[predictor.config.image]
     readings = [r[0] for r in predictor.predict_pixels(pixels, 1, constraints)]
     shifted = [r[0] for r in predictor.predict_pixels(_shifted(pixels), 1, constraints)]
     kept = [(str(p), r.text) for p, r, s in zip(readable, readings, shifted)
@@ -227,6 +234,11 @@ def _read_round(number: int, run: Path, paths: Sequence[Path], config: AdaptConf
     return {"round": number, "run": str(run), "images": len(readable), "kept": len(kept),
             "mean_confidence": round(float(np.mean([r.confidence for r in readings])), 4),
             "least_certain": _least_certain(readable, readings), "kept_rows": kept}
+
+
+def _write_kept(out: Path, reading: dict[str, Any]) -> None:
+    """rounds/kept-N.csv: the readings round N kept, for ``label`` to learn from beside the corrections."""
+    write_labels_csv(out / "rounds" / f"kept-{reading['round']}.csv", reading["kept_rows"])
 
 
 def _prepared(predictor: Predictor, paths: Sequence[Path]) -> tuple[list[Path], np.ndarray]:
@@ -295,6 +307,64 @@ def _write_check(out: Path, least_certain: Sequence[dict[str, Any]]) -> Path:
         fresh.replace(target)
         return target
     return write_labels_csv(target, rows)
+
+
+def label(out: str | Path, sheet: str | Path | None = None, budget_minutes: float = 10.0,
+          quiet: bool = False) -> Path:
+    """Fine-tune an adapt folder's model with a person's corrections (``captchalab label OUT``).
+
+    ``sheet`` (default OUT/check.csv, the least certain readings) is a ``file,label`` CSV whose labels a
+    person has checked and corrected: every row counts as a true label. The model of ``out`` is
+    fine-tuned on them (repeated to a quarter of the data), the readings its round kept and as many
+    look-alikes; the new run becomes OUT/model and adapt.json records it under ``labelled``."""
+    out = Path(out)
+    if not (out / SETTINGS).is_file() or not (out / "adapt.json").is_file():
+        raise RunFolderError(f"{out}: not a finished adapt folder; run 'captchalab adapt' into it first")
+    settings = files.read_json(out / SETTINGS, RunFolderError, "run 'captchalab adapt' into it first")
+    record = files.read_json(out / "adapt.json", RunFolderError, "rerun 'captchalab adapt' to finish it")
+    sheet = Path(sheet) if sheet else out / "check.csv"
+    config = AdaptConfig(**{k: v for k, v in settings.items() if k in AdaptConfig.__dataclass_fields__})
+    corrections = _corrections(sheet, config)
+    round_run = Path(record["rounds"][[r["round"] for r in record["rounds"]].index(record["model_round"])]["run"])
+    corrected = {file for file, _ in corrections}
+    kept_csv = out / "rounds" / f"kept-{record['model_round']}.csv"
+    kept = [(f, t) for f, t in (list_entries(kept_csv)[1] if kept_csv.exists() else []) if f not in corrected]
+    data = _label_data(out / "rounds" / "label.csv", corrections, kept, out / "synthetic", config.seed)
+    digest = hashlib.sha256(data.read_bytes()).hexdigest()[:8]  # a new sheet trains a new run
+    run = _train(data, out / "rounds" / f"label-{digest}", round_run, config, budget_minutes * 60, quiet)
+    model = out / "model"
+    shutil.rmtree(model, ignore_errors=True)
+    shutil.copytree(run, model)
+    record["labelled"] = {"sheet": str(sheet.resolve()), "corrections": len(corrections), "kept": len(kept),
+                          "from_round": record["model_round"], "run": str(run)}
+    runs.write_json(out / "adapt.json", record)
+    return out
+
+
+def _corrections(sheet: Path, config: AdaptConfig) -> list[tuple[str, str]]:
+    """The sheet's rows as absolute paths, every label checked against --length and --charset."""
+    from captchalab.charset import Charset
+    from captchalab.data.synthetic import length_bounds
+
+    root, rows = list_entries(sheet)
+    symbols, (low, high) = set(Charset.parse(config.charset).symbols), length_bounds(config.length)
+    for number, (file, text) in enumerate(rows, start=2):
+        if not low <= len(text) <= high or not set(text) <= symbols:
+            raise DataError(f"{sheet}: row {number} ({file}): label '{text}' is not {config.length} of "
+                            f"{config.charset}; correct it to what the image shows, or delete the row")
+    if not rows:
+        raise DataError(f"{sheet}: no rows; correct the readings of the least certain images first")
+    return [(str((root / file).resolve()), text) for file, text in rows]
+
+
+def _label_data(csv_path: Path, corrections: Sequence[tuple[str, str]], kept: Sequence[tuple[str, str]],
+                synthetic: Path, seed: int) -> Path:
+    """Corrections repeated to a quarter of the rows, the kept readings, and as many look-alikes."""
+    root, entries = list_entries(synthetic)
+    look_alikes = random.Random(seed).sample(entries, min(len(entries), max(len(kept), len(corrections))))
+    others = [*kept, *((str((root / name).resolve()), text) for name, text in look_alikes)]
+    repeats = max(1, math.ceil(len(others) / (3 * len(corrections))))
+    return write_labels_csv(csv_path, [*(list(corrections) * repeats), *others])
 
 
 def summary(out: Path) -> dict[str, Any]:

@@ -384,6 +384,28 @@ def adapt_command(
     err.print(f"stopped: {escape(record['stopped'])}", highlight=False)
 
 
+@command("label")
+def label_command(
+    out_dir: Annotated[Path, typer.Argument(help="An adapt folder (captchalab adapt --out).")],
+    sheet: Annotated[Path | None, typer.Option(help="The corrected file,label CSV (default OUT/check.csv: its "
+                                                    "least certain readings, corrected by hand).")] = None,
+    budget: Annotated[float, typer.Option(help="CPU minutes for the fine-tuning.")] = 10.0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Close the loop after adapt: correct the readings in OUT/check.csv by hand (every row then counts as
+    a true label), and this fine-tunes OUT/model on them, the readings adapt kept and look-alikes."""
+    from captchalab.adapting import label, summary
+
+    with err.status("fine-tuning on the corrections"):
+        label(out_dir, sheet, budget, quiet=True)
+    labelled = summary(out_dir)["labelled"]
+    if as_json:
+        print(json.dumps(labelled))
+        return
+    out.print(f"model: {escape(str(out_dir / 'model'))}  ({labelled['corrections']} corrections, "
+              f"{labelled['kept']} kept readings, from round {labelled['from_round']})", highlight=False)
+
+
 @command("audit")
 def audit_command(
     data: Annotated[Path, typer.Argument(help="Labelled captchas of one style (folder or CSV).")],
