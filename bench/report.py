@@ -353,7 +353,42 @@ def adapt() -> str | None:
             + "".join(f"\n\nEarlier settings, {line}." for line in others))
 
 
-SECTIONS: list[Callable[[], str | None]] = [zoo, crnn_vs_keras, bundled, efficiency, audit_new_style, adapt,
+ZERO_SHOT_SOLVERS = {"captchalab": "general reader", "captchalab_allowed": "general reader, told the charset",
+                     "ddddocr": "ddddocr", "ddddocr_set_ranges": "ddddocr, `set_ranges`"}
+
+
+def general() -> str | None:
+    """The general reader zero-shot beside ddddocr on every set, worst first (bench/zero_shot.py)."""
+    data, training = _load("zero_shot.json"), _load("general.json")
+    if not data or not training:
+        return None
+    sets = sorted(data["sets"].items(),
+                  key=lambda kv: kv[1]["solvers"]["captchalab_allowed"]["sequence_accuracy_casefold"])
+    rows = ["| set | " + " | ".join(ZERO_SHOT_SOLVERS.values()) + " | its mean confidence (told) |",
+            "| --- " * (len(ZERO_SHOT_SOLVERS) + 2) + "|"]
+    for name, result in sets:
+        cells = [_pct(result["solvers"][k]["sequence_accuracy_casefold"]) for k in ZERO_SHOT_SOLVERS]
+        told = result["solvers"]["captchalab_allowed"]
+        rows.append(f"| {name} | " + " | ".join(cells) + f" | {_pct(told['mean_confidence'])} |")
+    summary = data["summary"]
+    rows.append("| **worst / mean** | " + " | ".join(f"**{_pct(summary[k]['worst'])}** / {_pct(summary[k]['mean'])}"
+                                                    for k in ZERO_SHOT_SOLVERS) + " | |")
+    stage = next(s for s in training["stages"] if data["model_sha256"] in s.get("onnx_sha256", ""))
+    timing = data["sets"]["captcha_images_v2"]["solvers"]
+    return ("### A general reader out of the box, next to ddddocr (`bench/zero_shot.py`)\n\n"
+            f"Zero-shot, no image of any set seen, sequence accuracy (case folded): the general reader "
+            f"(`bench/train_general.py` stage {stage['run']}: {int(stage['run']) + 1} shards of "
+            f"{training['shard_images']:,} fresh world images, {_pct(stage['val_sequence_accuracy'])} on the world's "
+            f"validation set, exact case) against ddddocr {data['ddddocr_version']}"
+            f" in the same run. Worst first.\n\n" + "\n".join(rows)
+            + f"\n\nBatch 1, one core, on captcha_images_v2: {timing['captchalab']['batch1_ms_p50']:.1f} ms/image "
+            f"(general reader) vs {timing['ddddocr']['batch1_ms_p50']:.1f} (ddddocr). \"Told the charset\": the "
+            "set's symbols and lengths as `--allowed`/`--length` (and `--case` where its letters are of one case) "
+            "for captchalab, `set_ranges` for ddddocr. Calibration errors, examples and the machine in "
+            "`bench/results/zero_shot.json`; training per stage in `bench/results/general.json`.")
+
+
+SECTIONS: list[Callable[[], str | None]] = [zoo, general, crnn_vs_keras, bundled, efficiency, audit_new_style, adapt,
                                              fully_connected, peers, serving]
 
 

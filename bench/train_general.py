@@ -92,9 +92,11 @@ def summary(run: Path) -> dict:
 def record(finished: list[Path]) -> None:
     """general.json: every stage measured so far, this machine's and those of earlier sessions."""
     from captchalab import runs
+    from captchalab.data.world import provenance
 
     stages = {s["run"]: s for s in json.loads(RESULT.read_text())["stages"]} if RESULT.exists() else {}
-    stages.update({run.name: {**summary(run), "machine": machine_info()} for run in finished})
+    stages.update({run.name: {**summary(run), "machine": machine_info(), "fonts": provenance()["families"]}
+                   for run in finished})
     runs.write_json(RESULT, {
         "benchmark": "general reader", "charset": CHARSET, "length": list(LENGTH),
         "input": {"height": HEIGHT, "width": WIDTH}, "shard_images": SHARD, "val_images": VAL,

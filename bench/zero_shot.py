@@ -24,6 +24,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +143,8 @@ def main() -> None:
             "ddddocr_set_ranges": run_solver(Ddddocr(ranges(knowledge)), items, False)}}
         print(name, {k: v["sequence_accuracy_casefold"] for k, v in results[name]["solvers"].items()}, flush=True)
     runs.write_json(args.out, {"what": __doc__.split("\n\n")[0], "model": str(args.model or "bundled"),
-                               "model_sha256": model_sha256(args.model), "sets": results,
+                               "model_sha256": model_sha256(args.model), "ddddocr_version": metadata.version("ddddocr"),
+                               "sets": results,
                                "summary": summary(results), "machine": machine_info()})
 
 
