@@ -11,6 +11,7 @@ Shards are written by ``generate --world`` (data/world.py) and read at the reade
 
     .venv/bin/python bench/train_general.py --stages 4        # render and train up to 4 stages
     .venv/bin/python bench/train_general.py --status          # what is done, no work
+    .venv/bin/python bench/train_general.py --ship            # the newest stage into the package
 
 Writes runs/general/ (shards, stage runs) and bench/results/general.json (per stage: images,
 epochs, CPU seconds, validation accuracy, commit and library versions; the ONNX SHA-256). The newest
@@ -34,6 +35,8 @@ from machine import machine_info
 ROOT = Path(__file__).resolve().parent.parent
 RESULT = ROOT / "bench" / "results" / "general.json"
 SNAPSHOT = ROOT / "bench" / "results" / "general"  # holds stage-NNN/, the newest finished stage
+SHIPPED = ROOT / "src" / "captchalab" / "general"  # the package's general reader (adapt starts from it)
+SHIPPED_FILES = ("config.json", "model.keras", "model.onnx", "calibration.json", "ood.json", "metrics.json")
 CHARSET = "0-9a-zA-Z"  # exact case: folding to one case is a decode-time choice
 LENGTH = (1, 10)
 HEIGHT, WIDTH = 32, 160  # 40 CTC steps: room for 10 characters and the blanks between repeats
@@ -110,9 +113,41 @@ def snapshot(run: Path) -> None:
     staging = SNAPSHOT / f".{run.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(run, staging, ignore=shutil.ignore_patterns("checkpoints", ".lock"))
+    weights_only(run, staging / "model.keras")
     for old in SNAPSHOT.glob("[0-9]*"):
         shutil.rmtree(old)
     staging.replace(target)
+
+
+def ship(work: Path) -> Path:
+    """Copy the newest finished stage into the package (src/captchalab/general/), with its provenance."""
+    from captchalab import runs
+
+    finished = sorted(p.parent for p in (work / "stages").glob("*/model.onnx"))
+    if not finished:
+        raise SystemExit(f"no finished stage in {work / 'stages'}; train one first")
+    run = finished[-1]
+    staging = SHIPPED.with_name(".general.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    for name in SHIPPED_FILES:
+        if (run / name).exists():
+            shutil.copy2(run / name, staging / name)
+    weights_only(run, staging / "model.keras")
+    runs.write_json(staging / "general.json", {
+        "trained_by": "bench/train_general.py", "stage": run.name, **summary(run),
+        "distinct_training_images": SHARD * (int(run.name) + 1), "machine": machine_info()})
+    shutil.rmtree(SHIPPED, ignore_errors=True)
+    staging.replace(SHIPPED)
+    return SHIPPED
+
+
+def weights_only(run: Path, target: Path) -> None:
+    """model.keras without the optimizer state that runs trained before commit 'model.keras holds weights
+    only' saved beside the weights (three times the size)."""
+    from captchalab import runs
+
+    runs.load_keras(run).save(target)
 
 
 def restore(work: Path) -> int:
@@ -134,7 +169,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "general")
     parser.add_argument("--stage-cpu-minutes", type=float, default=0.0, help="cut a stage after this CPU time")
     parser.add_argument("--status", action="store_true", help="print the finished stages; no work")
+    parser.add_argument("--ship", action="store_true", help="copy the newest finished stage into the package")
     args = parser.parse_args()
+    if args.ship:
+        restore(args.work)
+        print(f"shipped {ship(args.work)}")
+        return
     if args.status:
         print(json.dumps([summary(run) for run in sorted((args.work / "stages").glob("*"))
                           if (run / "model.onnx").exists()], indent=1))

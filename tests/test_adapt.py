@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import captchalab
-from captchalab import adapting
+from captchalab import adapting, runs
 from captchalab.data.folder import write_labels_csv
 from captchalab.data.synthetic import generate
 from captchalab.errors import DataError, RunFolderError, UsageError
@@ -111,3 +111,11 @@ def test_label_refuses_a_non_adapt_folder_and_a_wrong_correction(unlabelled: Pat
     outcome = run_cli("label", out)
     assert outcome.failed_cleanly(3, "ab123"), outcome.text
     assert not (out / "model").exists() and not (out / "rounds").exists()
+
+
+def test_init_names_the_shipped_general_reader_a_run_or_nothing(tmp_path: Path) -> None:
+    shipped = runs.init_run("general")
+    assert shipped is not None and (shipped / "model.keras").is_file() and (shipped / "model.onnx").is_file()
+    assert json.loads((shipped / "config.json").read_text())["charset"]["symbols"].startswith("0123456789abc")
+    assert runs.init_run(None) is None and runs.init_run("none") is None
+    assert runs.init_run(tmp_path) == tmp_path.resolve()

@@ -1,6 +1,9 @@
+import io
 import itertools
 import json
+import zipfile
 
+import h5py
 import pytest
 
 from captchalab.errors import RunFolderError, UsageError
@@ -16,6 +19,15 @@ def test_run_folder_has_the_design_files(tiny_run):
     assert config["model"] == "crnn" and config["head"] == "ctc"
     assert config["image"] == {"height": 32, "width": 96, "channels": 1,
                                "preprocessing": config["image"]["preprocessing"]}
+
+
+def test_model_keras_holds_weights_without_the_optimizer_state(tiny_set, tmp_path):
+    """Without a training-only head the trained network is the compiled one: its optimizer state
+    (twice the weights) must not be saved into model.keras, which is read for its weights alone."""
+    run = train(tiny_set, out=tmp_path / "run", epochs=1, quiet=True, overrides=["model.alignment_weight=0"])
+    with zipfile.ZipFile(run / "model.keras") as archive:
+        weights = h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r")
+        assert "layers" in weights and "optimizer" not in weights
 
 
 def test_existing_run_is_not_overwritten(tiny_set, tiny_run):

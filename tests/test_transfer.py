@@ -86,3 +86,16 @@ def test_init_from_another_model_is_a_usage_error(tiny_run: Path, tiny_set: Path
 def test_cli_init_missing_run_fails_cleanly(tiny_set: Path, tmp_path: Path) -> None:
     outcome = run_cli("train", tiny_set, "--init", tmp_path / "nowhere", "--out", tmp_path / "r", "-q")
     assert outcome.failed_cleanly(4, "nowhere")
+
+
+def test_init_general_fine_tunes_the_shipped_general_reader(tmp_path: Path) -> None:
+    """`train --init general`: the general reader's network and 32x160 grey input, the data's charset."""
+    data = generate(tmp_path / "digits", 30, length="4", charset="0-9", size="120x40", seed=5)
+    outcome = run_cli("train", data, "--out", tmp_path / "tuned", "--init", "general", "--epochs", "1", "--quiet")
+    assert outcome.code == 0, outcome.text
+    config = runs.read_config(tmp_path / "tuned")
+    general = runs.read_config(runs.general_reader_path())
+    assert config.charset.symbols == "0123456789" and config.image == general.image
+    assert config.options == general.options
+    state = json.loads((tmp_path / "tuned" / "checkpoints" / "state.json").read_text())
+    assert state["init_report"]["output_classes"] == {"copied": 11, "new": 0}  # blank and the ten digits

@@ -66,20 +66,22 @@ class AdaptConfig:
     max_images: int = 20000  # of the folder's images, the first this many (sorted by name)
     threads: int = 0
     seed: int = 0
-    init: str | None = None  # a run to start round 0 from (a general reader) instead of random weights
+    init: str | None = None  # the run round 0 starts from (the shipped general reader); None: random weights
 
 
 def adapt(
     folder: str | Path, out: str | Path, length: int | str, charset: str, budget_minutes: float = 30.0,
-    rounds: int = 3, min_confidence: float = 0.9, synthetic: int = 4000, init: str | Path | None = None,
+    rounds: int = 3, min_confidence: float = 0.9, synthetic: int = 4000, init: str | Path | None = "general",
     quiet: bool = False,
 ) -> Path:
     """Adapt a reader to the unlabelled images of ``folder`` (``captchalab adapt``): labels of ``length``
-    ("5", "4-6") from ``charset`` ("0-9a-z"), within ``budget_minutes`` of CPU; round 0 starts from the run
-    ``init`` (a general reader) when given. The round folders, adapt.json and the final ``model`` run go to
-    ``out``; an interrupted call goes on where it stopped."""
+    ("5", "4-6") from ``charset`` ("0-9a-z"), within ``budget_minutes`` of CPU. Round 0 starts from the run
+    ``init``: "general" (the general reader shipped with the package), a run folder, or None (random
+    weights). The round folders, adapt.json and the final ``model`` run go to ``out``; an interrupted call
+    goes on where it stopped."""
+    start = runs.init_run(init)
     config = AdaptConfig(str(length), charset, budget_minutes, rounds, synthetic, min_confidence=min_confidence,
-                         init=str(Path(init).resolve()) if init else None)
+                         init=str(start) if start else None)
     return _adapt(Path(folder), Path(out), config, quiet)
 
 
@@ -149,12 +151,13 @@ def _check_out(out: Path, settings: dict[str, Any]) -> None:
 
 
 def _images(folder: Path, out: Path, limit: int) -> list[Path]:
-    """The folder's images, as absolute paths (they go into labels CSVs read from other folders)."""
+    """The folder's images, as absolute paths (they go into labels CSVs read from other folders); links are
+    kept as links: their names are the user's."""
     if not folder.is_dir():
         raise UsageError(f"{folder}: not a folder; give the folder of the site's captcha images")
     if out.resolve().is_relative_to(folder.resolve()):
         raise UsageError(f"{out}: inside {folder}, whose images it would mix with its own; put --out elsewhere")
-    paths = [p.resolve() for p in itertools.islice(iter_image_files([folder]), limit)]
+    paths = [p.absolute() for p in itertools.islice(iter_image_files([folder]), limit)]
     if len(paths) < 20:
         raise DataError(f"{folder}: {len(paths)} image(s); adapting needs at least 20, better a few hundred")
     return paths

@@ -161,8 +161,9 @@ def train(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing run folder.")] = False,
     resume: Annotated[Path | None, typer.Option(help="Continue the killed or stopped run RUN (with --epochs: its new "
                                                      "limit; at or below the epochs done, finish it now).")] = None,
-    init: Annotated[Path | None, typer.Option(help="Start from the pretrained run RUN (fine-tuning; a new "
-                                                   "charset gets new output classes).")] = None,
+    init: Annotated[str | None, typer.Option(help="Start from a pretrained run (fine-tuning; a new charset gets new "
+                                                  "output classes): a run folder, or 'general' for the general "
+                                                  "reader shipped with captchalab (docs/world.md).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     devices: Annotated[int | None, typer.Option(min=1, max=64, help="Train on N devices (train.devices): "
                                                 "MirroredStrategy over N GPUs, else N logical CPUs; the batch "
@@ -228,7 +229,8 @@ def evaluate(
 @command()
 def solve(
     images: Annotated[list[Path], typer.Argument(help="Images and/or folders of images.")],
-    model: Annotated[Path | None, typer.Option(help="Run folder or .onnx (default: bundled model).")] = None,
+    model: Annotated[str | None, typer.Option(help="Run folder, .onnx, or 'general' for the general reader "
+                                                   "(default: bundled model).")] = None,
     as_json: JsonFlag = False,
     top_k: Annotated[int, typer.Option("--top-k", min=1, max=20, help="Best K readings per image.")] = 1,
     results_csv: Annotated[Path | None, typer.Option("--out", help="Also write file,text,confidence CSV.")] = None,
@@ -277,7 +279,7 @@ def solve(
         err.print(f"skipped {failures} unreadable image(s) (see {where})")
 
 
-def _solve_on_ray(images: list[Path], model: Path | None, top_k: int, out_file: Path | None, threads: int,
+def _solve_on_ray(images: list[Path], model: str | None, top_k: int, out_file: Path | None, threads: int,
                   batch_size: int, constraints: Any, min_confidence: float | None, address: str | None,
                   actors: int | None, gpus: float) -> int:
     """solve --engine ray: the readings to --out (a table, not lines on stdout); returns the failures."""
@@ -299,7 +301,8 @@ def _solve_on_ray(images: list[Path], model: Path | None, top_k: int, out_file: 
 @command()
 def serve(
     model: Annotated[list[str] | None, typer.Option(
-        help="RUN (the default model) or NAME=RUN; repeat to serve several (default: bundled model).")] = None,
+        help="RUN (the default model) or NAME=RUN; repeat to serve several; RUN 'general' is the general reader "
+        "(default: bundled model).")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on; loopback only by default.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Server processes.")] = 1,
@@ -358,9 +361,9 @@ def adapt_command(
     min_confidence: Annotated[float, typer.Option("--min-confidence", help="Keep readings at least this "
                                                   "confident (calibrated) to learn from.")] = 0.9,
     synthetic: Annotated[int, typer.Option(help="Look-alike images rendered for the first reader.")] = 4000,
-    init: Annotated[Path | None, typer.Option(help="Start the first reader from this run (a general reader, "
-                                                   "e.g. bench/results/general/NNN) instead of from scratch.")]
-    = None,
+    init: Annotated[str, typer.Option(help="Start the first reader from: 'general' (the general reader shipped "
+                                           "with captchalab), a run folder, or 'none' (random weights).")]
+    = "general",
     as_json: JsonFlag = False,
 ) -> None:
     """A solver from unlabelled images: look-alikes of their style, then rounds of self-training on the

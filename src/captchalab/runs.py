@@ -14,6 +14,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,28 @@ CHECKPOINTS = "checkpoints"
 TMP_PREFIX = ".tmp-"  # atomic_write's temporary files: ".tmp-<name>-<random><suffix>"
 LOCK = ".lock"  # held (flock) by the process training in the folder; holds its PID
 METADATA_KEY = "captchalab_config"  # the ONNX metadata entry that carries config.json (exporting writes it)
+
+
+def general_reader_path() -> Path:
+    """The general reader shipped with the package (a run folder: bench/train_general.py --ship), where
+    ``adapt`` and ``train --init general`` start; it reads any style a little, not yet well enough to be
+    the bundled model."""
+    return Path(str(resources.files("captchalab") / "general"))
+
+
+GENERAL = "general"  # the name --model and --init give the shipped general reader; a folder so named: ./general
+
+
+def named_run(model: str | Path) -> Path:
+    """A run folder or model file as given, or the shipped general reader for the bare name "general"."""
+    return general_reader_path() if str(model) == GENERAL and not isinstance(model, Path) else Path(model)
+
+
+def init_run(init: str | Path | None) -> Path | None:
+    """What ``--init`` names: "general" (the shipped general reader), a run folder, or "none"/None."""
+    if init is None or str(init) == "none":
+        return None
+    return named_run(init).resolve()
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:

@@ -114,13 +114,15 @@ def train(
 ) -> Path:
     """Train a model on DATA and return its run folder (see docs/design.md).
 
-    ``model`` defaults to crnn, or to the model of ``init``: a pretrained run to start from
-    (its model options and image size are kept; see transfer.py). ``train_config``: the training
+    ``model`` defaults to crnn, or to the model of ``init``: a pretrained run to start from, or "general"
+    (the general reader shipped with the package); its model options and image size are kept (see
+    transfer.py). ``train_config``: the training
     settings as a typed value (default TrainConfig()); ``epochs`` and then the ``"key=value"``
     ``overrides`` of the command line (``--set``) apply on top of it.
     """
     if resume is not None:
         return _resume(Path(resume), export_onnx, quiet, skip_bad, epochs)
+    init = runs.init_run(init)
     init_config = runs.read_config(init) if init is not None else None
     entry = registry.get(model or (init_config.model if init_config else "crnn"))
     size = init_config.image if init_config else None
@@ -300,6 +302,16 @@ def _fit(
     return _finish(model, trainer, config, folder, split, state, export_onnx)
 
 
+def _weights_only(model: keras.Model, config: RunConfig) -> keras.Model:
+    """An uncompiled copy: model.keras is read for its weights alone (runs.load_keras), and a compiled
+    model would save its optimizer's state beside them, three times the size."""
+    if getattr(model, "optimizer", None) is None:
+        return model
+    plain = build_model(config)
+    plain.set_weights(model.get_weights())
+    return plain
+
+
 def _finish(
     model: keras.Model,
     trainer: keras.Model,
@@ -314,7 +326,7 @@ def _finish(
     if best.exists():
         files.regular_file(best, RunFolderError)
         trainer.load_weights(best)
-    runs.atomic_write(folder / "model.keras", lambda tmp: model.save(tmp))
+    runs.atomic_write(folder / "model.keras", lambda tmp: _weights_only(model, config).save(tmp))
     _calibrate_and_plot(model, config, folder, split, state.history)
     runs.write_json(folder / "history.json", state.history)
     texts = [p.text for p in predict_texts(model, config, split.val_x)]

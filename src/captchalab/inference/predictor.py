@@ -50,7 +50,8 @@ class Predictor:
     @classmethod
     def load(cls, model: str | Path | None = None, backend: str = "auto", threads: int = 0,
              device: str = "cpu") -> Predictor:
-        """``model``: a run folder, an ``.onnx`` file, or None for the bundled model; ``device="cuda"``
+        """``model``: a run folder, an ``.onnx`` file, "general" for the shipped general reader (docs/world.md),
+        or None for the bundled model; ``device="cuda"``
         runs ONNX Runtime's CUDA provider where it is installed (onnxruntime-gpu), else the CPU with a warning."""
         if backend not in ("auto", "onnx", "keras"):
             raise UsageError(f"backend '{backend}' is not one of auto, onnx, keras")
@@ -58,7 +59,7 @@ class Predictor:
             address = re.sub(r":/+", "://", str(model), count=1)
             raise UsageError(f"{address}: is an address, not a file; captchalab never loads a model over the network. "
                              "Download it, then pass the .onnx file or the run folder")
-        path = Path(model) if model is not None else bundled_model_path()
+        path = runs.named_run(model) if model is not None else bundled_model_path()
         if path.suffix == ".onnx" and path.exists() and not path.is_dir():  # read_model refuses pipes and devices
             return cls._from_onnx(path, threads, device)
         folder = runs.run_folder(path)
