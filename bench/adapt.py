@@ -1,9 +1,11 @@
-"""Zero labels: ``captchalab adapt`` on captcha_images_v2, the labels hidden from it, used only to score.
+"""Zero labels: ``captchalab adapt`` on captcha_images_v2 or a zoo style, the labels hidden from it, used only to score.
 
-The 936 images of ``train.csv`` are linked into a folder under neutral names (``00000.png``...;
-captcha_images_v2 names each file by its label) with no labels.csv, and adapted to with what a
-user would know: 5 characters of ``0-9a-z`` (the set really uses 19 of those 36 symbols). Then,
-with the truth this bench alone holds:
+captcha_images_v2: the 936 images of ``train.csv`` are linked into a folder under neutral names
+(``00000.png``...; captcha_images_v2 names each file by its label) with no labels.csv, and adapted
+to with what a user would know: 5 characters of ``0-9a-z`` (the set really uses 19 of those 36
+symbols). A zoo style (``--style``, bench/zoo.py): the first 1,200 images of its pool alike, told
+the lengths and symbols its labels use; scored on its 500 test images. Then, with the truth this
+bench alone holds:
 
 * each round's model on ``test.csv`` (104 images, never seen by adapt): sequence and character accuracy;
 * each round's kept readings: how many, and how many of them are right (a confident pseudo-label
@@ -13,8 +15,15 @@ with the truth this bench alone holds:
 
     nice -n 10 .venv/bin/python bench/adapt.py                 # the default 30 CPU-minute budget
     nice -n 10 .venv/bin/python bench/adapt.py --budget 20 --tag budget20
+    nice -n 10 .venv/bin/python bench/adapt.py --style tiny-jpeg   # a zoo style
+    nice -n 10 .venv/bin/python bench/adapt.py --label      # then a person's corrections of check.csv
 
-Writes bench/results/adapt.json (one entry per --tag; a rerun continues an interrupted adapt in --work).
+``--label`` plays the person of ``captchalab label``: the rows of the finished --tag's check.csv (its
+least certain readings) get their true labels, ``label`` fine-tunes on them within its default 10 CPU
+minutes, and the new OUT/model is scored on ``test.csv``.
+
+Writes bench/results/adapt.json (one entry per --style and --tag; a rerun continues an interrupted
+adapt in --work).
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from data import captcha_images_v2
@@ -32,17 +42,50 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULT = ROOT / "bench" / "results" / "adapt.json"
 
 
-def hidden_labels(v2: Path, folder: Path) -> dict[str, str]:
-    """train.csv's images linked as NNNNN.png, no labels.csv; the truth by path, for scoring only."""
+V2 = "captcha_images_v2"
+ZOO_IMAGES = 1200  # of a zoo style's pool: the size of its 1,200-label cell, labels hidden
+
+
+@dataclass(frozen=True)
+class Target:
+    """What is adapted to: the labelled images (labels hidden from adapt), the test CSV, what the user says."""
+
+    style: str
+    labelled: Path  # a labels CSV; its first ``count`` rows are adapted to
+    count: int
+    test_csv: Path
+    length: str
+    charset: str
+
+    @property
+    def data(self) -> str:
+        return (f"{self.style}: {self.count} images of {self.labelled.name}, labels hidden; scored on "
+                f"{self.test_csv.parent.name}/{self.test_csv.name}")
+
+
+def target(style: str, work: Path) -> Target:
+    if style == V2:
+        v2 = captcha_images_v2()
+        return Target(V2, v2 / "train.csv", 936, v2 / "test.csv", "5", "0-9a-z")
+    from zero_shot import site_knowledge
+    from zoo import read_csv, style_data
+
+    pool, test = style_data(style, work)
+    knowledge = site_knowledge([(Path(f), b"", label) for f, label in read_csv(pool)[:ZOO_IMAGES]])
+    return Target(style, pool, ZOO_IMAGES, test, knowledge["length"], knowledge["charset"])
+
+
+def hidden_labels(source: Target, folder: Path) -> dict[str, str]:
+    """The target's images linked as NNNNN.png, no labels.csv; the truth by path, for scoring only."""
     from captchalab.data.folder import read_labels_csv
 
     folder.mkdir(parents=True, exist_ok=True)
     truth = {}
-    for i, (name, label) in enumerate(read_labels_csv(v2 / "train.csv")):
+    for i, (name, label) in enumerate(read_labels_csv(source.labelled)[: source.count]):
         link = folder / f"{i:05d}.png"
         if not link.exists():
-            link.symlink_to((v2 / name).resolve())
-        truth[str(link)] = label
+            link.symlink_to((source.labelled.parent / name).resolve())
+        truth[str(link)] = truth[str(link.resolve())] = label  # adapt may resolve the links
     return truth
 
 
@@ -79,15 +122,15 @@ def _truth_csv(out: Path, truth: dict[str, str]) -> Path:
 
     path = out.parent / "truth.csv"
     if not path.exists():
-        write_labels_csv(path, sorted(truth.items()))
+        write_labels_csv(path, sorted((f, t) for f, t in truth.items() if f.startswith(str(out.parent))))
     return path
 
 
 def _kept(out: Path, number: int, truth: dict[str, str]) -> dict:
-    """How many of the readings round ``number`` kept (the CSV that trained the next round) were right."""
+    """How many of the readings round ``number`` kept (rounds/kept-N.csv) were right."""
     from captchalab.data.folder import read_labels_csv
 
-    csv_path = out / "rounds" / f"{number + 1}.csv"
+    csv_path = out / "rounds" / f"kept-{number}.csv"
     if not csv_path.exists():
         return {}
     real = [(f, t) for f, t in read_labels_csv(csv_path) if f in truth]
@@ -95,46 +138,86 @@ def _kept(out: Path, number: int, truth: dict[str, str]) -> dict:
     return {"kept_right": right, "kept_precision": round(right / max(1, len(real)), 4)}
 
 
+def add_labelled(source: Target, tag: str, work: Path) -> None:
+    """``captchalab label`` on the finished adapt of ``tag``, its check sheet corrected with the truth."""
+    import captchalab
+    from captchalab.data.folder import read_labels_csv, write_labels_csv
+
+    out = work / "out"
+    truth = hidden_labels(source, work / "images")
+    rows = read_labels_csv(out / "check.csv")
+    sheet = work / "corrected.csv"  # outside OUT: adapt's check.csv stays as it wrote it
+    write_labels_csv(sheet, [(f, truth[f]) for f, _ in rows])
+    began = time.process_time()
+    captchalab.label(out, sheet, quiet=True)
+    cpu = time.process_time() - began
+    test = captchalab.evaluate(out / "model", source.test_csv, save=False)
+    results = json.loads(RESULT.read_text(encoding="utf-8"))
+    entry = next(r for r in results["runs"] if _key(r) == (source.style, tag))
+    entry["labelled"] = {"labels": len(rows), "wrong_in_the_sheet": sum(truth[f] != t for f, t in rows),
+                         "test_sequence_accuracy": test["sequence_accuracy"],
+                         "test_char_accuracy": test["char_accuracy"], "label_cpu_seconds": round(cpu, 1),
+                         "record": json.loads((out / "adapt.json").read_text(encoding="utf-8"))["labelled"],
+                         "machine": machine_info()}
+    RESULT.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(entry["labelled"], indent=1))
+
+
+def _key(entry: dict) -> tuple[str, str]:
+    return entry.get("style", V2), entry["tag"]
+
+
+def _save(entry: dict) -> None:
+    results = json.loads(RESULT.read_text(encoding="utf-8")) if RESULT.exists() else {"benchmark": "adapt", "runs": []}
+    results["runs"] = [r for r in results["runs"] if _key(r) != _key(entry)] + [entry]
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    RESULT.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--style", default=V2, help="captcha_images_v2 or a style of bench/zoo.py")
     parser.add_argument("--budget", type=float, default=30.0, help="adapt's CPU minutes")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--synthetic", type=int, default=4000, help="look-alikes")
     parser.add_argument("--tag", default="default")
-    parser.add_argument("--init", type=Path, help="adapt --init: start from this run (a general reader)")
+    parser.add_argument("--init", default="general",
+                        help="adapt --init: 'general' (the shipped general reader), a run folder or 'none'")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "adapt")
-    parser.add_argument("--first-reader-only", action="store_true",
-                        help="only add round 0's record to an existing entry of --tag (its OUT kept in --work)")
+    parser.add_argument("--zoo-work", type=Path, default=ROOT / "runs" / "zoo", help="where zoo styles are rendered")
+    parser.add_argument("--label", action="store_true",
+                        help="correct --tag's check.csv with the truth, run captchalab label, score it; no adapting")
+    parser.add_argument("--rescore", action="store_true",
+                        help="score the rounds of --tag's finished OUT (in --work) again; no adapting")
     args = parser.parse_args()
-    if args.first_reader_only:
-        results = json.loads(RESULT.read_text(encoding="utf-8"))
-        for entry in results["runs"]:
-            if entry["tag"] == args.tag:
-                entry["first_reader"] = first_reader(args.work / args.tag / "out")
-        RESULT.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    source = target(args.style, args.zoo_work)
+    work = args.work / (args.tag if args.style == V2 else f"{args.style}-{args.tag}")
+    truth = hidden_labels(source, work / "images")
+    if args.label:
+        add_labelled(source, args.tag, work)
+        return
+    if args.rescore:
+        entry = next(r for r in json.loads(RESULT.read_text(encoding="utf-8"))["runs"] if _key(r) == (args.style,
+                                                                                                     args.tag))
+        _save({**entry, "rounds": score_rounds(work / "out", truth, source.test_csv),
+               "first_reader": first_reader(work / "out")})
         return
     import captchalab
 
-    v2 = captcha_images_v2()
-    work = args.work / args.tag
-    truth = hidden_labels(v2, work / "images")
     began = time.process_time(), time.time()
-    out = captchalab.adapt(work / "images", work / "out", length=5, charset="0-9a-z", budget_minutes=args.budget,
-                           rounds=args.rounds, synthetic=args.synthetic, init=args.init, quiet=True)
+    out = captchalab.adapt(work / "images", work / "out", length=source.length, charset=source.charset,
+                           budget_minutes=args.budget, rounds=args.rounds, synthetic=args.synthetic, init=args.init,
+                           quiet=True)
     adapt_cpu, adapt_wall = time.process_time() - began[0], time.time() - began[1]
     record = json.loads((out / "adapt.json").read_text(encoding="utf-8"))
-    entry = {"tag": args.tag, "budget_minutes": args.budget, "rounds_asked": args.rounds, "synthetic": args.synthetic,
-             "init": str(args.init) if args.init else None,
-             "data": "captcha_images_v2: train.csv's 936 images, labels hidden; scored on test.csv (104)",
-             "told": {"length": 5, "charset": "0-9a-z"}, "adapt_config": record["config"], "stopped": record["stopped"],
-             "adapt_cpu_seconds": round(adapt_cpu, 1), "adapt_wall_seconds": round(adapt_wall, 1),
-             "adapt_cpu_seconds_recorded": record["cpu_seconds"],
-             "rounds": score_rounds(out, truth, v2 / "test.csv"), "first_reader": first_reader(out),
+    entry = {"style": args.style, "tag": args.tag, "budget_minutes": args.budget, "rounds_asked": args.rounds,
+             "synthetic": args.synthetic, "init": args.init, "data": source.data,
+             "told": {"length": source.length, "charset": source.charset}, "adapt_config": record["config"],
+             "stopped": record["stopped"], "adapt_cpu_seconds": round(adapt_cpu, 1),
+             "adapt_wall_seconds": round(adapt_wall, 1), "adapt_cpu_seconds_recorded": record["cpu_seconds"],
+             "rounds": score_rounds(out, truth, source.test_csv), "first_reader": first_reader(out),
              "machine": machine_info()}
-    results = json.loads(RESULT.read_text(encoding="utf-8")) if RESULT.exists() else {"benchmark": "adapt", "runs": []}
-    results["runs"] = [r for r in results["runs"] if r["tag"] != args.tag] + [entry]
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    _save(entry)
     print(json.dumps(entry["rounds"], indent=1))
 
 

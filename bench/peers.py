@@ -54,7 +54,7 @@ Item = tuple[str, bytes, str]  # file name, bytes, label
 
 
 def pin_to_one_core() -> None:
-    os.sched_setaffinity(0, {0})
+    os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})  # of the cores it may use: `taskset -c 1` is kept
     os.environ["OMP_THREAD_LIMIT"] = "1"  # Tesseract (a child process) reads it
     os.environ["OMP_NUM_THREADS"] = "1"
 

@@ -73,8 +73,10 @@ def zoo_variants() -> str | None:
             if c:
                 settings = ", ".join([*(f"`{o}`" for o in c.get("overrides", []) if o != "train.threads=1"),
                                       *_started_from(c)]) or "-"
+                base = cells[(style, n, "default")].get("cpu_model")
+                other = f" (on {c['cpu_model']})" if c.get("cpu_model", base) != base else ""
                 rows.append(f"| {style} | {n} | {tag} | {settings} | {_pct(c['sequence_accuracy'])} | "
-                            f"{_pct(c['char_accuracy'])} | {c['epochs']} | {c['train_cpu_seconds']:.0f} |")
+                            f"{_pct(c['char_accuracy'])} | {c['epochs']} | {c['train_cpu_seconds']:.0f}{other} |")
     return "\n".join(rows)
 
 
@@ -326,9 +328,15 @@ def _first_reader(run: dict) -> str:
             "(docs/adapt.md).")
 
 
+def _start(run: dict) -> str:
+    init = run["adapt_config"].get("init")
+    return f"`{Path(init).relative_to(ROOT)}`" if init and Path(init).is_relative_to(ROOT) else \
+        f"`{init}`" if init else "random weights"
+
+
 def adapt() -> str | None:
     data = _load("adapt.json")
-    runs = (data or {}).get("runs", [])
+    runs = [r for r in (data or {}).get("runs", []) if r.get("style", "captcha_images_v2") == "captcha_images_v2"]
     run = next((r for r in runs if r["tag"] == "default"), None)
     if run is None:
         return None
@@ -337,20 +345,60 @@ def adapt() -> str | None:
         f"{_pct(r['accuracy_on_the_adapted_images'])} | {_pct(r['estimated_accuracy'])} | {r['kept']} | "
         + (f"{_pct(r['kept_precision'])} |" if "kept_precision" in r else "- |")
         for r in run["rounds"])
-    best = max(run["rounds"], key=lambda r: (r["kept"], r["round"]))
-    others = [f"`{r['tag']}` ({r['adapt_config']['synthetic']:,} look-alikes, round 0 given "
+    best = _kept_round(run)
+    others = [f"`{r['tag']}` ({r['adapt_config']['synthetic']:,} look-alikes, round 0 from {_start(r)}, given "
               f"{r['adapt_config']['pretrain_share']:.0%} of {r['budget_minutes']:.0f} CPU minutes): "
               f"{_pct(r['rounds'][-1]['test_sequence_accuracy'])} after round {r['rounds'][-1]['round']}, "
               f"stopped: {r['stopped']}" for r in runs if r is not run and "adapt_config" in r]
     return ("### Zero labels: `captchalab adapt` (`bench/adapt.py`)\n\n"
             f"captcha_images_v2's 936 `train.csv` images with their labels hidden, told only \"5 characters of "
-            f"0-9a-z\": **{_pct(best['test_sequence_accuracy'])}** on `test.csv` with the model it keeps (round "
+            f"0-9a-z\", round 0 starting from {_start(run)}: **{_pct(best['test_sequence_accuracy'])}** on "
+            f"`test.csv` with the model it keeps (round "
             f"{best['round']}; its own estimate: {_pct(best['estimated_accuracy'])}), in "
             f"{run.get('adapt_cpu_seconds_recorded', run['adapt_cpu_seconds']) / 60:.0f} CPU minutes "
             f"({run['budget_minutes']:.0f} budgeted); its stop message: \"{run['stopped']}\"{_first_reader(run)}\n\n"
             "| round | test.csv sequence | test.csv char | on the adapted images | its own estimate | readings kept "
-            "| of those right |\n| --- | --- | --- | --- | --- | --- | --- |\n" + rows
-            + "".join(f"\n\nEarlier settings, {line}." for line in others))
+            "| of those right |\n| --- | --- | --- | --- | --- | --- | --- |\n" + rows + _labelled(run)
+            + "".join(f"\n\nEarlier settings, {line}." for line in others) + _adapt_styles(data["runs"]))
+
+
+def _adapt_styles(runs: list[dict]) -> str:
+    """adapt with every default on zoo styles (bench/adapt.py --style), worst first, beside the general
+    reader's zero-shot reading of the same style told the same (bench/zero_shot.py)."""
+    styles = [r for r in runs if r.get("style", "captcha_images_v2") != "captcha_images_v2" and r["tag"] == "default"]
+    if not styles:
+        return ""
+    zero = (_load("zero_shot.json") or {}).get("sets", {})
+    rows = []
+    for r in sorted(styles, key=lambda r: _kept_round(r)["test_sequence_accuracy"]):
+        best, first = _kept_round(r), r["rounds"][0]
+        shot = zero.get(r["style"], {}).get("solvers", {}).get("captchalab_allowed")
+        rows.append(f"| {r['style']} | {r['told']['length']} of {len(r['told']['charset'])} symbols | "
+                    f"{_pct(shot['sequence_accuracy']) if shot else '-'} | {_pct(first['test_sequence_accuracy'])} | "
+                    f"**{_pct(best['test_sequence_accuracy'])}** (round {best['round']}) | "
+                    f"{_pct(best['estimated_accuracy'])} | {_pct(best['accuracy_on_the_adapted_images'])} | "
+                    f"{r.get('adapt_cpu_seconds_recorded', r['adapt_cpu_seconds']) / 60:.0f} |")
+    return ("\n\nThe same command on styles of the zoo (`bench/adapt.py --style NAME`: the first 1,200 images of "
+            "the style's pool, labels hidden, told the lengths and symbols its labels use; scored on its 500 test "
+            "images), worst first. Zero-shot: the shipped general reader told the same (`bench/zero_shot.py`).\n\n"
+            "| style | told | zero-shot | round 0 | the model it keeps | its own estimate | true, on the adapted "
+            "images | CPU minutes |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows))
+
+
+def _kept_round(run: dict) -> dict:
+    """The round adapt keeps as OUT/model: the one that kept the most readings (the latest on a tie)."""
+    return max(run["rounds"], key=lambda r: (r["kept"], r["round"]))
+
+
+def _labelled(run: dict) -> str:
+    """The loop closed by hand: ``captchalab label`` on the check sheet corrected (bench/adapt.py --label)."""
+    done = run.get("labelled")
+    if not done:
+        return ""
+    return (f"\n\nThen a person's minute: the {done['labels']} least certain readings of its check sheet "
+            f"(`check.csv`; {done['wrong_in_the_sheet']} of them read wrong) corrected and given to `captchalab "
+            f"label`: **{_pct(done['test_sequence_accuracy'])}** on `test.csv` (character "
+            f"{_pct(done['test_char_accuracy'])}), in {done['label_cpu_seconds'] / 60:.0f} more CPU minutes.")
 
 
 ZERO_SHOT_SOLVERS = {"captchalab": "general reader", "captchalab_allowed": "general reader, told the charset",
@@ -364,12 +412,13 @@ def general() -> str | None:
         return None
     sets = sorted(data["sets"].items(),
                   key=lambda kv: kv[1]["solvers"]["captchalab_allowed"]["sequence_accuracy_casefold"])
-    rows = ["| set | " + " | ".join(ZERO_SHOT_SOLVERS.values()) + " | its mean confidence (told) |",
+    rows = ["| set | " + " | ".join(ZERO_SHOT_SOLVERS.values()) + " | general reader: mean confidence, ECE |",
             "| --- " * (len(ZERO_SHOT_SOLVERS) + 2) + "|"]
     for name, result in sets:
         cells = [_pct(result["solvers"][k]["sequence_accuracy_casefold"]) for k in ZERO_SHOT_SOLVERS]
-        told = result["solvers"]["captchalab_allowed"]
-        rows.append(f"| {name} | " + " | ".join(cells) + f" | {_pct(told['mean_confidence'])} |")
+        plain = result["solvers"]["captchalab"]
+        rows.append(f"| {name} | " + " | ".join(cells) + f" | {_pct(plain['mean_confidence'])}, "
+                    f"{plain['ece']:.2f} |")
     summary = data["summary"]
     rows.append("| **worst / mean** | " + " | ".join(f"**{_pct(summary[k]['worst'])}** / {_pct(summary[k]['mean'])}"
                                                     for k in ZERO_SHOT_SOLVERS) + " | |")
@@ -384,7 +433,10 @@ def general() -> str | None:
             + f"\n\nBatch 1, one core, on captcha_images_v2: {timing['captchalab']['batch1_ms_p50']:.1f} ms/image "
             f"(general reader) vs {timing['ddddocr']['batch1_ms_p50']:.1f} (ddddocr). \"Told the charset\": the "
             "set's symbols and lengths as `--allowed`/`--length` (and `--case` where its letters are of one case) "
-            "for captchalab, `set_ranges` for ddddocr. Calibration errors, examples and the machine in "
+            "for captchalab, `set_ranges` for ddddocr. Its confidence is that of the plain reading (exact case), "
+            "ECE the expected calibration error over 15 bins: low where it reads little, as it should be; told "
+            "the charset it stays at the unconstrained share of the probability (never renormalised, so a "
+            "constrained reading is under-confident). Examples and the machine in "
             "`bench/results/zero_shot.json`; training per stage in `bench/results/general.json`.")
 
 
@@ -420,6 +472,10 @@ def main() -> None:
     if zero_labels:
         _replace_block(ROOT / "docs" / "adapt.md", "<!-- adapt:begin -->", "<!-- adapt:end -->",
                        zero_labels.split("\n", 2)[2])
+    reader = general()
+    if reader:
+        _replace_block(ROOT / "docs" / "world.md", "<!-- general:begin -->", "<!-- general:end -->",
+                       reader.split("\n", 2)[2])
     few_labels = efficiency()
     if few_labels:
         body = few_labels.split("\n", 2)[2]  # without the heading: the doc has its own

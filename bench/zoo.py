@@ -18,7 +18,7 @@ to ``--work`` (runs/zoo by default).
     .venv/bin/python bench/zoo.py --styles wheezy --sizes 1200
     .venv/bin/python bench/zoo.py --samples docs/zoo.png   # a grid of samples, no training
     .venv/bin/python bench/zoo.py --model cnn --tag cnn    # another model, its own result rows
-    .venv/bin/python bench/zoo.py --init runs/general/stages/003 --tag general   # fine-tuned from a run
+    .venv/bin/python bench/zoo.py --init general --tag general   # fine-tuned from the shipped general reader
 """
 
 from __future__ import annotations
@@ -243,7 +243,7 @@ def first(pool: Path, n: int, folder: Path) -> Path:
 
 
 def run_cell(name: str, n: int, work: Path, model: str, tag: str, overrides: list[str],
-             init: Path | None = None, pretrain_cpu: float = 0.0) -> dict:
+             init: str | Path | None = None, pretrain_cpu: float = 0.0) -> dict:
     import keras
 
     import captchalab
@@ -284,7 +284,8 @@ def run_cell(name: str, n: int, work: Path, model: str, tag: str, overrides: lis
             "train_cpu_seconds": round(train_cpu, 1), "wall_seconds": round(time.time() - began[1], 1),
             "input_size": json.loads((run / "config.json").read_text(encoding="utf-8"))["image"],
             "diagnosis": metrics.get("diagnosis"), "overrides": overrides, "code": code, "resumed": resumed,
-            "init": str(init) if init else None, "pretraining": pretraining}
+            "init": str(init) if init else None, "pretraining": pretraining,
+            "cpu_model": machine_info()["cpu_model"]}  # CPU seconds compare only on one kind of machine
 
 
 def rescore(work: Path) -> None:
@@ -361,8 +362,8 @@ def main() -> None:
     parser.add_argument("--tag", default="default", help="names this recipe's rows in the results")
     parser.add_argument("--set", action="append", default=[], dest="overrides", help="a train override (ablations)")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "zoo")
-    parser.add_argument("--init", type=Path, help="fine-tune every cell from this run (train --init), e.g. the "
-                        "general reader (bench/train_general.py); give it its own --tag")
+    parser.add_argument("--init", help="fine-tune every cell from this run (train --init), or 'general' (the "
+                        "shipped general reader, bench/train_general.py); give it its own --tag")
     parser.add_argument("--pretrain", type=float, default=0.0, metavar="CPU_SECONDS",
                         help="first pretrain each cell on look-alikes of its own labelled images within this "
                         "CPU time (the few-label workflow, docs/few-labels.md), then fine-tune; give it its own --tag")
