@@ -1,7 +1,8 @@
 """`make demo`: the main job in miniature, through the real CLI, on built-in defaults.
 
 1. generate a synthetic training set and a fresh test set (seeded);
-2. train a small crnn for up to six minutes (progress bar, early stopping, ONNX export);
+2. train a crnn for up to six minutes: train's defaults fine-tune the general reader shipped with
+   captchalab (progress bar, early stopping, ONNX export);
 3. evaluate it on the fresh test set;
 4. solve sample images with the new run and with the bundled model;
 5. print a short results table.
@@ -66,7 +67,7 @@ def main() -> None:
         table.add_row(sample.name, labels[sample.name], f"{a['text']} ({a['confidence']:.2f})",
                       f"{b['text']} ({b['confidence']:.2f})")
     console.print(table)
-    summary = Table(title="demo: crnn trained for a few minutes on 6,000 synthetic images")
+    summary = Table(title="demo: crnn fine-tuned for a few minutes on 6,000 synthetic images")
     for key in ("n", "sequence_accuracy", "char_accuracy", "cer", "ms_per_image"):
         summary.add_row(key, f"{metrics[key]:.4f}" if isinstance(metrics[key], float) else str(metrics[key]))
     summary.add_row("demo wall time (s)", f"{time.time() - began:.0f}")

@@ -18,7 +18,7 @@ to ``--work`` (runs/zoo by default).
     .venv/bin/python bench/zoo.py --styles wheezy --sizes 1200
     .venv/bin/python bench/zoo.py --samples docs/zoo.png   # a grid of samples, no training
     .venv/bin/python bench/zoo.py --model cnn --tag cnn    # another model, its own result rows
-    .venv/bin/python bench/zoo.py --init general --tag general   # fine-tuned from the shipped general reader
+    .venv/bin/python bench/zoo.py --init none --tag scratch      # from random weights (train --init none)
 """
 
 from __future__ import annotations
@@ -265,8 +265,9 @@ def run_cell(name: str, n: int, work: Path, model: str, tag: str, overrides: lis
     if resumed:  # a cell killed part-way (a session ended) goes on from its last epoch
         run = captchalab.train(folder, resume=folder, quiet=True)
     else:
-        run = captchalab.train(data, model=None if init else model, out=folder, force=True, quiet=True,
-                               overrides=overrides, init=init)
+        # "auto" (train's default) picks the network itself; an explicit start brings its own model
+        run = captchalab.train(data, model=model if init in (None, "auto", "none") else None, out=folder,
+                               force=True, quiet=True, overrides=overrides, init=init)
     train_cpu = time.process_time() - began[0]
     scores = captchalab.evaluate(run, test, save=False)
     fit = captchalab.evaluate(run, data, save=False)  # its labelled images (train + validation): underfitting?
@@ -284,8 +285,17 @@ def run_cell(name: str, n: int, work: Path, model: str, tag: str, overrides: lis
             "train_cpu_seconds": round(train_cpu, 1), "wall_seconds": round(time.time() - began[1], 1),
             "input_size": json.loads((run / "config.json").read_text(encoding="utf-8"))["image"],
             "diagnosis": metrics.get("diagnosis"), "overrides": overrides, "code": code, "resumed": resumed,
-            "init": str(init) if init else None, "pretraining": pretraining,
+            "init": _started(metrics.get("init", init)), "pretraining": pretraining,
             "cpu_model": machine_info()["cpu_model"]}  # CPU seconds compare only on one kind of machine
+
+
+def _started(init: str | Path | None) -> str | None:
+    """Where a cell's weights started, as train resolved it: "general" for the shipped reader."""
+    from captchalab import runs
+
+    if init is None or str(init) == "none":
+        return None
+    return runs.GENERAL if Path(init).resolve() == runs.general_reader_path().resolve() else str(init)
 
 
 def rescore(work: Path) -> None:
@@ -362,8 +372,9 @@ def main() -> None:
     parser.add_argument("--tag", default="default", help="names this recipe's rows in the results")
     parser.add_argument("--set", action="append", default=[], dest="overrides", help="a train override (ablations)")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "zoo")
-    parser.add_argument("--init", help="fine-tune every cell from this run (train --init), or 'general' (the "
-                        "shipped general reader, bench/train_general.py); give it its own --tag")
+    parser.add_argument("--init", default="auto", help="where every cell starts (train --init): 'auto' (train's "
+                        "default: the shipped general reader where it fits), 'general', 'none' (random weights) "
+                        "or a run; give a non-default its own --tag")
     parser.add_argument("--pretrain", type=float, default=0.0, metavar="CPU_SECONDS",
                         help="first pretrain each cell on look-alikes of its own labelled images within this "
                         "CPU time (the few-label workflow, docs/few-labels.md), then fine-tune; give it its own --tag")

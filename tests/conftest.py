@@ -33,7 +33,7 @@ def tiny_run(tiny_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A crnn trained for one epoch on the tiny set, exported to ONNX."""
     from captchalab.training import train
 
-    return train(tiny_set, out=tmp_path_factory.mktemp("runs") / "crnn", epochs=1, quiet=True)
+    return train(tiny_set, out=tmp_path_factory.mktemp("runs") / "crnn", epochs=1, quiet=True, init=None)
 
 
 class EasySampler:

@@ -88,14 +88,45 @@ def test_cli_init_missing_run_fails_cleanly(tiny_set: Path, tmp_path: Path) -> N
     assert outcome.failed_cleanly(4, "nowhere")
 
 
-def test_init_general_fine_tunes_the_shipped_general_reader(tmp_path: Path) -> None:
-    """`train --init general`: the general reader's network and 32x160 grey input, the data's charset."""
+def test_train_fine_tunes_the_shipped_general_reader_by_default(tmp_path: Path) -> None:
+    """`train DATA` (--init auto) starts from the general reader: its network and 32x160 grey input,
+    the data's charset; metrics.json says where the weights started."""
     data = generate(tmp_path / "digits", 30, length="4", charset="0-9", size="120x40", seed=5)
-    outcome = run_cli("train", data, "--out", tmp_path / "tuned", "--init", "general", "--epochs", "1", "--quiet")
+    outcome = run_cli("train", data, "--out", tmp_path / "tuned", "--epochs", "1", "--quiet")
     assert outcome.code == 0, outcome.text
+    metrics = json.loads((tmp_path / "tuned" / "metrics.json").read_text())
+    assert Path(metrics["init"]) == runs.general_reader_path().resolve()
+    assert "fine-tuned from the general reader" in outcome.text
     config = runs.read_config(tmp_path / "tuned")
     general = runs.read_config(runs.general_reader_path())
     assert config.charset.symbols == "0123456789" and config.image == general.image
     assert config.options == general.options
     state = json.loads((tmp_path / "tuned" / "checkpoints" / "state.json").read_text())
     assert state["init_report"]["output_classes"] == {"copied": 11, "new": 0}  # blank and the ten digits
+
+
+@pytest.mark.parametrize(("model", "overrides", "length", "expected"), [
+    (None, [], "4-10", "general"),
+    ("crnn", ["train.learning_rate=0.001"], "4", "general"),  # training settings keep the network
+    ("cnn", [], "4", None),
+    (None, ["model.rnn_units=32"], "4", None),
+    (None, ["image.width=200"], "4", None),
+    (None, [], "11", None),  # longer than the general reader's 10 slots
+])
+def test_auto_init_picks_the_general_reader_only_where_it_can_be_the_network(
+    tmp_path: Path, model: str | None, overrides: list[str], length: str, expected: str | None,
+) -> None:
+    from captchalab.training import _auto_init
+
+    rows = [("a.png", "7" * int(n)) for n in length.split("-")]
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,label\n" + "".join(f"{f},{t}\n" for f, t in rows))
+    assert _auto_init(labels, model, overrides) == expected
+
+
+def test_init_none_trains_from_random_weights(tmp_path: Path) -> None:
+    data = generate(tmp_path / "digits", 30, length="4", charset="0-9", size="120x40", seed=5)
+    outcome = run_cli("train", data, "--out", tmp_path / "scratch", "--init", "none", "--epochs", "1", "--quiet")
+    assert outcome.code == 0, outcome.text
+    assert json.loads((tmp_path / "scratch" / "metrics.json").read_text())["init"] is None
+    assert runs.read_config(tmp_path / "scratch").image != runs.read_config(runs.general_reader_path()).image

@@ -221,8 +221,10 @@ def pretrain(
     cap = {"max_minutes": round(wall_minutes, 3)} if wall_minutes is not None else \
         {"max_cpu_minutes": round(0.85 * clock.left() / 60, 3)}
     settings = TrainConfig(epochs=config.pretrain_epochs, patience=6, seed=config.seed, threads=config.threads, **cap)
+    # from random weights: the audit's figures measure look-alike pretraining alone, until bench/efficiency.py
+    # has compared it with starting from the general reader (issue 19)
     run = train(synthetic, out=work / "pretrained", train_config=settings, export_onnx=False, quiet=quiet,
-                force=True)
+                force=True, init=None)
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     record = {"synthetic_images": count, "generate_cpu_seconds": round(generated, 1),
               "train_cpu_seconds": round(clock.cpu() - generated, 1), "wall_seconds": round(clock.wall(), 1),

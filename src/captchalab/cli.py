@@ -161,9 +161,11 @@ def train(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing run folder.")] = False,
     resume: Annotated[Path | None, typer.Option(help="Continue the killed or stopped run RUN (with --epochs: its new "
                                                      "limit; at or below the epochs done, finish it now).")] = None,
-    init: Annotated[str | None, typer.Option(help="Start from a pretrained run (fine-tuning; a new charset gets new "
-                                                  "output classes): a run folder, or 'general' for the general "
-                                                  "reader shipped with captchalab (docs/world.md).")] = None,
+    init: Annotated[str, typer.Option(help="Start from a pretrained run (fine-tuning; a new charset gets new "
+                                           "output classes): a run folder, 'general' for the general reader "
+                                           "shipped with captchalab (docs/world.md), 'none' for random weights, "
+                                           "or 'auto': the general reader unless --model, --set model.*/image.* "
+                                           "or labels longer than 10 ask for another network.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     devices: Annotated[int | None, typer.Option(min=1, max=64, help="Train on N devices (train.devices): "
                                                 "MirroredStrategy over N GPUs, else N logical CPUs; the batch "
@@ -184,10 +186,22 @@ def train(
     if summary.get("stopped_by"):
         err.print(f"stopped after epoch {summary['epochs_run']} of {summary.get('epochs_budget', '?')}: "
                   f"{summary['stopped_by']} reached (continue with --resume {folder} --epochs N)", highlight=False)
-    err.print(f"run folder: {folder}  validation sequence accuracy {summary['sequence_accuracy']:.3f}")
+    err.print(f"run folder: {folder}  validation sequence accuracy {summary['sequence_accuracy']:.3f}"
+              f"{_started_from(summary.get('init'))}", highlight=False)
     for finding in summary.get("diagnosis", []):
         err.print(f"[yellow]likely cause:[/] {escape(finding['cause'])} ({escape(finding['evidence'])}); "
                   f"{escape(finding['advice'])}")
+
+
+def _started_from(init: str | None) -> str:
+    """How train's summary line names the run's start (--init, as train resolved it)."""
+    from captchalab import runs
+
+    if not init:
+        return ""
+    general = Path(init).resolve() == runs.general_reader_path().resolve()
+    return "  (fine-tuned from the general reader; --init none trains from random weights)" if general \
+        else f"  (fine-tuned from {init})"
 
 
 @command()

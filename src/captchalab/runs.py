@@ -44,6 +44,7 @@ def general_reader_path() -> Path:
 
 
 GENERAL = "general"  # the name --model and --init give the shipped general reader; a folder so named: ./general
+AUTO = "auto"  # train's default --init: the general reader where it fits (training._auto_init)
 
 
 def named_run(model: str | Path) -> Path:

@@ -24,7 +24,7 @@ from captchalab import config as configuration
 from captchalab.charset import Charset
 from captchalab.config import SCHEDULES, RunConfig, TrainConfig, apply_overrides
 from captchalab.data import pipeline
-from captchalab.data.folder import Dataset, load_dataset
+from captchalab.data.folder import Dataset, list_entries, load_dataset
 from captchalab.data.images import ImageSize, resize_pixels, to_model_input
 from captchalab.errors import DataError, Interrupted, ModelError, RunFolderError, UsageError
 from captchalab.exporting import export_onnx as export  # aliased: train() has a flag export_onnx
@@ -109,20 +109,21 @@ def train(
     resume: str | Path | None = None,
     export_onnx: bool = True,
     quiet: bool = False,
-    init: str | Path | None = None,
+    init: str | Path | None = runs.AUTO,
     train_config: TrainConfig | None = None,
 ) -> Path:
     """Train a model on DATA and return its run folder (see docs/design.md).
 
-    ``model`` defaults to crnn, or to the model of ``init``: a pretrained run to start from, or "general"
-    (the general reader shipped with the package); its model options and image size are kept (see
+    ``model`` defaults to crnn, or to the model of ``init``: a pretrained run to start from, "general"
+    (the general reader shipped with the package), None/"none" (random weights) or "auto" (the default:
+    the general reader where it fits, see ``_auto_init``); its model options and image size are kept (see
     transfer.py). ``train_config``: the training
     settings as a typed value (default TrainConfig()); ``epochs`` and then the ``"key=value"``
     ``overrides`` of the command line (``--set``) apply on top of it.
     """
     if resume is not None:
         return _resume(Path(resume), export_onnx, quiet, skip_bad, epochs)
-    init = runs.init_run(init)
+    init = runs.init_run(_auto_init(data, model, overrides) if str(init) == runs.AUTO else init)
     init_config = runs.read_config(init) if init is not None else None
     entry = registry.get(model or (init_config.model if init_config else "crnn"))
     size = init_config.image if init_config else None
@@ -161,6 +162,19 @@ def train(
         runs.create(folder, force=force)
         runs.write_json(folder / "config.json", config.to_dict())
         return _fit(config, folder, split, state, export_onnx, quiet)
+
+
+def _auto_init(data: str | Path, model: str | None, overrides: tuple[str, ...] | list[str]) -> str | None:
+    """The default start: the shipped general reader when it can be this run's network, else random weights.
+
+    Fine-tuning it beat training from scratch on every zoo cell measured, at a fraction of the CPU
+    (docs/recipe.md), so it is where a crnn run starts unless the run asks for another network
+    (--model, --set model.* / image.*) or labels longer than the reader's slots."""
+    general = runs.read_config(runs.init_run(runs.GENERAL))
+    if (model or general.model) != general.model or any(o.startswith(("model.", "image.")) for o in overrides):
+        return None
+    _, entries = list_entries(data)
+    return runs.GENERAL if max((len(label) for _, label in entries), default=0) <= general.max_length else None
 
 
 def _check_loadable(config: RunConfig, data: str | Path, out: Path) -> None:
@@ -333,7 +347,8 @@ def _finish(
     summary = metrics.summarize(texts, split.val_labels, config.head.length_limit(config.max_length))
     summary.update({"split": "validation", "model": config.model, "charset": config.charset.symbols,
                     "train_cpu_seconds": round(state.cpu_seconds, 1),
-                    "epochs_run": state.epoch, "epochs_budget": config.train.epochs})
+                    "epochs_run": state.epoch, "epochs_budget": config.train.epochs,
+                    "init": state.init})  # where the weights started (--init, resolved): None = random
     if summary["sequence_accuracy"] < failure.NEAR_ZERO:
         summary["diagnosis"] = _diagnosis(model, config, split, state.history, pretrained=bool(state.init))
     if state.skipped:
