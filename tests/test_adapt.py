@@ -119,3 +119,17 @@ def test_init_names_the_shipped_general_reader_a_run_or_nothing(tmp_path: Path) 
     assert json.loads((shipped / "config.json").read_text())["charset"]["symbols"].startswith("0123456789abc")
     assert runs.init_run(None) is None and runs.init_run("none") is None
     assert runs.init_run(tmp_path) == tmp_path.resolve()
+
+
+def test_label_data_repeats_corrections_as_distinct_files_a_dataset_accepts(unlabelled: Path, tmp_path: Path) -> None:
+    from captchalab.data.folder import list_entries, load_dataset
+
+    images = sorted(unlabelled.glob("*.png"))
+    corrections = [(str(images[0]), "AB123"), (str(images[1]), "CD456")]
+    kept = [(str(p), "EF789") for p in images[2:12]]
+    look_alikes = generate(tmp_path / "synthetic", 12, length=5, charset="0-9A-Z", seed=5, workers=1)
+    csv_path = adapting._label_data(tmp_path / "rounds" / "label.csv", corrections, kept, look_alikes, seed=0)
+    _, rows = list_entries(csv_path)
+    repeated = [(file, text) for file, text in rows if text in ("AB123", "CD456")]
+    assert len(repeated) == 8 and len({file for file, _ in rows}) == len(rows) == 8 + 10 + 10  # 4 repeats each
+    assert load_dataset(csv_path).labels.count("AB123") == 4  # no row refused as a duplicate

@@ -362,12 +362,29 @@ def _corrections(sheet: Path, config: AdaptConfig) -> list[tuple[str, str]]:
 
 def _label_data(csv_path: Path, corrections: Sequence[tuple[str, str]], kept: Sequence[tuple[str, str]],
                 synthetic: Path, seed: int) -> Path:
-    """Corrections repeated to a quarter of the rows, the kept readings, and as many look-alikes."""
+    """Corrections repeated to a quarter of the rows, the kept readings, and as many look-alikes.
+
+    A dataset names each file once (a repeated row is refused as a mistake), so every repeat past the
+    first is a hard link (a copy across file systems) in ``label-images/`` beside the CSV."""
     root, entries = list_entries(synthetic)
     look_alikes = random.Random(seed).sample(entries, min(len(entries), max(len(kept), len(corrections))))
     others = [*kept, *((str((root / name).resolve()), text) for name, text in look_alikes)]
     repeats = max(1, math.ceil(len(others) / (3 * len(corrections))))
-    return write_labels_csv(csv_path, [*(list(corrections) * repeats), *others])
+    copies = csv_path.parent / "label-images"
+    shutil.rmtree(copies, ignore_errors=True)
+    copies.mkdir(parents=True)
+    repeated = [(_linked(Path(file), copies / f"{k}-{i}{Path(file).suffix}") if k else file, text)
+                for k in range(repeats) for i, (file, text) in enumerate(corrections)]
+    return write_labels_csv(csv_path, [*repeated, *others])
+
+
+def _linked(source: Path, target: Path) -> str:
+    """``target`` as another name of ``source`` (a copy where a hard link cannot be made)."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+    return str(target.resolve())
 
 
 def summary(out: Path) -> dict[str, Any]:
