@@ -5,7 +5,9 @@ all 936 labelled images of ``train.csv``, three seeds each, two ways:
 
 * ``scratch``: the default crnn trained on the labelled images only;
 * ``pretrained``: the same crnn first trained on look-alike synthetic captchas
-  (``generate --like``), then fine-tuned on the labelled images (``train --init``).
+  (``generate --like``), then fine-tuned on the labelled images (``train --init``);
+* ``general`` (``--methods general``): the general reader shipped with captchalab fine-tuned on
+  the labelled images (``train --init general``, train's default start), no look-alikes.
 
 The look-alikes copy the style estimated from 25 labelled images only (the seed-0 subset of
 the smallest count), so pretraining knows nothing that the larger label counts add. The
@@ -18,6 +20,7 @@ rerun skips the cells already there (and reuses the pretraining run in --work).
 
     nice -n 10 .venv/bin/python bench/efficiency.py              # hours of CPU on 2 cores
     nice -n 10 .venv/bin/python bench/efficiency.py --seeds 1    # one curve first
+    nice -n 10 .venv/bin/python bench/efficiency.py --methods general --counts 25,50,100 --seeds 2
 """
 
 from __future__ import annotations
@@ -83,6 +86,9 @@ def main() -> None:
     parser.add_argument("--synthetic", type=int, default=8000, help="look-alike images for pretraining")
     parser.add_argument("--pretrain-wall-minutes", type=float, default=360.0,
                         help="wall-clock cap on pretraining (it stops earlier on its epoch limit or early stopping)")
+    parser.add_argument("--methods", default=",".join(auditing.METHODS),
+                        help=f"comma-separated: {', '.join(auditing.METHODS)}, {auditing.GENERAL} (fine-tune the "
+                        "shipped general reader on the labelled images, no look-alikes)")
     parser.add_argument("--max-cells", type=int, default=0, help="stop after this many new cells (0: all)")
     args = parser.parse_args()
     from captchalab.data.folder import write_labels_csv
@@ -98,10 +104,13 @@ def main() -> None:
     pool, test = splits.pool, auditing.TestSet(splits.test, args.work)
     counts = auditing.label_counts(config, len(pool))
     style_source = write_labels_csv(args.work / "style-source.csv", auditing.subset(pool, counts[0], 0))
-    init = pretrained_run(style_source, args.work, config, record, args.pretrain_wall_minutes)
+    methods = [m for m in args.methods.split(",") if m]
+    needs_pretraining = "pretrained" in methods
+    init = pretrained_run(style_source, args.work, config, record, args.pretrain_wall_minutes) \
+        if needs_pretraining else None
     done = {(c["n"], c["seed"], c["method"]) for c in record["cells"]}
     new = 0
-    for n, seed, method in auditing.plan(counts, config.seeds):
+    for n, seed, method in auditing.plan(counts, config.seeds, methods):
         if (n, seed, method) in done or (args.max_cells and new >= args.max_cells):
             continue
         cell = auditing.run_cell(pool, n, seed, method, init, test, args.work, config, max_minutes=120, quiet=True)

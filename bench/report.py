@@ -86,7 +86,7 @@ def _started_from(cell: dict) -> list[str]:
     if pre:
         return [f"pretrained on {pre['synthetic_images']:,} look-alikes of its images ({pre['epochs']} epochs, "
                 f"{pre['train_cpu_seconds']:.0f} CPU s, inside the cell's CPU)"]
-    return [f"`--init {Path(cell['init']).name}`"] if cell.get("init") else []
+    return [f"`--init {Path(cell['init']).name}`"] if cell.get("init") else ["random weights"]
 
 
 def crnn_vs_keras() -> str | None:
@@ -227,8 +227,11 @@ def efficiency() -> str | None:
     counts = sorted({int(n) for c in curves.values() for n in c})
     rows = ["| labelled images | " + " | ".join(str(n) for n in counts) + " |",
             "| --- |" + " --- |" * len(counts)]
-    for method, label in (("pretrained", "synthetic pretraining + fine-tuning"), ("scratch", "from scratch")):
-        cells = curves.get(method, {})
+    for method, label in (("general", "fine-tuning the general reader (`train`'s default)"),
+                          ("pretrained", "synthetic pretraining + fine-tuning"), ("scratch", "from scratch")):
+        if method not in curves:
+            continue
+        cells = curves[method]
         rows.append(f"| {label} | " + " | ".join(_curve_cell(cells.get(str(n))) for n in counts) + " |")
     comparison = data.get("comparison", {})
     if comparison:

@@ -24,6 +24,15 @@ def test_curves_average_over_seeds() -> None:
     assert table["scratch"][25] == {"mean": pytest.approx(0.1), "min": 0.0, "max": 0.2, "seeds": 2}
     assert table["scratch"][50]["mean"] == pytest.approx(0.6) and table["pretrained"] == {}
 
+    assert "general" not in table  # a third curve only where its cells were measured (bench/efficiency.py)
+    assert audit.curves(_cells("general", {25: [0.9]}))["general"][25]["mean"] == pytest.approx(0.9)
+
+
+def test_plan_runs_the_methods_asked_for_a_whole_curve_per_seed() -> None:
+    assert audit.plan([25, 50], 2, ["general"]) == [(25, 0, "general"), (50, 0, "general"), (25, 1, "general"),
+                                                    (50, 1, "general")]
+    assert {method for _, _, method in audit.plan([25], 1)} == set(audit.METHODS)
+
 
 def test_labels_needed_interpolates_on_a_log_scale() -> None:
     curve = {25: {"mean": 0.0}, 100: {"mean": 0.4}, 400: {"mean": 0.95}}

@@ -44,6 +44,7 @@ RATES = (0.01, 0.10, 0.50, 0.90)
 # Below this no pretraining starts (it needs a minute and 40% of the budget) and at most a few cells run.
 MIN_BUDGET_MINUTES = 5.0
 METHODS = ("pretrained", "scratch")
+GENERAL = "general"  # a third way, measured by bench/efficiency.py --methods: fine-tune the shipped general reader
 SECONDS_PER_SYNTHETIC_IMAGE = 0.01  # CPU cost of rendering one look-alike (measured: ~5 ms)
 MIN_EPOCH_IMAGES = 1024  # small training sets are repeated up to this many images per epoch
 Entry = tuple[str, str]  # (absolute image path, label)
@@ -272,9 +273,10 @@ def run_cell(
     began_cpu, began_wall = time.process_time(), time.time()
     name = f"{method}-n{n}-s{seed}"
     data, val = cell_data(pool, n, seed, work / "subsets" / f"n{n}-s{seed}")
-    settings = cell_settings(n, config, method == "pretrained", seed, max_minutes, cpu_minutes)
+    settings = cell_settings(n, config, method != "scratch", seed, max_minutes, cpu_minutes)
+    start = init if method == "pretrained" else runs.GENERAL if method == GENERAL else None
     run = train(data, val=val, out=work / "cells" / name, train_config=settings, overrides=list(extra),
-                export_onnx=False, quiet=quiet, force=True, init=init if method == "pretrained" else None,
+                export_onnx=False, quiet=quiet, force=True, init=start,
                 charset=charset_of(label for _, label in subset(pool, n, seed)))
     result = score(run, test)
     history = json.loads((run / "history.json").read_text(encoding="utf-8"))
@@ -291,7 +293,7 @@ def run_cell(
 def curves(cells: Sequence[dict[str, Any]]) -> dict[str, dict[int, dict[str, float]]]:
     """Per method and label count: mean, min, max sequence accuracy and number of seeds."""
     out: dict[str, dict[int, dict[str, float]]] = {}
-    for method in METHODS:
+    for method in [*METHODS, *({GENERAL} & {cell["method"] for cell in cells})]:
         by_n: dict[int, list[float]] = {}
         for cell in cells:
             if cell["method"] == method:
@@ -366,8 +368,9 @@ def verdict(needs: dict[str, dict[str, dict[str, Any]]]) -> dict[str, str]:
 def plot(table: dict[str, dict[int, dict[str, float]]], path: Path, title: str) -> None:
     plt = report._pyplot()
     figure, axis = plt.subplots(figsize=(7, 4.2))
-    colours = {"pretrained": "#228833", "scratch": "#4477aa"}
-    labels = {"pretrained": "synthetic pretraining + fine-tuning", "scratch": "from scratch"}
+    colours = {"pretrained": "#228833", "scratch": "#4477aa", GENERAL: "#cc6677"}
+    labels = {"pretrained": "synthetic pretraining + fine-tuning", "scratch": "from scratch",
+              GENERAL: "fine-tuning the general reader"}
     for method, curve in table.items():
         if not curve:
             continue
@@ -439,9 +442,9 @@ def settling_budget(cells: Sequence[dict[str, Any]], skipped: int, pretraining: 
 # --------------------------------------------------------------------------- the command
 
 
-def plan(counts: Sequence[int], seeds: int) -> list[tuple[int, int, str]]:
+def plan(counts: Sequence[int], seeds: int, methods: Sequence[str] = METHODS) -> list[tuple[int, int, str]]:
     """Cells in the order they are run: a whole curve per seed, cheap counts first."""
-    return [(n, seed, method) for seed in range(seeds) for n in counts for method in METHODS]
+    return [(n, seed, method) for seed in range(seeds) for n in counts for method in methods]
 
 
 def audit(

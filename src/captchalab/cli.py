@@ -171,7 +171,8 @@ def train(
                                                 "MirroredStrategy over N GPUs, else N logical CPUs; the batch "
                                                 "size is per device (docs/scale.md).")] = None,
 ) -> None:
-    """Train a model; writes a run folder with model.keras, model.onnx, config, history, metrics, curves.png."""
+    """Train a model (a crnn fine-tunes the shipped general reader unless --init says otherwise); writes a run
+    folder with model.keras, model.onnx, config, history, metrics, curves.png."""
     from captchalab.errors import UsageError
     from captchalab.training import train as run
 
