@@ -43,6 +43,7 @@ def zoo() -> str | None:
         rows.append(f"| {c['style']} | {c['n']} | {_pct(c['sequence_accuracy'])} | {_pct(c['char_accuracy'])} | "
                     f"{fit} | {c['epochs']} | {c['train_cpu_seconds']:.0f} |{was}")
     worst, mean = cells[0], sum(c["sequence_accuracy"] for c in cells) / len(cells)
+    machines = sorted({c["cpu_model"] for c in cells if c.get("cpu_model")})
     legend = "; ".join(f"`{name}`: {text}" for name, text in data.get("styles", {}).items())
     commits = sorted({c["code"]["commit"] for c in before.values() if c.get("code")})
     return ("### The style zoo: one recipe on many captcha styles, worst first (`bench/zoo.py`)\n\n"
@@ -52,6 +53,9 @@ def zoo() -> str | None:
             "(captcha_images_v2: its 104 `test.csv` images)"
             + (f"; \"before\" is the previous recipe (commit {', '.join(commits)}) on the same images, trained side "
                "by side" if commits else "") + ".\n\n" + "\n".join(rows)
+            + (f"\n\nCPU seconds come from {len(machines)} machines ({'; '.join(machines)}) and from cells trained "
+               "beside other jobs: compare them within one machine only (each cell's `cpu_model` in `zoo.json`)."
+               if len(machines) > 1 else "")
             + f"\n\nStyles: {legend}. Samples: `docs/zoo.png`; recipe and method: `docs/recipe.md`; cells, input "
             "sizes, CPU times and commits in `bench/results/zoo.json`.")
 
@@ -240,10 +244,21 @@ def efficiency() -> str | None:
     return ("### Few labels: the learning curve on captcha_images_v2 (`bench/efficiency.py`)\n\n"
             "Sequence accuracy on `test.csv` (mean over seeds, min-max in parentheses) after training on the first N "
             "images of a seeded shuffle of `train.csv`.\n\n" + "\n".join(rows)
-            + "\n\n" + _outcomes(comparison) + _pretraining_cost(data.get("pretraining"))
+            + "\n\n" + _outcomes(comparison) + _pretraining_cost(data.get("pretraining")) + _general_cells(data)
             + " Plot: `bench/results/efficiency.png`; cells, CPU times and "
             "schedules in `bench/results/efficiency.json`; method in `docs/few-labels.md`."
             + (f"\n\n*{data['schedule_note']}*" if data.get("schedule_note") else ""))
+
+
+def _general_cells(data: dict) -> str:
+    """The general-reader row: measured in a later run of its own (efficiency.py --methods general)."""
+    cells = [c for c in data["cells"] if c["method"] == "general"]
+    if not cells:
+        return ""
+    cpu = sorted(c["cpu_seconds"] for c in cells)
+    return (f" The general-reader row was measured later, in a run of its own (`--methods general`), on the same "
+            f"subsets and test images, without look-alikes: {cpu[0]:.0f}-{cpu[-1]:.0f} CPU s per cell (its 32x160 "
+            "input and larger network; the pretrained cells' figures above leave out their shared pretraining run).")
 
 
 def audit_new_style() -> str | None:
@@ -353,8 +368,8 @@ def adapt() -> str | None:
               f"{r['adapt_config']['pretrain_share']:.0%} of {r['budget_minutes']:.0f} CPU minutes): "
               f"{_pct(r['rounds'][-1]['test_sequence_accuracy'])} after round {r['rounds'][-1]['round']}, "
               f"stopped: {r['stopped']}" for r in runs if r is not run and "adapt_config" in r]
-    return ("### Zero labels: `captchalab adapt` (`bench/adapt.py`)\n\n"
-            f"captcha_images_v2's 936 `train.csv` images with their labels hidden, told only \"5 characters of "
+    return ("### Zero labels: `captchalab adapt` (`bench/adapt.py`)\n\n" + _adapt_worst(data["runs"])
+            + f"captcha_images_v2's 936 `train.csv` images with their labels hidden, told only \"5 characters of "
             f"0-9a-z\", round 0 starting from {_start(run)}: **{_pct(best['test_sequence_accuracy'])}** on "
             f"`test.csv` with the model it keeps (round "
             f"{best['round']}; its own estimate: {_pct(best['estimated_accuracy'])}), in "
@@ -363,6 +378,17 @@ def adapt() -> str | None:
             "| round | test.csv sequence | test.csv char | on the adapted images | its own estimate | readings kept "
             "| of those right |\n| --- | --- | --- | --- | --- | --- | --- |\n" + rows + _labelled(run)
             + "".join(f"\n\nEarlier settings, {line}." for line in others) + _adapt_styles(data["runs"]))
+
+
+def _adapt_worst(runs: list[dict]) -> str:
+    """The headline: the worst set adapt has been measured on with every default, and the mean."""
+    kept = {r.get("style", "captcha_images_v2"): _kept_round(r)["test_sequence_accuracy"]
+            for r in runs if r["tag"] == "default"}
+    if len(kept) < 2:
+        return ""
+    worst = min(kept, key=kept.get)
+    return (f"**Worst set so far: {_pct(kept[worst])}** ({worst}); mean {_pct(sum(kept.values()) / len(kept))} over "
+            f"the {len(kept)} sets adapted with every default (captcha_images_v2 first, then the zoo styles).\n\n")
 
 
 def _adapt_styles(runs: list[dict]) -> str:
