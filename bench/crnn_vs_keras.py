@@ -29,15 +29,16 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULT = ROOT / "bench" / "results" / "crnn_vs_keras.json"
 
 
-def run_crnn(train_csv: Path, test_csv: Path, out: Path, overrides: list[str]) -> dict:
-    """Train and score captchalab's default crnn; CPU time of training as measured by train()."""
+def run_crnn(train_csv: Path, test_csv: Path, out: Path, overrides: list[str], init: str = "auto") -> dict:
+    """Train and score captchalab's default crnn (``init``: train --init; "auto", its default, fine-tunes the
+    shipped general reader); CPU time of training as measured by train()."""
     import numpy as np
 
     import captchalab
     from captchalab.data.folder import load_dataset
 
     began, cpu = time.time(), time.process_time()
-    run = captchalab.train(train_csv, out=out, force=True, quiet=True, overrides=overrides)
+    run = captchalab.train(train_csv, out=out, force=True, quiet=True, overrides=overrides, init=init)
     total_cpu, total_wall = time.process_time() - cpu, time.time() - began
     trained = json.loads((run / "metrics.json").read_text())
     result = captchalab.evaluate(run, test_csv, save=False)
@@ -54,6 +55,7 @@ def run_crnn(train_csv: Path, test_csv: Path, out: Path, overrides: list[str]) -
         "cer": result["cer"],
         "n_test": result["n"],
         "epochs_run": trained["epochs_run"],
+        "init": "general" if trained.get("init") and Path(trained["init"]).name == "general" else trained.get("init"),
         "train_cpu_seconds": trained["train_cpu_seconds"],
         "train_cpu_seconds_including_data_and_export": round(total_cpu, 1),
         "train_wall_seconds": round(total_wall, 1),
@@ -76,12 +78,13 @@ def child(side: str, args: argparse.Namespace) -> None:
 
         result = run_reference(DATA() / "train.csv", DATA() / "test.csv", epochs=args.epochs, patience=10)
     else:
-        result = run_crnn(DATA() / "train.csv", DATA() / "test.csv", args.work / "crnn", args.set or [])
+        result = run_crnn(DATA() / "train.csv", DATA() / "test.csv", args.work / "crnn", args.set or [], args.init)
     print("RESULT " + json.dumps(result))
 
 
 def run_side(side: str, args: argparse.Namespace) -> dict:
-    command = [sys.executable, __file__, "--child", side, "--epochs", str(args.epochs), "--work", str(args.work)]
+    command = [sys.executable, __file__, "--child", side, "--epochs", str(args.epochs), "--work", str(args.work),
+               "--init", args.init]
     for item in args.set or []:
         command += ["--set", item]
     output = subprocess.run(command, check=True, text=True, stdout=subprocess.PIPE).stdout
@@ -95,6 +98,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=100, help="Keras recipe's maximum epochs")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench")
     parser.add_argument("--set", action="append", help="override for captchalab's crnn, key=value")
+    parser.add_argument("--init", default="auto", help="captchalab's start (train --init): auto (its default: "
+                        "the shipped general reader), none (random weights) or a run")
     parser.add_argument("--child", choices=["keras", "crnn"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

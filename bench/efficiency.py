@@ -1,7 +1,7 @@
 """Label efficiency on captcha_images_v2: the audit's learning curve, measured cell by cell.
 
 Sequence accuracy on ``test.csv`` (104 images) after training on 25, 50, 100, 200, 400 and
-all 936 labelled images of ``train.csv``, three seeds each, two ways:
+all 936 labelled images of ``train.csv``, three seeds each, two ways (a third on request):
 
 * ``scratch``: the default crnn trained on the labelled images only;
 * ``pretrained``: the same crnn first trained on look-alike synthetic captchas
@@ -114,7 +114,7 @@ def main() -> None:
         if (n, seed, method) in done or (args.max_cells and new >= args.max_cells):
             continue
         cell = auditing.run_cell(pool, n, seed, method, init, test, args.work, config, max_minutes=120, quiet=True)
-        record["cells"].append(cell)
+        record["cells"].append({**cell, "cpu_model": machine_info()["cpu_model"]})
         new += 1
         finish(record)
         print(f"{method:10} n={n:<4} seed {seed}: {cell['sequence_accuracy']:.3f} "

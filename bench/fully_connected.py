@@ -188,7 +188,7 @@ def train_and_test(data: Path, test: Path, model: str, out: Path, epochs: int, o
         folder = train(data, resume=out, quiet=True)
     else:
         folder = train(data, model=model, out=out, epochs=epochs or None, overrides=overrides, force=True,
-                       quiet=True)
+                       quiet=True, init=None)  # every architecture from random weights, as in the question
     train_wall, train_cpu = time.time() - started_wall, time.process_time() - started_cpu
     train_cpu = json.loads((folder / "metrics.json").read_text()).get("train_cpu_seconds", train_cpu)
     predictor = Predictor.load(folder)

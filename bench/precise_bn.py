@@ -35,6 +35,7 @@ RESULT = ROOT / "bench" / "results" / "tuning" / "precise_bn.json"
 def one_run(seed: int, precise: bool, work: Path) -> dict:
     folder = work / f"seed{seed}-precise_bn-{str(precise).lower()}"
     command = [sys.executable, str(ROOT / "bench" / "crnn_vs_keras.py"), "--child", "crnn", "--work", str(folder),
+               "--init", "none",  # measured from random weights, before train's default start changed
                "--set", f"train.seed={seed}", "--set", f"train.precise_bn={str(precise).lower()}"]
     output = subprocess.run(command, check=True, text=True, stdout=subprocess.PIPE).stdout
     result = json.loads(next(x for x in output.splitlines()[::-1] if x.startswith("RESULT "))[len("RESULT "):])

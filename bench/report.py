@@ -43,7 +43,7 @@ def zoo() -> str | None:
         rows.append(f"| {c['style']} | {c['n']} | {_pct(c['sequence_accuracy'])} | {_pct(c['char_accuracy'])} | "
                     f"{fit} | {c['epochs']} | {c['train_cpu_seconds']:.0f} |{was}")
     worst, mean = cells[0], sum(c["sequence_accuracy"] for c in cells) / len(cells)
-    machines = sorted({c["cpu_model"] for c in cells if c.get("cpu_model")})
+    machines = sorted({_cpu(c) for c in cells if c.get("cpu_model")})
     legend = "; ".join(f"`{name}`: {text}" for name, text in data.get("styles", {}).items())
     commits = sorted({c["code"]["commit"] for c in before.values() if c.get("code")})
     return ("### The style zoo: one recipe on many captcha styles, worst first (`bench/zoo.py`)\n\n"
@@ -77,11 +77,16 @@ def zoo_variants() -> str | None:
             if c:
                 settings = ", ".join([*(f"`{o}`" for o in c.get("overrides", []) if o != "train.threads=1"),
                                       *_started_from(c)]) or "-"
-                base = cells[(style, n, "default")].get("cpu_model")
-                other = f" (on {c['cpu_model']})" if c.get("cpu_model", base) != base else ""
+                base = _cpu(cells[(style, n, "default")])
+                other = f" (on {_cpu(c)})" if c.get("cpu_model") and _cpu(c) != base else ""
                 rows.append(f"| {style} | {n} | {tag} | {settings} | {_pct(c['sequence_accuracy'])} | "
                             f"{_pct(c['char_accuracy'])} | {c['epochs']} | {c['train_cpu_seconds']:.0f}{other} |")
     return "\n".join(rows)
+
+
+def _cpu(cell: dict) -> str | None:
+    """A cell's CPU model without the clock suffix (" @ 2.00GHz") that only some sources record."""
+    return cell["cpu_model"].split(" @ ")[0] if cell.get("cpu_model") else None
 
 
 def _started_from(cell: dict) -> list[str]:

@@ -55,7 +55,7 @@ ROWS: list[list[str]] = [
 def run_row(index: int, items: list[str], work: Path) -> dict:
     """One crnn_vs_keras.py child: train, score on test.csv; plus the run's per-epoch CPU seconds."""
     command = [sys.executable, str(ROOT / "bench" / "crnn_vs_keras.py"), "--child", "crnn",
-               "--work", str(work / f"row-{index}")]
+               "--work", str(work / f"row-{index}"), "--init", "none"]  # the scratch recipe's settings
     for item in [*BASELINE, *items]:
         command += ["--set", item]
     output = subprocess.run(command, check=True, text=True, stdout=subprocess.PIPE).stdout

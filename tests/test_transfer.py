@@ -111,6 +111,7 @@ def test_train_fine_tunes_the_shipped_general_reader_by_default(tmp_path: Path) 
     ("cnn", [], "4", None),
     (None, ["model.rnn_units=32"], "4", None),
     (None, ["image.width=200"], "4", None),
+    (None, ["options.rnn_units=32"], "4", None),  # the name behind the model.* alias
     (None, [], "11", None),  # longer than the general reader's 10 slots
 ])
 def test_auto_init_picks_the_general_reader_only_where_it_can_be_the_network(

@@ -163,3 +163,14 @@ def test_the_shipped_general_reader_reads_unseen_world_images(tmp_path: Path) ->
     assert scores["char_accuracy"] >= 0.5, scores  # 0.66 at stage 004; the bundled model: 0.03
     outcome = run_cli("solve", folder / rows[0][0], "--model", "general", "--json")
     assert outcome.code == 0 and json.loads(outcome.stdout)["text"] == texts[0], outcome.text
+    assert captchalab.solve(folder / rows[0][0], model="general").text == texts[0]  # the one-off API, cached
+    assert len([key for key in captchalab._LOADED if Path(key[0]).parent == general_reader_path()]) == 1
+    captchalab.solve(folder / rows[1][0], model="general")
+    assert len([key for key in captchalab._LOADED if Path(key[0]).parent == general_reader_path()]) == 1
+
+
+def test_serve_accepts_the_general_reader_by_name() -> None:
+    from captchalab.inference.http import check_models
+    from captchalab.inference.http_config import ServeConfig
+
+    check_models(ServeConfig(models=(("g", "general"),), default="g"))  # loads it; raised before the fix

@@ -80,8 +80,9 @@ _KEEP = 4  # models kept by solve(); the oldest goes first
 def _cached(model: str | Path | None) -> Predictor:
     """A predictor for MODEL, reused while its file is unchanged (path and modification time)."""
     from captchalab.inference.predictor import bundled_model_path
+    from captchalab.runs import named_run
 
-    path = Path(model) if model is not None else bundled_model_path()
+    path = named_run(model) if model is not None else bundled_model_path()
     onnx = path / "model.onnx" if path.is_dir() else path
     try:
         key = (str(onnx.resolve()), onnx.stat().st_mtime_ns)

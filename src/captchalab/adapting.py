@@ -329,9 +329,10 @@ def label(out: str | Path, sheet: str | Path | None = None, budget_minutes: floa
     config = AdaptConfig(**{k: v for k, v in settings.items() if k in AdaptConfig.__dataclass_fields__})
     corrections = _corrections(sheet, config)
     round_run = Path(record["rounds"][[r["round"] for r in record["rounds"]].index(record["model_round"])]["run"])
-    corrected = {file for file, _ in corrections}
+    corrected = {file for file, _ in corrections}  # resolved paths: kept-N.csv may name them through links
     kept_csv = out / "rounds" / f"kept-{record['model_round']}.csv"
-    kept = [(f, t) for f, t in (list_entries(kept_csv)[1] if kept_csv.exists() else []) if f not in corrected]
+    kept = [(f, t) for f, t in (list_entries(kept_csv)[1] if kept_csv.exists() else [])
+            if str(Path(f).resolve()) not in corrected]
     data = _label_data(out / "rounds" / "label.csv", corrections, kept, out / "synthetic", config.seed)
     digest = hashlib.sha256(data.read_bytes()).hexdigest()[:8]  # a new sheet trains a new run
     run = _train(data, out / "rounds" / f"label-{digest}", round_run, config, budget_minutes * 60, quiet)

@@ -164,8 +164,8 @@ def train(
     init: Annotated[str, typer.Option(help="Start from a pretrained run (fine-tuning; a new charset gets new "
                                            "output classes): a run folder, 'general' for the general reader "
                                            "shipped with captchalab (docs/world.md), 'none' for random weights, "
-                                           "or 'auto': the general reader unless --model, --set model.*/image.* "
-                                           "or labels longer than 10 ask for another network.")] = "auto",
+                                           "or 'auto': the general reader unless --model names another network, "
+                                           "--set model.*/image.* changes it or labels are longer than 10.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     devices: Annotated[int | None, typer.Option(min=1, max=64, help="Train on N devices (train.devices): "
                                                 "MirroredStrategy over N GPUs, else N logical CPUs; the batch "

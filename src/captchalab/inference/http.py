@@ -44,6 +44,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from captchalab import runs
 from captchalab.data import images
 from captchalab.decoding import Constraints
 from captchalab.errors import CaptchaLabError, DataError, ModelError, UsageError
@@ -148,7 +149,7 @@ class Upload:
 def check_models(config: ServeConfig) -> None:
     """Fail before serving: every model path exists, the default model loads."""
     for name, path in config.models:
-        if not Path(path).exists():
+        if not runs.named_run(path).exists():
             raise ModelError(f"--model {name}={path}: no such run folder or .onnx file")
     if not config.models and not bundled_model_path().exists():
         raise ModelError("no bundled model in this installation; pass --model RUN")
