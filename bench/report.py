@@ -104,7 +104,10 @@ def crnn_vs_keras() -> str | None:
         return None
     rows = ["| model | sequence acc. | char acc. | CER | epochs | training CPU s | ms/image |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
-    for key, label in (("keras", "Keras example recipe"), ("crnn", "captchalab `crnn`")):
+    start = data["results"]["crnn"].get("init", "none")  # absent: measured before train's default start changed
+    crnn = "captchalab `crnn`" + (" (from random weights, `--init none`)" if start in (None, "none") else
+                                  f" (`--init {start}`)")
+    for key, label in (("keras", "Keras example recipe"), ("crnn", crnn)):
         r = data["results"][key]
         rows.append(f"| {label} | {_pct(r['sequence_accuracy'])} | {_pct(r['char_accuracy'])} | {r['cer']:.4f} | "
                     f"{r['epochs_run']} | {r['train_cpu_seconds']:.0f} | {r['inference_ms_per_image']:.2f} |")
