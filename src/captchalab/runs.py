@@ -38,8 +38,8 @@ METADATA_KEY = "captchalab_config"  # the ONNX metadata entry that carries confi
 
 def general_reader_path() -> Path:
     """The general reader shipped with the package (a run folder: bench/train_general.py --ship), where
-    ``adapt`` and ``train --init general`` start; it reads any style a little, not yet well enough to be
-    the bundled model."""
+    ``adapt`` and ``train`` (--init auto, its default) start; it reads any style a little, not yet well
+    enough to be the bundled model."""
     return Path(str(resources.files("captchalab") / "general"))
 
 
