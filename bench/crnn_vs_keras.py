@@ -35,6 +35,7 @@ def run_crnn(train_csv: Path, test_csv: Path, out: Path, overrides: list[str], i
     import numpy as np
 
     import captchalab
+    from captchalab import runs
     from captchalab.data.folder import load_dataset
 
     began, cpu = time.time(), time.process_time()
@@ -55,7 +56,7 @@ def run_crnn(train_csv: Path, test_csv: Path, out: Path, overrides: list[str], i
         "cer": result["cer"],
         "n_test": result["n"],
         "epochs_run": trained["epochs_run"],
-        "init": "general" if trained.get("init") and Path(trained["init"]).name == "general" else trained.get("init"),
+        "init": runs.start_name(trained.get("init")),
         "train_cpu_seconds": trained["train_cpu_seconds"],
         "train_cpu_seconds_including_data_and_export": round(total_cpu, 1),
         "train_wall_seconds": round(total_wall, 1),

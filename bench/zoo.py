@@ -247,6 +247,7 @@ def run_cell(name: str, n: int, work: Path, model: str, tag: str, overrides: lis
     import keras
 
     import captchalab
+    from captchalab import runs
     from captchalab.training import checkpoint_rank  # imports TensorFlow: workers only
 
     pool, test = style_data(name, work)
@@ -285,17 +286,8 @@ def run_cell(name: str, n: int, work: Path, model: str, tag: str, overrides: lis
             "train_cpu_seconds": round(train_cpu, 1), "wall_seconds": round(time.time() - began[1], 1),
             "input_size": json.loads((run / "config.json").read_text(encoding="utf-8"))["image"],
             "diagnosis": metrics.get("diagnosis"), "overrides": overrides, "code": code, "resumed": resumed,
-            "init": _started(metrics.get("init", init)), "pretraining": pretraining,
+            "init": runs.start_name(metrics.get("init", init)), "pretraining": pretraining,
             "cpu_model": machine_info()["cpu_model"]}  # CPU seconds compare only on one kind of machine
-
-
-def _started(init: str | Path | None) -> str | None:
-    """Where a cell's weights started, as train resolved it: "general" for the shipped reader."""
-    from captchalab import runs
-
-    if init is None or str(init) == "none":
-        return None
-    return runs.GENERAL if Path(init).resolve() == runs.general_reader_path().resolve() else str(init)
 
 
 def rescore(work: Path) -> None:

@@ -119,6 +119,8 @@ def test_init_names_the_shipped_general_reader_a_run_or_nothing(tmp_path: Path) 
     assert json.loads((shipped / "config.json").read_text())["charset"]["symbols"].startswith("0123456789abc")
     assert runs.init_run(None) is None and runs.init_run("none") is None
     assert runs.init_run(tmp_path) == tmp_path.resolve()
+    assert runs.start_name(str(shipped)) == "general" and runs.start_name(None) is None
+    assert runs.start_name(str(tmp_path)) == str(tmp_path)
 
 
 def test_label_data_repeats_corrections_as_distinct_files_a_dataset_accepts(unlabelled: Path, tmp_path: Path) -> None:

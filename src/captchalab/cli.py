@@ -198,10 +198,10 @@ def _started_from(init: str | None) -> str:
     """How train's summary line names the run's start (--init, as train resolved it)."""
     from captchalab import runs
 
-    if not init:
+    name = runs.start_name(init)
+    if name is None:
         return ""
-    general = Path(init).resolve() == runs.general_reader_path().resolve()
-    return "  (fine-tuned from the general reader; --init none trains from random weights)" if general \
+    return "  (fine-tuned from the general reader; --init none trains from random weights)" if name == runs.GENERAL \
         else f"  (fine-tuned from {init})"
 
 

@@ -59,6 +59,14 @@ def init_run(init: str | Path | None) -> Path | None:
     return named_run(init).resolve()
 
 
+def start_name(init: str | Path | None) -> str | None:
+    """How a run's recorded start (metrics.json "init", as train resolved it) is named: "general" for the
+    shipped general reader, the path otherwise, None for random weights."""
+    if init is None or str(init) == "none":
+        return None
+    return GENERAL if Path(init).resolve() == general_reader_path().resolve() else str(init)
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write through a temporary file in the same folder, then rename over ``path``.
 
