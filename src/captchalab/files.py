@@ -104,16 +104,19 @@ def deepest(text: str) -> int:
     return top
 
 
+# What the system's refusal means to the user and what they can do: {fix} is the caller's advice.
+_REFUSALS: tuple[tuple[type[OSError], str], ...] = (
+    (FileNotFoundError, "no such file; check the path"),
+    (IsADirectoryError, "is a folder, not a file; {fix}"),
+    (PermissionError, "permission denied; make the file readable"),
+)
+
+
 def unreadable(problem: OSError, label: str, fix: str) -> str:
     """The one message for a file the system would not let us read."""
-    if isinstance(problem, FileNotFoundError):
-        return f"{printable(label)}: no such file; check the path"
-    if isinstance(problem, IsADirectoryError):
-        return f"{printable(label)}: is a folder, not a file; {fix}"
-    if isinstance(problem, PermissionError):
-        return f"{printable(label)}: permission denied; make the file readable"
-    # a broken symlink loop, a name too long, an I/O error
-    return f"{printable(label)}: cannot be read ({problem.strerror}); check the file"
+    known = next((text.format(fix=fix) for kind, text in _REFUSALS if isinstance(problem, kind)), None)
+    # else a symlink loop, a name too long, an I/O error: the system's own words
+    return f"{printable(label)}: {known or f'cannot be read ({problem.strerror}); check the file'}"
 
 
 def read_json(path: Path, error: type[CaptchaLabError], fix: str, limit: int = MAX_JSON_BYTES) -> Any:

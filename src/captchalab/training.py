@@ -307,7 +307,7 @@ def _fit(
             _load_checkpoint(trainer, folder)
         _compile(trainer, config, state.learning_rate)
     batch = t.batch_size * strategy.num_replicas_in_sync  # the global batch, split across the devices
-    data = pipeline.batches(split.train_x, split.train_y, batch, t.seed + state.epoch, t.augment)
+    data = pipeline.batches(split.train_x, split.train_y, batch, t.seed + state.epoch, t.augment, distort=t.distort)
     data = data.map(lambda x, y: (x, _targets(trainer, y)))
     callbacks = [
         EpochEnd(config, folder, split, state, model),

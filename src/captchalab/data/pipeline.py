@@ -21,14 +21,26 @@ def split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def augmenter(seed: int) -> tf.keras.Sequential:
-    """Small shifts, zooms, rotations and contrast changes that any captcha style survives."""
-    return tf.keras.Sequential([
+def augmenter(seed: int, distort: bool = False) -> tf.keras.Sequential:
+    """Small shifts, zooms, rotations and contrast changes that any captcha style survives;
+    ``distort`` adds what a site's own generator varies between images: slant (shear), blur and
+    pixel noise. Not RandomElasticTransform: inside tf.data (Keras 3.15), on batches of no fixed
+    size, it swaps some images for the batch's first, and labels no longer match (the check that
+    each augmented image stays with its own: tests/test_pipeline.py)."""
+    steps = [
         layers.RandomTranslation(0.06, 0.04, fill_mode="nearest", seed=seed),
         layers.RandomZoom(0.06, fill_mode="nearest", seed=seed + 1),
         layers.RandomRotation(0.01, fill_mode="nearest", seed=seed + 2),
         layers.RandomContrast(0.3, seed=seed + 3),
-    ])
+    ]
+    if distort:
+        steps += [
+            layers.RandomShear(x_factor=0.1, fill_mode="nearest", seed=seed + 4),
+            layers.RandomGaussianBlur(factor=0.5, kernel_size=3, sigma=(0.1, 0.7), value_range=(0.0, 1.0),
+                                      seed=seed + 5),
+            layers.GaussianNoise(0.03, seed=seed + 6),
+        ]
+    return tf.keras.Sequential(steps)
 
 
 def batches(
@@ -38,6 +50,7 @@ def batches(
     seed: int,
     augment: bool,
     shuffle: bool = True,
+    distort: bool = False,
 ) -> tf.data.Dataset:
     """uint8 images (n, h, w) to float32 (n, h, w, 1) batches in [0, 1]."""
     data = tf.data.Dataset.from_tensor_slices((pixels, targets))
@@ -49,7 +62,7 @@ def batches(
     data = data.batch(batch_size, drop_remainder=shuffle and len(pixels) >= batch_size)
     data = data.map(lambda x, y: (images.scaled(tf.cast(x, tf.float32)), y))
     if augment:
-        augment_layers = augmenter(seed)
+        augment_layers = augmenter(seed, distort)
         data = data.map(
             lambda x, y: (tf.clip_by_value(augment_layers(x, training=True), 0.0, 1.0), y),
             num_parallel_calls=tf.data.AUTOTUNE,
