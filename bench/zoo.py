@@ -260,8 +260,10 @@ def run_cell(name: str, n: int, work: Path, model: str, tag: str, overrides: lis
     if pretrain_cpu:  # the few-label workflow: look-alikes of these labelled images first (auditing.pretrain)
         from captchalab import auditing
 
+        # look-alike pretraining starts where --init says (random weights unless told); fine-tuning from it
+        start = None if init in (None, "auto", "none") else init
         init, pretraining = auditing.pretrain(data, work / "cells" / tag / f"{name}-{n}-pretrain",
-                                              auditing.AuditConfig(threads=1), pretrain_cpu)
+                                              auditing.AuditConfig(threads=1), pretrain_cpu, init=start)
     resumed = (folder / "checkpoints" / "state.json").exists() and not (folder / "model.onnx").exists()
     if resumed:  # a cell killed part-way (a session ended) goes on from its last epoch
         run = captchalab.train(folder, resume=folder, quiet=True)
@@ -369,7 +371,8 @@ def main() -> None:
                         "or a run; give a non-default its own --tag")
     parser.add_argument("--pretrain", type=float, default=0.0, metavar="CPU_SECONDS",
                         help="first pretrain each cell on look-alikes of its own labelled images within this "
-                        "CPU time (the few-label workflow, docs/few-labels.md), then fine-tune; give it its own --tag")
+                        "CPU time (the few-label workflow, docs/few-labels.md), then fine-tune; the pretraining "
+                        "starts from --init ('auto' and 'none': random weights); give it its own --tag")
     parser.add_argument("--redo", action="store_true", help="measure cells already in the results again")
     parser.add_argument("--samples", type=Path, help="only draw a grid of samples to this PNG")
     parser.add_argument("--rescore", action="store_true",

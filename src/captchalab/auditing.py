@@ -205,10 +205,11 @@ def _link(source: Path, target: Path) -> None:
 
 def pretrain(
     style_source: Path, work: Path, config: AuditConfig, cpu_seconds: float, quiet: bool = True,
-    wall_minutes: float | None = None,
+    wall_minutes: float | None = None, init: str | Path | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Render look-alikes of ``style_source`` and train on them, within ``cpu_seconds`` (or, when
-    ``wall_minutes`` is given, ``config.synthetic`` images and training capped at that wall time)."""
+    ``wall_minutes`` is given, ``config.synthetic`` images and training capped at that wall time),
+    from random weights or from ``init`` (train --init: a run, or "general")."""
     from captchalab.training import train  # imports TensorFlow: only once something trains
 
     clock = Clock(cpu_seconds / 60)
@@ -222,15 +223,15 @@ def pretrain(
     cap = {"max_minutes": round(wall_minutes, 3)} if wall_minutes is not None else \
         {"max_cpu_minutes": round(0.85 * clock.left() / 60, 3)}
     settings = TrainConfig(epochs=config.pretrain_epochs, patience=6, seed=config.seed, threads=config.threads, **cap)
-    # from random weights: the audit's figures measure look-alike pretraining alone, until bench/efficiency.py
-    # has compared it with starting from the general reader (issue 19)
+    # the audit itself pretrains from random weights: its figures measure look-alike pretraining alone, until
+    # bench/efficiency.py has compared it with starting from the general reader (issue 19)
     run = train(synthetic, out=work / "pretrained", train_config=settings, export_onnx=False, quiet=quiet,
-                force=True, init=None)
+                force=True, init=init)
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     record = {"synthetic_images": count, "generate_cpu_seconds": round(generated, 1),
               "train_cpu_seconds": round(clock.cpu() - generated, 1), "wall_seconds": round(clock.wall(), 1),
               "epochs": metrics.get("epochs_run"), "synthetic_val_sequence_accuracy": metrics["sequence_accuracy"],
-              "style_source": str(style_source)}
+              "style_source": str(style_source), "init": str(init) if init else None}
     return run, record
 
 
