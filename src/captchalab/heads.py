@@ -147,8 +147,11 @@ class CtcHead(Head):
         # prefix -> (probability ending in blank, probability ending in its last symbol)
         beams: dict[Labels, tuple[float, float]] = {(): (1.0, 0.0)}
         longest = len(probs) if max_length is None else max_length
-        for t, step in enumerate(probs):
-            options = [int(c) for c in np.argsort(step)[::-1][:width] if c != BLANK and step[c] > floor]
+        # Each frame's most probable symbols, found for all frames at once, and Python floats throughout:
+        # per-frame argsorts and NumPy scalars cost as much as the search itself (bench/decode.py).
+        ranked_classes = np.argsort(probs, axis=1)[:, ::-1][:, :width].tolist()
+        for t, step in enumerate(probs.tolist()):
+            options = [c for c in ranked_classes[t] if c != BLANK and step[c] > floor]
             following: dict[Labels, list[float]] = {}
             remaining = len(probs) - 1 - t
             for prefix, (p_blank, p_symbol) in beams.items():
@@ -156,13 +159,13 @@ class CtcHead(Head):
                     continue
                 total = p_blank + p_symbol
                 entry = following.setdefault(prefix, [0.0, 0.0])
-                entry[0] += total * float(step[BLANK])
+                entry[0] += total * step[BLANK]
                 if prefix:
-                    entry[1] += p_symbol * float(step[prefix[-1]])
+                    entry[1] += p_symbol * step[prefix[-1]]
                 for c in options if len(prefix) < longest else ():
                     extended = following.setdefault((*prefix, c), [0.0, 0.0])
                     repeat = bool(prefix) and prefix[-1] == c
-                    extended[1] += (p_blank if repeat else total) * float(step[c])
+                    extended[1] += (p_blank if repeat else total) * step[c]
             ranked = sorted(following.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))[:width]
             beams = {prefix: (pb, ps) for prefix, (pb, ps) in ranked}
         found = [prefix for prefix in beams if len(prefix) >= min_length]
