@@ -111,6 +111,7 @@ def test_train_fine_tunes_the_shipped_general_reader_by_default(tmp_path: Path) 
     ("cnn", [], "4", None),
     (None, ["model.rnn_units=32"], "4", None),
     (None, ["image.width=200"], "4", None),
+    (None, ["image.channels=3"], "4", "general"),  # colour: the reader's first convolution is widened
     (None, ["options.rnn_units=32"], "4", None),  # the name behind the model.* alias
     (None, [], "11", None),  # longer than the general reader's 10 slots
 ])
@@ -131,3 +132,49 @@ def test_init_none_trains_from_random_weights(tmp_path: Path) -> None:
     assert outcome.code == 0, outcome.text
     assert json.loads((tmp_path / "scratch" / "metrics.json").read_text())["init"] is None
     assert runs.read_config(tmp_path / "scratch").image != runs.read_config(runs.general_reader_path()).image
+
+
+def test_a_grey_network_widened_to_colour_computes_what_it_computed_on_grey(tmp_path: Path) -> None:
+    """transfer._widened: the colour network's first outputs on an RGB image equal the grey network's
+    on that image's grey (images.LUMA weights), so fine-tuning for colour starts where grey left off."""
+    import keras
+
+    from captchalab.data.images import LUMA
+    from captchalab.transfer import _widened
+
+    def network(channels: int) -> keras.Model:
+        inputs = keras.Input((8, 12, channels))
+        return keras.Model(inputs, keras.layers.Conv2D(4, 3, padding="same")(inputs))
+
+    grey, colour = network(1), network(3)
+    colour.layers[1].set_weights(_widened(grey.layers[1].get_weights(), colour.layers[1].get_weights()))
+    rgb = np.random.default_rng(0).random((2, 8, 12, 3)).astype(np.float32)
+    luma = (rgb * np.asarray(LUMA, np.float32)).sum(axis=-1, keepdims=True)
+    np.testing.assert_allclose(colour(rgb).numpy(), grey(luma).numpy(), atol=1e-5)
+    assert _widened(grey.layers[1].get_weights(), grey.layers[1].get_weights()) is None  # nothing to widen
+
+
+def test_colour_input_fine_tunes_the_general_reader_and_solves_rgb(tmp_path: Path) -> None:
+    """--set image.channels=3: the general reader's weights, widened; RGB images in, the ONNX model
+    takes three channels, and solve reads colour images through it."""
+    import captchalab
+    from captchalab.training import train
+
+    data = generate(tmp_path / "digits", 24, length="4", charset="0-9", size="120x40", seed=6)
+    folder = train(data, out=tmp_path / "colour", epochs=1, quiet=True, overrides=["image.channels=3"])
+    config = runs.read_config(folder)
+    assert config.image.channels == 3 and config.image.height == 32
+    assert json.loads((folder / "config.json").read_text())["image"]["preprocessing"].startswith("RGB")
+    state = json.loads((folder / "checkpoints" / "state.json").read_text())
+    assert state["init_report"]["layers_widened_to_colour"] and not state["init_report"]["layers_reinitialized"]
+    reader = captchalab.load(folder)
+    image = next(iter(sorted(data.parent.glob("digits/*.png"))))
+    assert reader.prepare(str(image)).shape == (32, 160, 3)
+    assert len(reader.solve([str(image), str(image)])) == 2
+
+
+def test_a_segment_model_refuses_colour(tiny_set: Path, tmp_path: Path) -> None:
+    from captchalab.training import train
+
+    with pytest.raises(UsageError, match="grey images only"):
+        train(tiny_set, model="segment", out=tmp_path / "s", epochs=1, quiet=True, overrides=["image.channels=3"])

@@ -15,7 +15,7 @@ from pydantic import dataclasses as pydantic_dataclasses
 
 from captchalab import files
 from captchalab.charset import MAX_LABEL_LENGTH, Charset
-from captchalab.data.images import MAX_SIDE, ImageSize
+from captchalab.data.images import MAX_SIDE, ImageSize, preprocessing
 from captchalab.errors import CharsetError, ModelError, UsageError
 from captchalab.heads import Head, HeadName, head_for
 
@@ -72,7 +72,7 @@ class _Schema(BaseModel):
 class ImageSchema(_Schema):
     height: Annotated[int, Field(ge=8, le=MAX_SIDE)]
     width: Annotated[int, Field(ge=8, le=MAX_SIDE)]
-    channels: Literal[1] = 1
+    channels: Literal[1, 3] = 1  # grey, or RGB colour (--set image.channels=3)
     preprocessing: Annotated[str, Field(max_length=200)] = ""
 
 
@@ -116,8 +116,8 @@ class RunConfig:
             "model": self.model,
             "head": self.head.name,
             "charset": self.charset.to_dict(),
-            "image": {"height": self.image.height, "width": self.image.width, "channels": 1,
-                      "preprocessing": "grayscale, alpha on white, bilinear resize, /255"},
+            "image": {"height": self.image.height, "width": self.image.width, "channels": self.image.channels,
+                      "preprocessing": preprocessing(self.image)},
             "max_length": self.max_length,
             "options": dataclasses.asdict(self.options) if self.options is not None else {},
             "train": dataclasses.asdict(self.train),
@@ -181,7 +181,7 @@ def from_dict(data: Any, source: Path, options_type: type | None) -> RunConfig:
         model=schema.model,
         head=head_for(schema.head),
         charset=charset,
-        image=ImageSize(schema.image.height, schema.image.width),
+        image=ImageSize(schema.image.height, schema.image.width, schema.image.channels),
         max_length=schema.max_length,
         options=load_settings(options_type, schema.options, source, "options") if options_type else None,
         # a run saved before the schedule was a setting was trained with the plateau rule

@@ -24,7 +24,7 @@ def export_onnx(run: str | Path, model: Any = None, config: RunConfig | None = N
     config = config or runs.read_config(folder)
     model = model if model is not None else load_keras(folder, config)
     target = Path(out) if out else folder / "model.onnx"
-    model(np.zeros((1, config.image.height, config.image.width, 1), np.float32), training=False)
+    model(np.zeros((1, config.image.height, config.image.width, config.image.channels), np.float32), training=False)
     with contextlib.redirect_stdout(io.StringIO()):  # tf2onnx prints its progress
         runs.atomic_write(target, lambda tmp: model.export(str(tmp), format="onnx", verbose=False))
     proto = onnx.load(str(target))

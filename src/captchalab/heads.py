@@ -57,9 +57,11 @@ class Head:
     fixed_length: ClassVar[bool]
     # Training starts on a plateau of all-blank readings that only the epoch budget should end.
     blank_plateau: ClassVar[bool] = False
+    # Reads colour images (image.channels=3) as well as grey ones.
+    colour: ClassVar[bool] = True
 
     def prepare(self, pixels: np.ndarray, max_length: int) -> np.ndarray:
-        """The model's input from uint8 images (n, h, w), before scaling: the same in training and inference."""
+        """The model's input from uint8 images (n, h, w[, 3]), before scaling: the same in training and inference."""
         return pixels
 
     def length_limit(self, max_length: int) -> int | None:
@@ -246,6 +248,7 @@ class SegmentHead(PositionalHead):
     """Positional, on images whose characters are cut into one cell per slot first (as in training)."""
 
     name: ClassVar[str] = "segment"
+    colour: ClassVar[bool] = False  # its cells are cut where grey columns hold no ink (segmentation.py)
 
     def prepare(self, pixels: np.ndarray, max_length: int) -> np.ndarray:
         return segment_batch(pixels, max_length)

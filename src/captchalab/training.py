@@ -145,8 +145,10 @@ def train(
                                                                               config.train.val_fraction))
     config = _with_epoch_budget(config, fit_images)
     _check_train_config(config.train)
-    if config.image.height > train_set.size.height or config.image.width > train_set.size.width:
-        # read at the pretrained run's size, but an override asks for more: never upsample what was read
+    _check_input(config)
+    if config.image.height > train_set.size.height or config.image.width > train_set.size.width or \
+            config.image.channels != train_set.size.channels:
+        # read at the pretrained run's size, but an override asks for more (or colour): never upsample what was read
         train_set = _load(data, train_set.charset, case_insensitive, skip_bad, config.image, quiet)
     train_set = _at_size(train_set, config.image)
     val_set = _load(val, train_set.charset, case_insensitive, skip_bad, config.image, quiet) if val else None
@@ -169,10 +171,13 @@ def _auto_init(data: str | Path, model: str | None, overrides: tuple[str, ...] |
 
     Fine-tuning it beat training from scratch on all 6 zoo cells trained both ways, for less CPU where
     both ran on one CPU model (docs/recipe.md), so it is where a crnn run starts unless the run asks for another network
-    (--model, --set model.* / options.* / image.* / max_length) or labels longer than the reader's slots."""
+    (--model, --set model.* / options.* / image.* but image.channels / max_length) or labels longer than the
+    reader's slots."""
     general = runs.read_config(runs.init_run(runs.GENERAL))
     network = ("model.", "options.", "image.", "max_length")  # --set keys that change the network
-    if (model or general.model) != general.model or any(o.startswith(network) for o in overrides):
+    # ... except colour: the grey reader's first convolution is widened to three channels (transfer.py)
+    changed = [o for o in overrides if o.startswith(network) and not o.startswith("image.channels=")]
+    if (model or general.model) != general.model or changed:
         return None
     _, entries = list_entries(data)
     return runs.GENERAL if max((len(label) for _, label in entries), default=0) <= general.max_length else None
@@ -241,6 +246,13 @@ def learning_rate_at(train_config: TrainConfig, progress: float) -> float:
     """The cosine schedule's rate at ``progress`` (0: the start, 1: the end of the budget)."""
     progress = min(1.0, max(0.0, progress))
     return train_config.learning_rate * (FINAL_RATE + (1 - FINAL_RATE) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _check_input(config: RunConfig) -> None:
+    if config.image.channels not in (1, 3):
+        raise UsageError(f"image.channels must be 1 (grey) or 3 (colour), got {config.image.channels}")
+    if config.image.channels == 3 and not config.head.colour:
+        raise UsageError(f"a '{config.model}' model reads grey images only; leave out --set image.channels=3")
 
 
 def _check_train_config(train_config: TrainConfig) -> None:

@@ -4,7 +4,9 @@ Both networks come from the same builder, so their layers pair up in order. Ever
 whose weights have the same shapes is copied. The output layer is matched symbol by
 symbol: classes the two charsets share keep their pretrained weights, new symbols start
 from a fresh initialisation, so a model pretrained on ``0-9a-z`` fine-tunes to a captcha
-that uses 19 of those symbols without losing what it learnt about them.
+that uses 19 of those symbols without losing what it learnt about them. A grey run's first
+convolution is widened for a colour run (``image.channels=3``) so that both start out computing
+the same thing.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from captchalab import runs
 from captchalab.charset import BLANK, Charset
 from captchalab.config import RunConfig
+from captchalab.data.images import LUMA
 from captchalab.errors import UsageError
 from captchalab.runs import load_keras
 
@@ -44,7 +47,7 @@ def transfer_weights(model: Any, config: RunConfig, init: Path) -> dict[str, Any
     if [type(t) for t in target_layers] != [type(s) for s in source_layers]:
         raise UsageError(f"--init {init}: its network has different layers (other model options); "
                          "pass the same --set model.* options it was trained with")
-    copied, fresh, classes = [], [], None
+    copied, widened, fresh, classes = [], [], [], None
     for target, src in zip(target_layers, source_layers):
         if target.name in OUTPUT_LAYERS and src.name == target.name:
             classes = _copy_output(target, src, source_config, config)
@@ -52,10 +55,25 @@ def transfer_weights(model: Any, config: RunConfig, init: Path) -> dict[str, Any
         elif [w.shape for w in target.get_weights()] == [w.shape for w in src.get_weights()]:
             target.set_weights(src.get_weights())
             copied.append(target.name)
+        elif (colour := _widened(src.get_weights(), target.get_weights())) is not None:
+            target.set_weights(colour)
+            widened.append(target.name)
         else:
             fresh.append(target.name)
-    return {"init": str(init), "layers_copied": len(copied), "layers_reinitialized": fresh,
-            "output_classes": classes}
+    return {"init": str(init), "layers_copied": len(copied) + len(widened), "layers_reinitialized": fresh,
+            "output_classes": classes, **({"layers_widened_to_colour": widened} if widened else {})}
+
+
+def _widened(source: list[np.ndarray], target: list[np.ndarray]) -> list[np.ndarray] | None:
+    """A grey network's first convolution for colour input: each colour channel gets the grey kernel
+    times that colour's share of grey (images.LUMA), so the colour network starts out computing exactly
+    what the grey one computed on the same image; fine-tuning then learns what hue adds. None when
+    the layers differ otherwise."""
+    if len(source) != len(target) or source[0].ndim != 4 or source[0].shape[2] != 1 or target[0].shape[2] != 3:
+        return None
+    kernel = source[0] * np.asarray(LUMA, dtype=source[0].dtype)[None, None, :, None]
+    widened = [kernel, *source[1:]]
+    return widened if [w.shape for w in widened] == [w.shape for w in target] else None
 
 
 def class_map(source: Charset, target: Charset) -> list[int | None]:

@@ -42,7 +42,8 @@ class Dataset:
 
     @property
     def size(self) -> images.ImageSize:
-        return images.ImageSize(int(self.pixels.shape[1]), int(self.pixels.shape[2]))
+        channels = int(self.pixels.shape[3]) if self.pixels.ndim == 4 else 1
+        return images.ImageSize(int(self.pixels.shape[1]), int(self.pixels.shape[2]), channels)
 
     @property
     def max_length(self) -> int:

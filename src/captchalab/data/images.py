@@ -1,4 +1,4 @@
-"""Decode any image a user gives into the model's input: grayscale float32 in [0, 1].
+"""Decode any image a user gives into the model's input: grayscale (or RGB) float32 in [0, 1].
 
 This module is on the inference path: it must not import TensorFlow.
 """
@@ -27,12 +27,16 @@ FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
 EXIF_ORIENTATION = 0x0112
 WHITE = 255.0  # a uint8 pixel's top value: the models see pixel / WHITE
+LUMA = (0.299, 0.587, 0.114)  # grey from red, green and blue as Pillow's "L" conversion weighs them (ITU-R 601-2)
 
 
 @dataclass(frozen=True)
 class ImageSize:
+    """The model's input: height and width in pixels, and 1 (grey) or 3 (RGB colour) channels."""
+
     height: int
     width: int
+    channels: int = 1
 
     def __str__(self) -> str:
         return f"{self.width}x{self.height}"
@@ -122,6 +126,16 @@ def _check_dimensions(image: Image.Image, label: str, max_pixels: int, max_side:
 
 def to_grayscale(image: Image.Image) -> Image.Image:
     """Any mode to 8-bit grayscale; transparency is composited on white, EXIF rotation applied."""
+    return _flattened(image).convert("L")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any mode to 8-bit RGB, as ``to_grayscale`` reads it (transparency on white, EXIF rotation)."""
+    return _flattened(image).convert("RGB")
+
+
+def _flattened(image: Image.Image) -> Image.Image:
+    """Upright, transparency composited on white, wide grey modes scaled to 8 bits."""
     image = ImageOps.exif_transpose(image) or image
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
@@ -130,7 +144,7 @@ def to_grayscale(image: Image.Image) -> Image.Image:
         image = Image.alpha_composite(background, image.convert("RGBA"))
     if image.mode.startswith(("I", "F")):
         image = Image.fromarray(_wide_to_uint8(np.asarray(image, dtype=np.float64), image.mode))
-    return image.convert("L")
+    return image
 
 
 def _wide_to_uint8(array: np.ndarray, mode: str) -> np.ndarray:
@@ -148,15 +162,20 @@ def _wide_to_uint8(array: np.ndarray, mode: str) -> np.ndarray:
 
 
 def prepare(image: Image.Image, size: ImageSize) -> np.ndarray:
-    """Grayscale, resized to ``size``: uint8 array of shape (height, width)."""
-    gray = to_grayscale(image)
-    if gray.size != (size.width, size.height):
-        gray = gray.resize((size.width, size.height), Image.Resampling.BILINEAR)
-    return np.asarray(gray, dtype=np.uint8)
+    """Grayscale (or RGB, for 3 channels), resized to ``size``: uint8 (height, width) or (height, width, 3)."""
+    converted = to_grayscale(image) if size.channels == 1 else to_rgb(image)
+    if converted.size != (size.width, size.height):
+        converted = converted.resize((size.width, size.height), Image.Resampling.BILINEAR)
+    return np.asarray(converted, dtype=np.uint8)
+
+
+def preprocessing(size: ImageSize) -> str:
+    """What ``prepare`` does, in words (config.json records it)."""
+    return f"{'grayscale' if size.channels == 1 else 'RGB'}, alpha on white, bilinear resize, /255"
 
 
 def resize_pixels(pixels: np.ndarray, size: ImageSize) -> np.ndarray:
-    """uint8 (n, h, w) to (n, size.height, size.width), as ``prepare`` would have resized."""
+    """uint8 (n, h, w[, 3]) to size.height x size.width, as ``prepare`` would have resized."""
     target = (size.width, size.height)
     return np.stack([np.asarray(Image.fromarray(p).resize(target, Image.Resampling.BILINEAR)) for p in pixels])
 
@@ -167,12 +186,13 @@ def load(source: str | Path | bytes, size: ImageSize, name: str | None = None) -
 
 
 def to_model_input(batch: np.ndarray) -> np.ndarray:
-    """uint8 (n, h, w) to float32 (n, h, w, 1) in [0, 1], the models' input convention."""
+    """uint8 (n, h, w) or (n, h, w, 3) to float32 (n, h, w, channels) in [0, 1], the models' input convention."""
     return scaled(batch.astype(np.float32))
 
 
-def scaled(gray: Any) -> Any:
-    """Float gray values (n, h, w) in 0..255 to the models' (n, h, w, 1) in [0, 1]: the one place the
-    convention is written. Any array with ``[..., None]`` and ``/`` (NumPy, or a TensorFlow tensor in
-    the training pipeline, which keeps uint8 images in memory and converts each batch)."""
-    return gray[..., None] / WHITE
+def scaled(batch: Any) -> Any:
+    """A batch of float pixel values in 0..255, grey (n, h, w) or colour (n, h, w, 3), to the models'
+    (n, h, w, channels) in [0, 1]: the one place the convention is written. Any array with
+    ``[..., None]`` and ``/`` (NumPy, or a TensorFlow tensor in the training pipeline, which keeps
+    uint8 images in memory and converts each batch)."""
+    return (batch[..., None] if len(batch.shape) == 3 else batch) / WHITE

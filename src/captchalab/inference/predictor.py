@@ -122,7 +122,7 @@ class Predictor:
         return self.config.model
 
     def prepare(self, image: ImageLike, name: str | None = None) -> np.ndarray:
-        """Any accepted image to uint8 (h, w) at the model's size."""
+        """Any accepted image to uint8 (h, w), or (h, w, 3) for a colour model, at the model's size."""
         if isinstance(image, np.ndarray):
             image = Image.fromarray(_as_uint8(image))
         if isinstance(image, Image.Image):
@@ -217,9 +217,10 @@ def _check_graph(session: Any, config: RunConfig, path: Path) -> None:
         raise ModelError(f"{path}: the network has {len(inputs)} inputs and {len(outputs)} outputs, not one image "
                          "in and logits out; export it with 'captchalab export'")
     taken = list(inputs[0].shape)
-    wanted = [None, config.image.height, config.image.width, 1]
+    wanted = [None, config.image.height, config.image.width, config.image.channels]
     if len(taken) != 4 or any(isinstance(t, int) and w is not None and t != w for t, w in zip(taken, wanted)):
-        raise ModelError(f"{path}: its metadata says {config.image.width}x{config.image.height} grayscale images "
+        kind = "grayscale" if config.image.channels == 1 else "RGB"
+        raise ModelError(f"{path}: its metadata says {config.image.width}x{config.image.height} {kind} images "
                          f"but the network takes shape {taken}; re-export it")
     given = list(outputs[0].shape)
     steps, classes = (given[1], given[2]) if len(given) == 3 else (None, None)

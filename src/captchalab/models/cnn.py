@@ -19,7 +19,7 @@ class CnnOptions:
 
 @register("cnn", CnnOptions, "positional", "conv trunk + one softmax head per position")
 def build(spec: ModelSpec, options: CnnOptions) -> keras.Model:
-    inputs = image_input(spec.image.height, spec.image.width)
+    inputs = image_input(spec.image.height, spec.image.width, spec.image.channels)
     x = inputs
     for filters in options.filters:
         x = conv_block(x, filters, (2, 2))

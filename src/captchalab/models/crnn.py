@@ -44,7 +44,7 @@ def half_height(size: ImageSize, max_length: int) -> ImageSize:
     height = min(size.height, max(MIN_HEIGHT, math.ceil(size.height / 2)))
     scaled = size.width * height / size.height
     width = max(scaled, min(size.width, MIN_CHAR_WIDTH * max_length))
-    return ImageSize(height, max(16, round(width / 4) * 4))
+    return ImageSize(height, max(16, round(width / 4) * 4), size.channels)
 
 
 def with_alignment_head(model: keras.Model, spec: ModelSpec, options: CrnnOptions) -> keras.Model:
@@ -59,7 +59,7 @@ def with_alignment_head(model: keras.Model, spec: ModelSpec, options: CrnnOption
 @register("crnn", CrnnOptions, "ctc", "conv + BiLSTM + CTC; variable length (default)",
           training_model=with_alignment_head, input_size=half_height)
 def build(spec: ModelSpec, options: CrnnOptions) -> keras.Model:
-    inputs = image_input(spec.image.height, spec.image.width)
+    inputs = image_input(spec.image.height, spec.image.width, spec.image.channels)
     x = inputs
     # Halve both axes twice, then only the height: width/4 time steps leave room for CTC.
     pools = [(2, 2), (2, 2)] + [(2, 1)] * (len(options.filters) - 2)

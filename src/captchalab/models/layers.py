@@ -18,8 +18,8 @@ def conv_block(
     return x
 
 
-def image_input(height: int, width: int) -> keras.KerasTensor:
-    return keras.Input((height, width, 1), name="image")
+def image_input(height: int, width: int, channels: int = 1) -> keras.KerasTensor:
+    return keras.Input((height, width, channels), name="image")
 
 
 def positional_logits(

@@ -39,7 +39,7 @@ class MlpOptions:
 
 @register("mlp", MlpOptions, "positional", "fully connected, one softmax head per position")
 def build(spec: ModelSpec, options: MlpOptions) -> keras.Model:
-    inputs = image_input(spec.image.height, spec.image.width)
+    inputs = image_input(spec.image.height, spec.image.width, spec.image.channels)
     x = layers.Rescaling(-1.0, offset=1.0, name="invert")(inputs) if options.invert else inputs
     if options.pool > 1:
         x = layers.AveragePooling2D(options.pool, padding="same", name="downsample")(x)
