@@ -139,7 +139,9 @@ def generate(
 
 SETTINGS_HELP = ("**--set keys and their defaults:** " + ", ".join(f"`{k}={v}`" for k, v in settings_defaults())
                  + " (`train.epochs=0`: scaled to the data). `model.OPTION=VALUE` sets an option of the model; "
-                   "`captchalab models` lists each model's options with their defaults.")
+                   "`captchalab models` lists each model's options with their defaults. `image.height=H`, "
+                   "`image.width=W` set the input size (default: from the data or the start), `image.channels=3` "
+                   "reads colour instead of grey.")
 
 
 @command(epilog=SETTINGS_HELP)
@@ -165,7 +167,8 @@ def train(
                                            "output classes): a run folder, 'general' for the general reader "
                                            "shipped with captchalab (docs/world.md), 'none' for random weights, "
                                            "or 'auto': the general reader unless --model names another network, "
-                                           "--set model.*/image.* changes it or labels are longer than 10.")] = "auto",
+                                           "--set model.*/image.* (but image.channels) changes it or labels are "
+                                           "longer than 10.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     devices: Annotated[int | None, typer.Option(min=1, max=64, help="Train on N devices (train.devices): "
                                                 "MirroredStrategy over N GPUs, else N logical CPUs; the batch "
