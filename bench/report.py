@@ -93,8 +93,9 @@ def _started_from(cell: dict) -> list[str]:
     """How a variant's cell began: pretrained on look-alikes of its own images, or from another run."""
     pre = cell.get("pretraining")
     if pre:
-        return [f"pretrained on {pre['synthetic_images']:,} look-alikes of its images ({pre['epochs']} epochs, "
-                f"{pre['train_cpu_seconds']:.0f} CPU s, inside the cell's CPU)"]
+        start = f"from `--init {Path(pre['init']).name}` " if pre.get("init") else "from random weights "
+        return [f"pretrained {start}on {pre['synthetic_images']:,} look-alikes of its images ({pre['epochs']} "
+                f"epochs, {pre['train_cpu_seconds']:.0f} CPU s, inside the cell's CPU)"]
     return [f"`--init {Path(cell['init']).name}`"] if cell.get("init") else ["random weights"]
 
 
