@@ -77,6 +77,7 @@ STAGE_1 = {
     # reads as the plateau rule (config.py).
     "train.schedule": "plateau",
     "train.patience": "9", "train.val_fraction": "0.1", "train.seed": "0", "train.augment": "true",
+    "train.distort": "false",  # all three stages predate train.distort: none distorted its images
     "train.threads": "0", "train.max_minutes": "0",
     # The shipped runs had 150, which stopped none of them (bundled.json: at most 6,981.6 CPU s per
     # process, under 9,000); 0 lets the pinned epochs decide on a slower machine too.

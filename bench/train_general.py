@@ -46,7 +46,7 @@ VAL_SEED = 1_000_000  # shard k is seed k; the validation set's seed is far from
 # Pinned, so that a later change of the defaults does not alter this recipe.
 RECIPE = [f"image.height={HEIGHT}", f"image.width={WIDTH}",
           "model.filters=32,48,64,96", "model.rnn_units=96", "model.rnn_layers=1", "model.dropout=0.1",
-          "model.batch_norm=true", "train.batch_size=32", "train.augment=true",
+          "model.batch_norm=true", "train.batch_size=32", "train.augment=true", "train.distort=false",
           "train.schedule=cosine", "train.precise_bn=true", "train.threads=0", "train.min_epochs=0"]
 # Stage 0 starts from random weights, with the per-slot head that shortens CTC's start-up plateau
 # (models/crnn.py); later stages continue a trained network on a smaller cycle, CTC alone.

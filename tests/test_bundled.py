@@ -103,7 +103,7 @@ def test_the_recipe_is_the_one_the_shipped_model_ran_with(monkeypatch: pytest.Mo
     """The last stage's pinned settings give the shipped config.json, but for the differences the
     script explains: no CPU limit (150 stopped no stage), and the settings that came later (the
     plateau rule they ran with, min_steps unused with given epochs, one device, the clipping
-    constant of the time)."""
+    constant of the time, no distortion)."""
     monkeypatch.syspath_prepend(str(ROOT / "bench"))
     import train_bundled
 
@@ -115,7 +115,7 @@ def test_the_recipe_is_the_one_the_shipped_model_ran_with(monkeypatch: pytest.Mo
     differences = {key: (shipped["train"].get(key), value) for key, value in made["train"].items()
                    if shipped["train"].get(key) != value}
     assert differences == {"max_cpu_minutes": (150.0, 0.0), "schedule": (None, "plateau"), "min_steps": (None, 2500),
-                           "devices": (None, 1), "clipnorm": (None, 5.0)}
+                           "devices": (None, 1), "clipnorm": (None, 5.0), "distort": (None, False)}
     recorded = json.loads((ROOT / "bench" / "results" / "bundled.json").read_text())["stages"]
     assert [stage["settings"] for stage in recorded] == [train_bundled.overrides(s.settings)
                                                          for s in train_bundled.STAGES]

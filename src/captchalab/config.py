@@ -51,7 +51,7 @@ class TrainConfig:
     val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
     augment: bool = True
-    distort: bool = False  # augmentation also shears, bends, blurs and adds noise (data/pipeline.augmenter)
+    distort: bool = False  # augmentation also shears, blurs and adds pixel noise (data/pipeline.augmenter)
     threads: Annotated[int, Field(ge=0, le=1024)] = 0  # 0: TensorFlow's default (all cores)
     max_minutes: Minutes = 0.0  # stop after the epoch that passes this wall-clock budget; 0: no limit
     max_cpu_minutes: Minutes = 0.0  # the same for CPU time of this process (all threads); 0: no limit
