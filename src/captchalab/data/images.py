@@ -41,6 +41,11 @@ class ImageSize:
     def __str__(self) -> str:
         return f"{self.width}x{self.height}"
 
+    @property
+    def mode(self) -> str:
+        """How its pixels are read, in words: "grayscale" or "RGB"."""
+        return "grayscale" if self.channels == 1 else "RGB"
+
     @classmethod
     def parse(cls, text: str) -> ImageSize:
         """``"160x60"`` (width x height, like most image tools print it)."""
@@ -171,7 +176,7 @@ def prepare(image: Image.Image, size: ImageSize) -> np.ndarray:
 
 def preprocessing(size: ImageSize) -> str:
     """What ``prepare`` does, in words (config.json records it)."""
-    return f"{'grayscale' if size.channels == 1 else 'RGB'}, alpha on white, bilinear resize, /255"
+    return f"{size.mode}, alpha on white, bilinear resize, /255"
 
 
 def resize_pixels(pixels: np.ndarray, size: ImageSize) -> np.ndarray:

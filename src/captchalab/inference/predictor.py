@@ -219,8 +219,7 @@ def _check_graph(session: Any, config: RunConfig, path: Path) -> None:
     taken = list(inputs[0].shape)
     wanted = [None, config.image.height, config.image.width, config.image.channels]
     if len(taken) != 4 or any(isinstance(t, int) and w is not None and t != w for t, w in zip(taken, wanted)):
-        kind = "grayscale" if config.image.channels == 1 else "RGB"
-        raise ModelError(f"{path}: its metadata says {config.image.width}x{config.image.height} {kind} images "
+        raise ModelError(f"{path}: its metadata says {config.image} {config.image.mode} images "
                          f"but the network takes shape {taken}; re-export it")
     given = list(outputs[0].shape)
     steps, classes = (given[1], given[2]) if len(given) == 3 else (None, None)
