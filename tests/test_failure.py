@@ -52,3 +52,17 @@ def test_a_memorising_run_is_not_told_to_train_longer():
     history = [{**h, "val_cer": 0.8} for h in _history([50, 30, 15, 8, 4, 2], [20, 18, 19, 22, 25, 30])]
     causes = _causes(history=history)
     assert any("memorised" in c for c in causes) and not any("slowly" in c for c in causes)
+
+
+def test_a_run_that_reads_some_captchas_is_told_whether_it_underfits_or_memorises():
+    """The zoo at 1,200 labels (docs/recipe.md): multicolor read 54% of its own images and 14% of new
+    ones (both), overlap 89% and 63% (memorises), pypi-serif 99% and 91% (nothing to say)."""
+    from captchalab.failure import diagnose_fit
+
+    causes = lambda own, val: [f["cause"].split(":")[0] for f in diagnose_fit(own, val, 500)]  # noqa: E731
+    underfits, memorises = "does not fit the style", "memorises its training images more than it learns the style"
+    assert causes(0.54, 0.14) == [underfits, memorises]
+    assert causes(0.89, 0.63) == [memorises]
+    assert causes(0.70, 0.62) == [underfits]
+    assert causes(0.99, 0.91) == [] and causes(0.30, 0.01) == []  # good enough; near zero has its own diagnosis
+    assert "54.0% of 500" in diagnose_fit(0.54, 0.14, 500)[0]["evidence"]

@@ -5,6 +5,7 @@ reads wrong fails here. Each trains for tens of seconds of CPU: `make test-large
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -30,3 +31,5 @@ def test_model_reads_unseen_easy_captchas(name: str, easy_sets: tuple[Path, Path
     result = evaluate(run / "model.onnx", held_out, save=False)
     assert result["n"] == 40
     assert result["sequence_accuracy"] >= 0.95 and result["char_accuracy"] >= 0.98, result
+    own = json.loads((run / "metrics.json").read_text())["training_images"]
+    assert own["n"] == 288 and own["sequence_accuracy"] >= 0.95, own  # 320 less the 10% held out for validation

@@ -248,3 +248,15 @@ def test_a_state_json_written_while_the_state_was_a_dict_still_resumes(tiny_run,
     assert resumed["epoch"] == 2 and len(resumed["history"]) == 2 and resumed["stopped_by"] is None
     assert resumed["cpu_seconds"] > 2.5 and resumed["history"][0] == old["history"][0]
     assert "stopped_by" not in json.loads((run / "metrics.json").read_text())
+
+
+def test_the_fit_on_training_images_is_scored_like_validation(tiny_set, tmp_path):
+    """Validated on its own training images, a run must score them the same twice: the labels read
+    back for the training images (metrics.json training_images) are the true ones."""
+    run = train(tiny_set, val=tiny_set, out=tmp_path / "run", epochs=1, quiet=True, export_onnx=False)
+    metrics = json.loads((run / "metrics.json").read_text())
+    fit = metrics["training_images"]
+    assert fit["n"] == metrics["n"] == 40
+    assert 0.0 < fit["cer"] < 1.0  # the fine-tuned general reader reads some characters: the check can fail
+    for key in ("sequence_accuracy", "char_accuracy", "cer"):  # the same images in another order
+        assert fit[key] == pytest.approx(metrics[key], abs=1e-9), key

@@ -45,9 +45,7 @@ class RunFolderError(CaptchaLabError):
 
 
 class MissingExtra(CaptchaLabError):
-    """An optional dependency of the command is not installed."""
-
-    exit_code = 1
+    """An optional dependency of the command is not installed (exit code 1, the base's)."""
 
 
 # Top-level module -> the extra of pyproject.toml that installs it.

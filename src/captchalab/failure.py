@@ -1,8 +1,9 @@
-"""Why a training run reads (almost) nothing: causes inferred from what the run measured.
+"""Why a training run reads (almost) nothing, or less than it should: causes inferred from what the run measured.
 
 ``train`` calls :func:`diagnose_run` when a finished run's validation sequence accuracy is
-near zero, stores the findings in metrics.json (``diagnosis``) and prints them. Each finding
-names its evidence, so the advice can be checked rather than trusted. NumPy only.
+near zero, and :func:`diagnose_fit` when it reads some but under FIT_GOAL of its validation images;
+it stores the findings in metrics.json (``diagnosis``) and prints them. Each finding names its
+evidence, so the advice can be checked rather than trusted. NumPy only.
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ MIN_PIXELS_PER_CHAR = 8  # model-input columns per character below which glyphs 
 MIN_PER_SYMBOL = 40  # training examples per symbol below which a model from scratch rarely learns them
 SLOW_CER = 0.3  # a best validation character error rate above this, with readings, is a slow start
 CTC_STEPS_PER_CHAR = 2  # CTC needs a blank between repeats: about two time steps per character
+FIT_GOAL = 0.9  # validation sequence accuracy below this gets the fit findings
+# A run that reads fewer of its own (clean) training images than this has not fitted the style: on the
+# zoo's hardest cells (docs/recipe.md) that, not memorising, was what held multicolor and outline back.
+UNDERFIT = 0.8
+OVERFIT_GAP = 0.15  # own training images read this much better than validation ones: it memorises
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,25 @@ def diagnose_run(
         *_examples(train_images, train_characters, num_symbols),
         *overfit,
     ]
+    return [asdict(f) for f in findings]
+
+
+def diagnose_fit(train_accuracy: float, val_accuracy: float, train_images: int) -> list[dict[str, str]]:
+    """How a run that reads some captchas but under FIT_GOAL fits: its own training images (read clean,
+    ``train_images`` of them) against validation. Both findings can hold at once."""
+    if val_accuracy >= FIT_GOAL or val_accuracy < NEAR_ZERO:
+        return []
+    seen = f"reads {train_accuracy:.1%} of {train_images} of its own training images, {val_accuracy:.1%} of validation"
+    findings = []
+    if train_accuracy < UNDERFIT:
+        findings.append(Finding(
+            "does not fit the style: it misreads many of its own training images", seen,
+            "label more images (on the zoo's hardest styles more labels helped more than any setting tried, "
+            "docs/recipe.md); where hue tells text from background, colour input (--set image.channels=3)"))
+    if train_accuracy - val_accuracy > OVERFIT_GAP:
+        findings.append(Finding(
+            "memorises its training images more than it learns the style", seen,
+            "label more images, or pretrain on look-alikes first (docs/few-labels.md)"))
     return [asdict(f) for f in findings]
 
 

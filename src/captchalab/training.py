@@ -41,6 +41,7 @@ FINAL_RATE = 0.02  # the cosine schedule ends at this share of the initial learn
 PROGRESS = 0.01  # a validation loss this much (relatively) below the best so far counts as progress
 PLATEAU_CER = 0.9  # a run whose best validation CER is above this has not left CTC's start-up plateau
 PERFECT_EPOCHS = 4  # stop after this many epochs in a row read every validation image
+FIT_IMAGES = 500  # training images read again at the end, to tell memorising from not fitting
 
 
 Score = Annotated[float, Field(allow_inf_nan=True)]
@@ -362,8 +363,12 @@ def _finish(
                     "train_cpu_seconds": round(state.cpu_seconds, 1),
                     "epochs_run": state.epoch, "epochs_budget": config.train.epochs,
                     "init": state.init})  # where the weights started (--init, resolved): None = random
+    summary["training_images"] = _training_fit(model, config, split)
     if summary["sequence_accuracy"] < failure.NEAR_ZERO:
         summary["diagnosis"] = _diagnosis(model, config, split, state.history, pretrained=bool(state.init))
+    elif fit := failure.diagnose_fit(summary["training_images"]["sequence_accuracy"], summary["sequence_accuracy"],
+                                     summary["training_images"]["n"]):
+        summary["diagnosis"] = fit
     if state.skipped:
         summary["skipped"] = state.skipped
     if state.stopped_by:
@@ -381,6 +386,16 @@ def _prune_checkpoints(folder: Path) -> None:
     epoch's is a second copy of the whole trainer, worth keeping only while a kill can interrupt."""
     if (folder / runs.CHECKPOINTS / "best.weights.h5").exists():
         (folder / runs.CHECKPOINTS / "last.weights.h5").unlink(missing_ok=True)
+
+
+def _training_fit(model: keras.Model, config: RunConfig, split: Split) -> dict[str, Any]:
+    """The saved model's metrics on (up to FIT_IMAGES of) its own training images, read clean:
+    far above validation, it memorises; low, it has not fitted the style (failure.diagnose_fit)."""
+    rows = np.random.default_rng(0).permutation(len(split.train_x))[:FIT_IMAGES]
+    texts = [p.text for p in predict_texts(model, config, split.train_x[rows])]
+    truth = [config.charset.decode(code) for code in split.train_y[rows]]
+    fit = metrics.summarize(texts, truth, config.head.length_limit(config.max_length))
+    return {key: fit[key] for key in ("n", "sequence_accuracy", "char_accuracy", "cer")}
 
 
 def _diagnosis(model: keras.Model, config: RunConfig, split: Split, history: list, pretrained: bool) -> list:
