@@ -7,6 +7,7 @@ import math
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from captchalab import auditing as audit  # the module (captchalab.audit is the API function)
@@ -136,22 +137,27 @@ def test_training_stops_on_its_cpu_budget(tiny_set: Path, tmp_path: Path) -> Non
     assert json.loads((run / "metrics.json").read_text())["stopped_by"] == "train.max_cpu_minutes=0.0001"
 
 
-@pytest.mark.parametrize(("min_epochs", "stops_at"), [(0, 4), (6, 6)])
-def test_perfect_validation_stops_only_after_min_epochs(min_epochs: int, stops_at: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("min_epochs", "val_images", "stops_at"), [(0, 100, 4), (6, 100, 6), (0, 10, 40)])
+def test_perfect_validation_stops_only_after_min_epochs_and_enough_images(
+        min_epochs: int, val_images: int, stops_at: int, tmp_path: Path) -> None:
+    """Four perfect epochs stop a run validated on 100 images; on 10, forty (400 perfect readings)."""
     import keras
 
     from captchalab.charset import Charset
     from captchalab.config import RunConfig, TrainConfig
     from captchalab.data.images import ImageSize
-    from captchalab.training import EpochEnd, TrainingState
+    from captchalab.training import EpochEnd, Split, TrainingState
 
     config = RunConfig("crnn", "ctc", Charset("A"), ImageSize(32, 32), 1,
                        train=TrainConfig(patience=50, min_epochs=min_epochs))
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
-    callback = EpochEnd(config, tmp_path, None, TrainingState(data="d", epoch=0, history=[], learning_rate=1e-3), model)  # type: ignore[arg-type]
+    empty = np.zeros((0, 1))
+    split = Split(empty, empty, empty, ("A",) * val_images, empty)
+    state = TrainingState(data="d", epoch=0, history=[], learning_rate=1e-3)
+    callback = EpochEnd(config, tmp_path, split, state, model)  # type: ignore[arg-type]
     callback.set_model(model)
-    for epoch in range(1, 10):
+    for epoch in range(1, 60):
         callback._track_best({"epoch": epoch, "val_sequence_accuracy": 1.0, "val_cer": 0.0, "val_loss": 1.0})
         if model.stop_training:
             break
