@@ -155,9 +155,10 @@ def cell_settings(
     more); early stopping after ``patience_steps`` without improvement (the trainer halves the
     rate every third of that: the ``plateau`` learning-rate rule the efficiency curve was
     measured with, kept until bench/efficiency.py has measured the cosine one; what counts as
-    progress has changed since that measurement (docs/recipe.md); it stops 3 epochs after
-    validation is perfect), but not before ``min_fit_steps``: a fine-tuned model often reads
-    its few validation images perfectly from the first epoch, which says nothing about how
+    progress has changed since that measurement (docs/recipe.md), and so has the stop on perfect
+    validation, which now needs 400 validation images read perfectly in a row: with a handful,
+    patience or the budget ends a cell), but not before ``min_fit_steps``: a fine-tuned model often
+    reads its few validation images perfectly from the first epoch, which says nothing about how
     well it has adapted."""
     train_n = n - held_out(n)
     per_epoch = math.ceil(train_n * repeats(train_n) / config.batch_size)
