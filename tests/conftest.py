@@ -64,3 +64,29 @@ def easy_sets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("easy")
     return (write_set(root / "train", EasySampler(0), 320, {"generator": "easy", "seed": 0}),
             write_set(root / "held_out", EasySampler(1), 40, {"generator": "easy", "seed": 1}))
+
+
+@pytest.fixture
+def stopping_rule(tmp_path: Path):
+    """A factory: the training loop's end-of-epoch callback for a one-symbol crnn config with these
+    training settings and ``val_images`` validation labels, on a stand-in model, to feed epoch records
+    to its ``_track_best`` and read ``model.stop_training``."""
+    import keras
+    import numpy as np
+
+    from captchalab.charset import Charset
+    from captchalab.config import RunConfig
+    from captchalab.data.images import ImageSize
+    from captchalab.training import EpochEnd, Split, TrainingState
+
+    def make(train_config, val_images: int = 50):
+        config = RunConfig("crnn", "ctc", Charset("A"), ImageSize(32, 32), 1, train=train_config)
+        model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+        empty = np.zeros((0, 1))
+        state = TrainingState(data="d", epoch=0, history=[], learning_rate=1e-3)
+        callback = EpochEnd(config, tmp_path, Split(empty, empty, empty, ("A",) * val_images, empty), state, model)
+        callback.set_model(model)
+        return callback, model
+
+    return make

@@ -7,7 +7,6 @@ import math
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from captchalab import auditing as audit  # the module (captchalab.audit is the API function)
@@ -139,24 +138,11 @@ def test_training_stops_on_its_cpu_budget(tiny_set: Path, tmp_path: Path) -> Non
 
 @pytest.mark.parametrize(("min_epochs", "val_images", "stops_at"), [(0, 100, 4), (6, 100, 6), (0, 10, 40)])
 def test_perfect_validation_stops_only_after_min_epochs_and_enough_images(
-        min_epochs: int, val_images: int, stops_at: int, tmp_path: Path) -> None:
+        min_epochs: int, val_images: int, stops_at: int, stopping_rule) -> None:
     """Four perfect epochs stop a run validated on 100 images; on 10, forty (400 perfect readings)."""
-    import keras
+    from captchalab.config import TrainConfig
 
-    from captchalab.charset import Charset
-    from captchalab.config import RunConfig, TrainConfig
-    from captchalab.data.images import ImageSize
-    from captchalab.training import EpochEnd, Split, TrainingState
-
-    config = RunConfig("crnn", "ctc", Charset("A"), ImageSize(32, 32), 1,
-                       train=TrainConfig(patience=50, min_epochs=min_epochs))
-    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
-    empty = np.zeros((0, 1))
-    split = Split(empty, empty, empty, ("A",) * val_images, empty)
-    state = TrainingState(data="d", epoch=0, history=[], learning_rate=1e-3)
-    callback = EpochEnd(config, tmp_path, split, state, model)  # type: ignore[arg-type]
-    callback.set_model(model)
+    callback, model = stopping_rule(TrainConfig(patience=50, min_epochs=min_epochs), val_images)
     for epoch in range(1, 60):
         callback._track_best({"epoch": epoch, "val_sequence_accuracy": 1.0, "val_cer": 0.0, "val_loss": 1.0})
         if model.stop_training:
@@ -212,3 +198,18 @@ def test_the_page_lists_skipped_cells_in_words_and_names_the_data_set_not_its_pa
 def test_the_help_states_the_smallest_meaningful_budget() -> None:
     outcome = run_cli("audit", "--help")
     assert "At least 5" in outcome.stdout and "INCONCLUSIVE" in outcome.stdout
+
+
+@pytest.mark.parametrize(("schedule", "stops_at"), [("cosine", 20), ("plateau", 11)])
+def test_patience_ends_a_cosine_run_only_in_the_second_half_of_its_budget(
+        schedule: str, stops_at: int, stopping_rule) -> None:
+    """No progress after the first epoch: patience 10 ends a plateau run at epoch 11, a cosine run of
+    40 epochs at 20 (its first half runs at a high rate, where small validation sets look flat)."""
+    from captchalab.config import TrainConfig
+
+    callback, model = stopping_rule(TrainConfig(epochs=40, patience=10, schedule=schedule))
+    for epoch in range(1, 40):
+        callback._track_best({"epoch": epoch, "val_sequence_accuracy": 0.5, "val_cer": 0.2, "val_loss": 1.0})
+        if model.stop_training:
+            break
+    assert epoch == stops_at

@@ -181,21 +181,12 @@ def test_validation_loss_is_the_inference_heads_alone(tmp_path):
     assert loss == pytest.approx(float(np.mean(keras.ops.convert_to_numpy(ctc_loss(targets, logits)))), rel=1e-5)
 
 
-def test_patience_does_not_run_out_on_the_start_up_plateau(tmp_path):
+def test_patience_does_not_run_out_on_the_start_up_plateau(stopping_rule):
     """Sequence accuracy 0, CER 1 and a loss creeping down by less than 1% an epoch: the
     model has read nothing yet, but it may still leave the plateau; only the budget ends it."""
-    import keras
+    from captchalab.config import TrainConfig
 
-    from captchalab.charset import Charset
-    from captchalab.config import RunConfig, TrainConfig
-    from captchalab.data.images import ImageSize
-    from captchalab.training import EpochEnd, TrainingState
-
-    config = RunConfig("crnn", "ctc", Charset("A"), ImageSize(32, 32), 1, train=TrainConfig(patience=3))
-    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
-    callback = EpochEnd(config, tmp_path, None, TrainingState(data="d", epoch=0, history=[], learning_rate=1e-3), model)  # type: ignore[arg-type]
-    callback.set_model(model)
+    callback, model = stopping_rule(TrainConfig(patience=3))
     for epoch in range(1, 12):
         callback._track_best({"epoch": epoch, "val_sequence_accuracy": 0.0, "val_cer": 1.0,
                               "val_loss": 30.0 - 0.05 * epoch})
