@@ -9,7 +9,7 @@ import_quietly()  # before Keras below, so TensorFlow's start-up noise stays off
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -376,8 +376,7 @@ def _finish(
     runs.atomic_write(folder / "model.keras", lambda tmp: _weights_only(model, config).save(tmp))
     _calibrate_and_plot(model, config, folder, split, state.history)
     runs.write_json(folder / "history.json", state.history)
-    texts = [p.text for p in predict_texts(model, config, split.val_x)]
-    summary = metrics.summarize(texts, split.val_labels, config.head.length_limit(config.max_length))
+    summary = _scored(model, config, split.val_x, split.val_labels)
     summary.update({"split": "validation", "model": config.model, "charset": config.charset.symbols,
                     "train_cpu_seconds": round(state.cpu_seconds, 1),
                     "epochs_run": state.epoch, "epochs_budget": config.train.epochs,
@@ -411,10 +410,15 @@ def _training_fit(model: keras.Model, config: RunConfig, split: Split) -> dict[s
     """The saved model's metrics on (up to FIT_IMAGES of) its own training images, read clean:
     far above validation, it memorises; low, it has not fitted the style (failure.diagnose_fit)."""
     rows = np.random.default_rng(0).permutation(len(split.train_x))[:FIT_IMAGES]
-    texts = [p.text for p in predict_texts(model, config, split.train_x[rows])]
     truth = [config.charset.decode(code) for code in split.train_y[rows]]
-    fit = metrics.summarize(texts, truth, config.head.length_limit(config.max_length))
+    fit = _scored(model, config, split.train_x[rows], truth)
     return {key: fit[key] for key in ("n", "sequence_accuracy", "char_accuracy", "cer")}
+
+
+def _scored(model: keras.Model, config: RunConfig, pixels: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+    """metrics.summarize of the top-1 readings of ``pixels`` against ``labels``."""
+    texts = [p.text for p in predict_texts(model, config, pixels)]
+    return metrics.summarize(texts, labels, config.head.length_limit(config.max_length))
 
 
 def _diagnosis(model: keras.Model, config: RunConfig, split: Split, history: list, pretrained: bool) -> list:
