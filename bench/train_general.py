@@ -11,12 +11,18 @@ Shards are written by ``generate --world`` (data/world.py) and read at the reade
 
     .venv/bin/python bench/train_general.py --stages 4        # render and train up to 4 stages
     .venv/bin/python bench/train_general.py --status          # what is done, no work
-    .venv/bin/python bench/train_general.py --ship            # the newest stage into the package
+    .venv/bin/python bench/train_general.py --ship            # the best stage into the package
+    .venv/bin/python bench/train_general.py --ship --stage 8  # that stage instead
 
 Writes runs/general/ (shards, stage runs) and bench/results/general.json (per stage: images,
 epochs, CPU seconds, validation accuracy, commit and library versions; the ONNX SHA-256). The newest
 finished stage's run folder (no checkpoints, about 3 MB) is copied to bench/results/general/ to be
-committed: runs/ does not outlive a machine, so a later session on a fresh one goes on from that copy.
+committed, and so is the best one: runs/ does not outlive a machine, so a later session on a fresh one
+goes on from the newest copy and can still ship the best.
+
+"Best" is the highest sequence accuracy on the world's validation set (2,000 images of the
+generator's own, never a zoo style or a real set), the newest of equals: later stages stopped
+gaining (bench/results/general.json), and shipping the newest would ship a worse reader.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from machine import machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULT = ROOT / "bench" / "results" / "general.json"
-SNAPSHOT = ROOT / "bench" / "results" / "general"  # holds stage-NNN/, the newest finished stage
+SNAPSHOT = ROOT / "bench" / "results" / "general"  # holds NNN/: the newest finished stage and the best
 SHIPPED = ROOT / "src" / "captchalab" / "general"  # the package's general reader (adapt starts from it)
 SHIPPED_FILES = ("config.json", "model.keras", "model.onnx", "calibration.json", "ood.json", "metrics.json")
 CHARSET = "0-9a-zA-Z"  # exact case: folding to one case is a decode-time choice
@@ -107,26 +113,48 @@ def record(finished: list[Path]) -> None:
         "distinct_training_images": SHARD * len(stages), "stages": [stages[k] for k in sorted(stages)]})
 
 
-def snapshot(run: Path) -> None:
-    """Copy the finished stage to bench/results/general/ (replacing the older copy), checkpoints left out."""
+def snapshot(run: Path, work: Path) -> None:
+    """Copy the finished stage to bench/results/general/, checkpoints left out; of the older copies only
+    the best stage's stays."""
     target = SNAPSHOT / run.name
     staging = SNAPSHOT / f".{run.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(run, staging, ignore=shutil.ignore_patterns("checkpoints", ".lock"))
     weights_only(run, staging / "model.keras")
+    keep = {run.name, best(work).name}
     for old in SNAPSHOT.glob("[0-9]*"):
-        shutil.rmtree(old)
+        if old.name not in keep:
+            shutil.rmtree(old)
     staging.replace(target)
 
 
-def ship(work: Path) -> Path:
-    """Copy the newest finished stage into the package (src/captchalab/general/), with its provenance."""
+def finished_stages(work: Path) -> list[Path]:
+    """Every finished stage, here or only in the committed copy (a fresh machine has just that)."""
+    here = {p.parent.name: p.parent for p in (work / "stages").glob("*/model.onnx")}
+    copies = {p.parent.name: p.parent for p in SNAPSHOT.glob("[0-9]*/model.onnx")}
+    return [({**copies, **here})[name] for name in sorted({*here, *copies})]
+
+
+def best(work: Path) -> Path:
+    """The finished stage that reads the world's validation set best, the newest of equals."""
+    finished = finished_stages(work)
+    if not finished:
+        raise SystemExit(f"no finished stage in {work / 'stages'} or {SNAPSHOT}; train one first")
+    return max(reversed(finished), key=lambda run: summary(run)["val_sequence_accuracy"])
+
+
+def ship(work: Path, stage: int | None = None) -> Path:
+    """Copy a finished stage (the best unless ``stage`` names one) into the package
+    (src/captchalab/general/), with its provenance."""
     from captchalab import runs
 
-    finished = sorted(p.parent for p in (work / "stages").glob("*/model.onnx"))
-    if not finished:
-        raise SystemExit(f"no finished stage in {work / 'stages'}; train one first")
-    run = finished[-1]
+    if stage is None:
+        run = best(work)
+    else:
+        named = [run for run in finished_stages(work) if int(run.name) == stage]
+        if not named:
+            raise SystemExit(f"stage {stage:03d} is not finished here ({work / 'stages'}) or in {SNAPSHOT}")
+        run = named[0]
     staging = SHIPPED.with_name(".general.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
@@ -169,11 +197,13 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "general")
     parser.add_argument("--stage-cpu-minutes", type=float, default=0.0, help="cut a stage after this CPU time")
     parser.add_argument("--status", action="store_true", help="print the finished stages; no work")
-    parser.add_argument("--ship", action="store_true", help="copy the newest finished stage into the package")
+    parser.add_argument("--ship", action="store_true",
+                        help="copy the finished stage that reads the world's validation set best into the package")
+    parser.add_argument("--stage", type=int, help="with --ship: this stage instead of the best")
     args = parser.parse_args()
     if args.ship:
         restore(args.work)
-        print(f"shipped {ship(args.work)}")
+        print(f"shipped {ship(args.work, args.stage)}")
         return
     if args.status:
         print(json.dumps([summary(run) for run in sorted((args.work / "stages").glob("*"))
@@ -184,7 +214,7 @@ def main() -> None:
         started = time.time()
         run = stage(args.work, k, val, args.stage_cpu_minutes)
         record([run])
-        snapshot(run)
+        snapshot(run, args.work)
         print(f"stage {k}: {summary(run)['val_sequence_accuracy']:.3f} val seq "
               f"({time.time() - started:.0f} s)", flush=True)
 

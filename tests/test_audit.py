@@ -136,13 +136,16 @@ def test_training_stops_on_its_cpu_budget(tiny_set: Path, tmp_path: Path) -> Non
     assert json.loads((run / "metrics.json").read_text())["stopped_by"] == "train.max_cpu_minutes=0.0001"
 
 
-@pytest.mark.parametrize(("min_epochs", "val_images", "stops_at"), [(0, 100, 4), (6, 100, 6), (0, 10, 40)])
-def test_perfect_validation_stops_only_after_min_epochs_and_enough_images(
-        min_epochs: int, val_images: int, stops_at: int, stopping_rule) -> None:
-    """Four perfect epochs stop a run validated on 100 images; on 10, forty (400 perfect readings)."""
+@pytest.mark.parametrize(("min_epochs", "val_images", "epochs", "stops_at"),
+                         [(0, 100, 0, 4), (6, 100, 0, 6), (0, 10, 0, 40), (0, 100, 40, 20)])
+def test_perfect_validation_stops_only_after_min_epochs_enough_images_and_half_the_budget(
+        min_epochs: int, val_images: int, epochs: int, stops_at: int, stopping_rule) -> None:
+    """Four perfect epochs stop a run validated on 100 images; on 10, forty (400 perfect readings);
+    a cosine run of 40 epochs not before epoch 20 (perfect at a high rate says little)."""
     from captchalab.config import TrainConfig
 
-    callback, model = stopping_rule(TrainConfig(patience=50, min_epochs=min_epochs), val_images)
+    train_config = TrainConfig(epochs=epochs, patience=50, min_epochs=min_epochs)
+    callback, model = stopping_rule(train_config, val_images)
     for epoch in range(1, 60):
         callback._track_best({"epoch": epoch, "val_sequence_accuracy": 1.0, "val_cer": 0.0, "val_loss": 1.0})
         if model.stop_training:
