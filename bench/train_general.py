@@ -113,19 +113,22 @@ def record(finished: list[Path]) -> None:
         "distinct_training_images": SHARD * len(stages), "stages": [stages[k] for k in sorted(stages)]})
 
 
-def snapshot(run: Path, work: Path) -> None:
-    """Copy the finished stage to bench/results/general/, checkpoints left out; of the older copies only
-    the best stage's stays."""
-    target = SNAPSHOT / run.name
-    staging = SNAPSHOT / f".{run.name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(run, staging, ignore=shutil.ignore_patterns("checkpoints", ".lock"))
-    weights_only(run, staging / "model.keras")
-    keep = {run.name, best(work).name}
+def snapshot(work: Path) -> None:
+    """Copy the newest finished stage and the best to bench/results/general/, checkpoints left out;
+    older copies go."""
+    keep = {finished_stages(work)[-1], best(work)}
+    for run in keep:
+        if (SNAPSHOT / run.name / "model.onnx").exists() or run.parent == SNAPSHOT:
+            continue
+        staging = SNAPSHOT / f".{run.name}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(run, staging, ignore=shutil.ignore_patterns("checkpoints", ".lock"))
+        weights_only(run, staging / "model.keras")
+        shutil.rmtree(SNAPSHOT / run.name, ignore_errors=True)
+        staging.replace(SNAPSHOT / run.name)
     for old in SNAPSHOT.glob("[0-9]*"):
-        if old.name not in keep:
+        if old.name not in {run.name for run in keep}:
             shutil.rmtree(old)
-    staging.replace(target)
 
 
 def finished_stages(work: Path) -> list[Path]:
@@ -214,7 +217,7 @@ def main() -> None:
         started = time.time()
         run = stage(args.work, k, val, args.stage_cpu_minutes)
         record([run])
-        snapshot(run, args.work)
+        snapshot(args.work)
         print(f"stage {k}: {summary(run)['val_sequence_accuracy']:.3f} val seq "
               f"({time.time() - started:.0f} s)", flush=True)
 
