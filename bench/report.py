@@ -418,7 +418,9 @@ def _adapt_styles(runs: list[dict]) -> str:
                     f"{r.get('adapt_cpu_seconds_recorded', r['adapt_cpu_seconds']) / 60:.0f} |")
     return ("\n\nThe same command on styles of the zoo (`bench/adapt.py --style NAME`: the first 1,200 images of "
             "the style's pool, labels hidden, told the lengths and symbols its labels use; scored on its 500 test "
-            "images), worst first. Zero-shot: the shipped general reader told the same (`bench/zero_shot.py`).\n\n"
+            "images), worst first. Zero-shot: the general reader shipped now, told the same (`bench/zero_shot.py`); "
+            "the rounds start from the reader shipped at the commit each run records (`machine.git_commit` in "
+            "`bench/results/adapt.json`), an older one where the package has shipped a new stage since.\n\n"
             "| style | told | zero-shot | round 0 | the model it keeps | its own estimate | true, on the adapted "
             "images | CPU minutes |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows))
 

@@ -116,7 +116,7 @@ def record(finished: list[Path]) -> None:
 def snapshot(work: Path) -> None:
     """Copy the newest finished stage and the best to bench/results/general/, checkpoints left out;
     older copies go."""
-    keep = {finished_stages(work)[-1], best(work)}
+    keep = {best(work), finished_stages(work)[-1]}  # best() first: it says so when nothing is finished
     for run in keep:
         if (SNAPSHOT / run.name / "model.onnx").exists() or run.parent == SNAPSHOT:
             continue
@@ -126,7 +126,7 @@ def snapshot(work: Path) -> None:
         weights_only(run, staging / "model.keras")
         shutil.rmtree(SNAPSHOT / run.name, ignore_errors=True)
         staging.replace(SNAPSHOT / run.name)
-    for old in SNAPSHOT.glob("[0-9]*"):
+    for old in [*SNAPSHOT.glob("[0-9]*"), *SNAPSHOT.glob(".*.partial")]:  # and copies a kill left half-made
         if old.name not in {run.name for run in keep}:
             shutil.rmtree(old)
 
@@ -165,6 +165,9 @@ def ship(work: Path, stage: int | None = None) -> Path:
         if (run / name).exists():
             shutil.copy2(run / name, staging / name)
     weights_only(run, staging / "model.keras")
+    metrics = json.loads((staging / "metrics.json").read_text())
+    if metrics.get("init"):  # a path on the training machine: the package names the stage instead
+        runs.write_json(staging / "metrics.json", {**metrics, "init": f"stage {Path(metrics['init']).name}"})
     runs.write_json(staging / "general.json", {
         "trained_by": "bench/train_general.py", "stage": run.name, **summary(run),
         "distinct_training_images": SHARD * (int(run.name) + 1), "machine": machine_info()})
@@ -204,13 +207,17 @@ def main() -> None:
                         help="copy the finished stage that reads the world's validation set best into the package")
     parser.add_argument("--stage", type=int, help="with --ship: this stage instead of the best")
     args = parser.parse_args()
+    if args.stage is not None and not args.ship:
+        parser.error("--stage names the stage to ship: use it with --ship")
     if args.ship:
         restore(args.work)
         print(f"shipped {ship(args.work, args.stage)}")
         return
     if args.status:
-        print(json.dumps([summary(run) for run in sorted((args.work / "stages").glob("*"))
-                          if (run / "model.onnx").exists()], indent=1))
+        finished = finished_stages(args.work)
+        shipped = best(args.work).name if finished else None
+        print(json.dumps([{**summary(run), "best": run.name == shipped, "where": str(run.parent)}
+                          for run in finished], indent=1))
         return
     val = render(args.work / "val", VAL, VAL_SEED)
     for k in range(restore(args.work), args.stages):

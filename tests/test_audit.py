@@ -136,17 +136,18 @@ def test_training_stops_on_its_cpu_budget(tiny_set: Path, tmp_path: Path) -> Non
     assert json.loads((run / "metrics.json").read_text())["stopped_by"] == "train.max_cpu_minutes=0.0001"
 
 
-@pytest.mark.parametrize(("min_epochs", "val_images", "epochs", "stops_at"),
-                         [(0, 100, 0, 4), (6, 100, 0, 6), (0, 10, 0, 40), (0, 100, 40, 20)])
+@pytest.mark.parametrize(("min_epochs", "val_images", "schedule", "stops_at"),
+                         [(0, 100, "plateau", 4), (6, 100, "plateau", 6), (0, 10, "plateau", 40),
+                          (0, 100, "cosine", 30), (0, 10, "cosine", 40)])
 def test_perfect_validation_stops_only_after_min_epochs_enough_images_and_half_the_budget(
-        min_epochs: int, val_images: int, epochs: int, stops_at: int, stopping_rule) -> None:
+        min_epochs: int, val_images: int, schedule: str, stops_at: int, stopping_rule) -> None:
     """Four perfect epochs stop a run validated on 100 images; on 10, forty (400 perfect readings);
-    a cosine run of 40 epochs not before epoch 20 (perfect at a high rate says little)."""
+    a cosine run of 60 epochs not before epoch 30 (perfect at a high rate says little)."""
     from captchalab.config import TrainConfig
 
-    train_config = TrainConfig(epochs=epochs, patience=50, min_epochs=min_epochs)
+    train_config = TrainConfig(epochs=60, patience=50, min_epochs=min_epochs, schedule=schedule)
     callback, model = stopping_rule(train_config, val_images)
-    for epoch in range(1, 60):
+    for epoch in range(1, 61):
         callback._track_best({"epoch": epoch, "val_sequence_accuracy": 1.0, "val_cer": 0.0, "val_loss": 1.0})
         if model.stop_training:
             break

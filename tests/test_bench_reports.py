@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 from pathlib import Path
 
 import pytest
@@ -30,21 +31,26 @@ def test_fully_connected_doc_tables_regenerate_from_committed_results(monkeypatc
 
 def test_general_reader_goes_on_from_the_committed_stage_on_a_fresh_machine(tmp_path: Path,
                                                                             monkeypatch: pytest.MonkeyPatch):
-    """runs/ is gone on a fresh machine: the stage copied to bench/results/general/ is where training resumes."""
+    """runs/ is gone on a fresh machine: the newest stage copied to bench/results/general/ is where training
+    resumes, and the best stage's copy stays beside it, to be shipped."""
     monkeypatch.syspath_prepend(str(ROOT / "bench"))
     import train_general
 
     monkeypatch.setattr(train_general, "SNAPSHOT", tmp_path / "committed")
     monkeypatch.setattr(train_general, "weights_only", lambda run, target: None)  # the files here are text
-    for k in (3, 4):  # two stages finish on one machine
+    for k, accuracy in ((3, 0.40), (4, 0.44), (5, 0.42)):  # three stages finish on one machine; 004 reads best
         run = tmp_path / "old" / "stages" / f"{k:03d}"
         (run / "checkpoints").mkdir(parents=True)
         for name in ("model.keras", "model.onnx", "config.json", "checkpoints/last.weights.h5"):
             (run / name).write_text(f"stage {k}")
-        train_general.snapshot(run)
-    assert [p.name for p in (tmp_path / "committed").iterdir()] == ["004"]  # only the newest, no checkpoints
-    assert not (tmp_path / "committed" / "004" / "checkpoints").exists()
+        (run / "history.json").write_text("[{}]")
+        (run / "metrics.json").write_text(json.dumps({"sequence_accuracy": accuracy, "char_accuracy": 0.7}))
+        train_general.snapshot(tmp_path / "old")
+    assert sorted(p.name for p in (tmp_path / "committed").iterdir()) == ["004", "005"]  # best and newest
+    assert not (tmp_path / "committed" / "005" / "checkpoints").exists()
     fresh = tmp_path / "fresh"
-    assert train_general.restore(fresh) == 5
-    assert (fresh / "stages" / "004" / "model.keras").read_text() == "stage 4"
-    assert train_general.restore(tmp_path / "empty-too") == 5 and train_general.restore(fresh) == 5
+    assert train_general.best(fresh).name == "004"  # found in the committed copy alone
+    assert train_general.restore(fresh) == 6
+    assert (fresh / "stages" / "005" / "model.keras").read_text() == "stage 5"
+    assert train_general.restore(tmp_path / "empty-too") == 6 and train_general.restore(fresh) == 6
+    assert [run.name for run in train_general.finished_stages(tmp_path / "empty-too")] == ["004", "005"]
