@@ -96,7 +96,10 @@ def _started_from(cell: dict) -> list[str]:
         start = f"from `--init {Path(pre['init']).name}` " if pre.get("init") else "from random weights "
         return [f"pretrained {start}on {pre['synthetic_images']:,} look-alikes of its images ({pre['epochs']} "
                 f"epochs, {pre['train_cpu_seconds']:.0f} CPU s, inside the cell's CPU)"]
-    return [f"`--init {Path(cell['init']).name}`"] if cell.get("init") else ["random weights"]
+    if not cell.get("init"):
+        return ["random weights"]
+    stage = f" (stage {cell['general_stage']})" if cell.get("general_stage") else ""
+    return [f"`--init {Path(cell['init']).name}`{stage}"]
 
 
 def crnn_vs_keras() -> str | None:

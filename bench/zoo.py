@@ -288,8 +288,19 @@ def run_cell(name: str, n: int, work: Path, model: str, tag: str, overrides: lis
             "train_cpu_seconds": round(train_cpu, 1), "wall_seconds": round(time.time() - began[1], 1),
             "input_size": json.loads((run / "config.json").read_text(encoding="utf-8"))["image"],
             "diagnosis": metrics.get("diagnosis"), "overrides": overrides, "code": code, "resumed": resumed,
-            "init": runs.start_name(metrics.get("init", init)), "pretraining": pretraining,
+            "init": runs.start_name(metrics.get("init", init)), "general_stage": general_stage(metrics.get("init")),
+            "pretraining": pretraining,
             "cpu_model": machine_info()["cpu_model"]}  # CPU seconds compare only on one kind of machine
+
+
+def general_stage(init: str | None) -> str | None:
+    """Which stage of bench/train_general.py a run started from, when it started from the shipped general
+    reader: the package ships a new stage now and then, and cells measured with different ones differ."""
+    from captchalab import runs
+
+    if runs.start_name(init) != runs.GENERAL:
+        return None
+    return json.loads((runs.general_reader_path() / "general.json").read_text(encoding="utf-8"))["stage"]
 
 
 def rescore(work: Path) -> None:
