@@ -118,7 +118,7 @@ def snapshot(work: Path) -> None:
     older copies go."""
     keep = {best(work), finished_stages(work)[-1]}  # best() first: it says so when nothing is finished
     for run in keep:
-        if (SNAPSHOT / run.name / "model.onnx").exists() or run.parent == SNAPSHOT:
+        if (SNAPSHOT / run.name / "model.onnx").exists():  # copied already (or only there)
             continue
         staging = SNAPSHOT / f".{run.name}.partial"
         shutil.rmtree(staging, ignore_errors=True)
@@ -215,8 +215,8 @@ def main() -> None:
         return
     if args.status:
         finished = finished_stages(args.work)
-        shipped = best(args.work).name if finished else None
-        print(json.dumps([{**summary(run), "best": run.name == shipped, "where": str(run.parent)}
+        top = best(args.work).name if finished else None
+        print(json.dumps([{**summary(run), "best": run.name == top, "where": str(run.parent)}
                           for run in finished], indent=1))
         return
     val = render(args.work / "val", VAL, VAL_SEED)
