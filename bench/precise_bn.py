@@ -88,8 +88,10 @@ def main() -> None:
             rows.append(one_run(seed, precise, args.work))
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "val_sequence_accuracy"}), flush=True)
     RESULT.parent.mkdir(parents=True, exist_ok=True)
+    checks = json.loads(RESULT.read_text()).get("dropout_check", []) if RESULT.exists() else []  # kept: own runs
     RESULT.write_text(json.dumps({"purpose": __doc__.splitlines()[0], "data": "captcha_images_v2 train.csv -> test.csv",
-                                  "runs": rows, "machine": machine_info()}, indent=1) + "\n")
+                                  "runs": rows, "machine": machine_info(),
+                                  **({"dropout_check": checks} if checks else {})}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
