@@ -64,7 +64,8 @@ def zoo_variants() -> str | None:
     """Every other recipe measured on the zoo (a --tag of bench/zoo.py), beside the default on the
     same cell: what a change of the recipe did, cell by cell, before any becomes the default."""
     data = _load("zoo.json") or {}
-    cells = {(c["style"], c["n"], c["tag"]): c for c in data.get("cells", [])}
+    # other models' cells are in zoo_models
+    cells = {(c["style"], c["n"], c["tag"]): c for c in data.get("cells", []) if c["model"] == "crnn"}
     tags = sorted({tag for _, _, tag in cells} - {"default"})
     keys = sorted({(s, n) for s, n, tag in cells if tag != "default" and (s, n, "default") in cells})
     if not keys:
@@ -81,6 +82,26 @@ def zoo_variants() -> str | None:
                 other = f" (on {_cpu(c)})" if c.get("cpu_model") and _cpu(c) != base else ""
                 rows.append(f"| {style} | {n} | {tag} | {settings} | {_pct(c['sequence_accuracy'])} | "
                             f"{_pct(c['char_accuracy'])} | {c['epochs']} | {c['train_cpu_seconds']:.0f}{other} |")
+    return "\n".join(rows)
+
+
+def zoo_models() -> str | None:
+    """The other models (``bench/zoo.py --model NAME``, each from random weights: only the crnn has a general
+    reader to start from) beside the default crnn on the same cells: which to pick when."""
+    data = _load("zoo.json") or {}
+    cells = {(c["style"], c["n"], c["model"]): c for c in data.get("cells", [])
+             if c["model"] != "crnn" or c["tag"] == "default"}
+    models = sorted({m for _, _, m in cells} - {"crnn"})
+    keys = sorted({(s, n) for s, n, m in cells if m != "crnn" and (s, n, "crnn") in cells},
+                  key=lambda k: (cells[(*k, "crnn")]["sequence_accuracy"], k))
+    if not keys:
+        return None
+    head = " | ".join(f"`{m}`" for m in ["crnn", *models])
+    rows = [f"| style | labelled images | {head} |", "| --- " * (2 + 1 + len(models)) + "|"]
+    for style, n in keys:
+        read = [cells.get((style, n, m)) for m in ["crnn", *models]]
+        rows.append(f"| {style} | {n} | " + " | ".join(
+            f"{_pct(c['sequence_accuracy'])} ({c['train_cpu_seconds']:.0f} s)" if c else "-" for c in read) + " |")
     return "\n".join(rows)
 
 
@@ -511,6 +532,9 @@ def main() -> None:
     if variants:
         _replace_block(ROOT / "docs" / "recipe.md", "<!-- zoo-variants:begin -->", "<!-- zoo-variants:end -->",
                        variants)
+    models = zoo_models()
+    if models:
+        _replace_block(ROOT / "docs" / "recipe.md", "<!-- zoo-models:begin -->", "<!-- zoo-models:end -->", models)
     zero_labels = adapt()
     if zero_labels:
         _replace_block(ROOT / "docs" / "adapt.md", "<!-- adapt:begin -->", "<!-- adapt:end -->",

@@ -222,3 +222,30 @@ def test_top_k_and_a_satisfied_length_leave_the_confidence_as_it_is(tiny_set) ->
         for image, (text, confidence) in zip(encoded, cli):
             if text:
                 assert served([image], length=str(len(text))) == [(text, confidence)]
+
+
+def test_a_run_reads_in_its_training_labels_length_range_unless_told_otherwise() -> None:
+    from captchalab.config import RunConfig
+
+    config = RunConfig("crnn", "ctc", CHARSET, None, 6, label_lengths=(4, 5))
+    assert config.reading_constraints(None) == Constraints(4, 5)
+    assert config.reading_constraints(Constraints(allowed="ab", case="lower")) == Constraints(4, 5, "ab", "lower")
+    assert config.reading_constraints(Constraints(1)) == Constraints(1)  # --length 1-: the caller's range wins
+    assert config.reading_constraints(Constraints(0, 6)) == Constraints(0, 6)
+    older = RunConfig("crnn", "ctc", CHARSET, None, 6)  # saved before the range was recorded
+    assert older.reading_constraints(None) is None
+    with pytest.raises(UsageError, match="label lengths"):
+        RunConfig("crnn", "ctc", CHARSET, None, 6, label_lengths=(5, 4))
+
+
+def test_solve_answers_the_lengths_the_run_was_trained_on(tiny_run, tiny_set) -> None:
+    """tiny_set's labels have 4-5 characters: its one-epoch run, which misreads most, still answers 4 or 5,
+    from its folder and from its ONNX file alone (the range travels in the metadata)."""
+    from captchalab.inference.predictor import Predictor
+
+    images = sorted(tiny_set.glob("*.png"))[:8]
+    for model in (tiny_run, tiny_run / "model.onnx"):
+        reader = Predictor.load(model)
+        assert reader.config.label_lengths == (4, 5)
+        assert all(4 <= len(r.text) <= 5 for r in reader.solve(images)), model
+    assert all(len(r.text) == 3 for r in reader.solve(images, Constraints(3, 3)))

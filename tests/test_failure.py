@@ -66,3 +66,17 @@ def test_a_run_that_reads_some_captchas_is_told_whether_it_underfits_or_memorise
     assert causes(0.70, 0.62) == [underfits]
     assert causes(0.99, 0.91) == [] and causes(0.30, 0.01) == []  # good enough; near zero has its own diagnosis
     assert "54.0% of 500" in diagnose_fit(0.54, 0.14, 500)[0]["evidence"]
+
+
+def test_chance_level_characters_and_a_flat_loss_is_no_signal_not_a_slow_start():
+    """The zoo's segment cell on multicolor at 1,200 labels: 11% of 10 digits, loss 2.59 -> 2.32."""
+    from captchalab.heads import POSITIONAL, SEGMENT
+
+    history = [{**h, "val_cer": 0.89, "val_char_accuracy": 0.11} for h in _history([2.59, 2.4, 2.35, 2.32])]
+    findings = diagnose_run(history, ["1234"] * 10, SEGMENT, 160, None, 4, 1080, 4320, 10)
+    assert findings[0]["cause"].startswith("learned nothing") and "cuts" in findings[0]["advice"]
+    assert not any("slowly" in f["cause"] for f in findings)
+    assert "crnn" in diagnose_run(history, ["1234"] * 10, POSITIONAL, 160, None, 4, 1080, 4320, 10)[0]["advice"]
+    learning = [{**h, "val_char_accuracy": 0.3} for h in history]  # three times chance: it learns something
+    assert not any(f["cause"].startswith("learned nothing")
+                   for f in diagnose_run(learning, ["1234"] * 10, SEGMENT, 160, None, 4, 1080, 4320, 10))

@@ -16,6 +16,7 @@ from pydantic import dataclasses as pydantic_dataclasses
 from captchalab import files
 from captchalab.charset import MAX_LABEL_LENGTH, Charset
 from captchalab.data.images import MAX_SIDE, ImageSize, preprocessing
+from captchalab.decoding import Constraints
 from captchalab.errors import CharsetError, ModelError, UsageError
 from captchalab.heads import Head, HeadName, head_for
 
@@ -90,6 +91,9 @@ class ConfigSchema(_Schema):
     charset: CharsetSchema
     image: ImageSchema
     max_length: Annotated[int, Field(ge=1, le=MAX_LABEL_LENGTH)]
+    # The shortest and longest training label; absent in runs saved before it was recorded.
+    label_lengths: Annotated[list[Annotated[int, Field(ge=1, le=MAX_LABEL_LENGTH)]],
+                             Field(min_length=2, max_length=2)] | None = None
     options: dict[str, Any] = Field(default_factory=dict)  # checked against the model's own settings
     train: dict[str, Any] = Field(default_factory=dict)
 
@@ -105,10 +109,25 @@ class RunConfig:
     max_length: int
     options: Any = None  # the model's own frozen options dataclass
     train: TrainConfig = field(default_factory=TrainConfig)
+    label_lengths: tuple[int, int] | None = None  # shortest and longest training label (None: not recorded)
 
     def __post_init__(self) -> None:
         if isinstance(self.head, str):  # config.json and callers name the head; the object is looked up once
             object.__setattr__(self, "head", head_for(self.head))
+        if self.label_lengths is not None and not 1 <= self.label_lengths[0] <= self.label_lengths[1]:
+            raise UsageError(f"label lengths {self.label_lengths} are not a range such as (4, 6)")
+
+    def reading_constraints(self, given: Constraints | None) -> Constraints | None:
+        """What a reading may look like: ``given`` (solve's --length, --allowed, --case), with the
+        training labels' length range where it names no length. A model trained on 4-character captchas
+        answers 4 characters, not the 5 that a noise line made of one: on the style zoo at 1,200 labels
+        that read 0.4-3.0 points more of every style's test set (docs/recipe.md). --length overrides it."""
+        if self.label_lengths is None:
+            return given
+        rules = given or Constraints()
+        if rules.min_length or rules.max_length is not None:
+            return rules
+        return dataclasses.replace(rules, min_length=self.label_lengths[0], max_length=self.label_lengths[1])
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -119,6 +138,7 @@ class RunConfig:
             "image": {"height": self.image.height, "width": self.image.width, "channels": self.image.channels,
                       "preprocessing": preprocessing(self.image)},
             "max_length": self.max_length,
+            **({"label_lengths": list(self.label_lengths)} if self.label_lengths else {}),
             "options": dataclasses.asdict(self.options) if self.options is not None else {},
             "train": dataclasses.asdict(self.train),
         }
@@ -177,12 +197,16 @@ def from_dict(data: Any, source: Path, options_type: type | None) -> RunConfig:
         charset = Charset(schema.charset.symbols, schema.charset.case_insensitive)
     except CharsetError as error:
         raise ModelError(f"{source}: invalid config ({error}); {FIX}") from None
+    if schema.label_lengths is not None and schema.label_lengths[0] > schema.label_lengths[1]:
+        raise ModelError(f"{source}: invalid config (label_lengths {list(schema.label_lengths)} is not shortest, "
+                         f"longest); {FIX}")
     return RunConfig(
         model=schema.model,
         head=head_for(schema.head),
         charset=charset,
         image=ImageSize(schema.image.height, schema.image.width, schema.image.channels),
         max_length=schema.max_length,
+        label_lengths=tuple(schema.label_lengths) if schema.label_lengths else None,
         options=load_settings(options_type, schema.options, source, "options") if options_type else None,
         # a run saved before the schedule was a setting was trained with the plateau rule
         train=load_settings(TrainConfig, {"schedule": "plateau", **schema.train}, source, "train"),

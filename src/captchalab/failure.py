@@ -19,6 +19,10 @@ NEAR_ZERO = 0.05  # validation sequence accuracy below this gets a diagnosis
 MIN_PIXELS_PER_CHAR = 8  # model-input columns per character below which glyphs are hard to tell apart
 MIN_PER_SYMBOL = 40  # training examples per symbol below which a model from scratch rarely learns them
 SLOW_CER = 0.3  # a best validation character error rate above this, with readings, is a slow start
+# Character accuracy under this many times chance, with the training loss down by less than NO_SIGNAL_DROP:
+# nothing learned at all (the zoo's segment cells on multicolor and outline: 11% of 10 digits, loss -10%).
+NO_SIGNAL_CHANCE = 2.0
+NO_SIGNAL_DROP = 0.2
 CTC_STEPS_PER_CHAR = 2  # CTC needs a blank between repeats: about two time steps per character
 FIT_GOAL = 0.9  # validation sequence accuracy below this gets the fit findings
 # A run that reads fewer of its own (clean) training images than this has not fitted the style: the
@@ -50,9 +54,11 @@ def diagnose_run(
     """Findings, most likely cause first; empty when nothing explains the failure. ``pretrained``: the
     run started from another (train --init), so pretraining is not advice to give."""
     plateau, overfit = _plateau(history, readings, head), _overfit(history)
+    blind = [] if plateau else _no_signal(history, head, num_symbols)
     findings = [
         *plateau,
-        *([] if plateau or overfit else _slow(history, pretrained)),
+        *blind,
+        *([] if plateau or overfit or blind else _slow(history, pretrained)),
         *_slots(head, time_steps, max_length),
         *_resolution(input_width, max_length),
         *_examples(train_images, train_characters, num_symbols),
@@ -94,6 +100,28 @@ def _plateau(history: Sequence[dict[str, Any]], readings: Sequence[str], head: H
     return [Finding("never left CTC's start-up plateau (it outputs blanks)",
                     f"{empty:.0%} of validation readings are empty; training loss {first:.2f} -> {last:.2f} "
                     f"over {len(history)} epochs", advice)]
+
+
+def _no_signal(history: Sequence[dict[str, Any]], head: Head, num_symbols: int) -> list[Finding]:
+    """Characters read no better than chance and a training loss that hardly moved: more epochs will not help."""
+    accuracies = [h["val_char_accuracy"] for h in history if math.isfinite(h.get("val_char_accuracy", math.nan))]
+    if len(history) < 2 or not accuracies:
+        return []
+    chance = 1 / max(1, num_symbols)
+    first, last = history[0]["loss"], history[-1]["loss"]
+    if max(accuracies) >= NO_SIGNAL_CHANCE * chance or last < (1 - NO_SIGNAL_DROP) * first:
+        return []
+    if head.cuts_characters:
+        advice = ("its character cuts (segmentation.py) miss the characters of this style (colour tiles, "
+                  "textured backgrounds, touching or hollow text): train the default crnn instead")
+    elif head.fixed_length:
+        advice = "train the default crnn instead: it starts from the general reader's features"
+    else:
+        advice = ("check that the labels match the images, then try a lower learning rate "
+                  "(--set train.learning_rate=0.0005)")
+    return [Finding("learned nothing: it reads characters no better than chance",
+                    f"best validation character accuracy {max(accuracies):.1%} (chance {chance:.1%}); "
+                    f"training loss {first:.2f} -> {last:.2f} over {len(history)} epochs", advice)]
 
 
 def _slow(history: Sequence[dict[str, Any]], pretrained: bool) -> list[Finding]:

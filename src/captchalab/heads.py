@@ -59,6 +59,8 @@ class Head:
     blank_plateau: ClassVar[bool] = False
     # Reads colour images (image.channels=3) as well as grey ones.
     colour: ClassVar[bool] = True
+    # Its input is cut into one character per cell before the network sees it (segmentation.py).
+    cuts_characters: ClassVar[bool] = False
 
     def prepare(self, pixels: np.ndarray, max_length: int) -> np.ndarray:
         """The model's input from uint8 images (n, h, w[, 3]), before scaling: the same in training and inference."""
@@ -249,6 +251,7 @@ class SegmentHead(PositionalHead):
 
     name: ClassVar[str] = "segment"
     colour: ClassVar[bool] = False  # its cells are cut where grey columns hold no ink (segmentation.py)
+    cuts_characters: ClassVar[bool] = True
 
     def prepare(self, pixels: np.ndarray, max_length: int) -> np.ndarray:
         return segment_batch(pixels, max_length)

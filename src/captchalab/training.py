@@ -140,6 +140,7 @@ def train(
         charset=train_set.charset,
         image=entry.input_size(train_set.size, train_set.max_length) if entry.input_size else train_set.size,
         max_length=train_set.max_length,
+        label_lengths=(min(len(label) for label in train_set.labels), train_set.max_length),
         options=entry.options_type(),
         train=train_config or TrainConfig(),
     )
@@ -449,9 +450,10 @@ def predict_logits(model: keras.Model, pixels: np.ndarray) -> np.ndarray:
 
 
 def predict_texts(model: keras.Model, config: RunConfig, pixels: np.ndarray) -> list[decoding.Prediction]:
-    """The top-1 readings, as the predictor gives them (heads.decode)."""
+    """The top-1 readings, as the predictor gives them (heads.decode, in the training labels' length range)."""
     probs = decoding.softmax(predict_logits(model, pixels))
-    return [r[0] for r in heads.decode(probs, config.head, config.charset)]
+    rules = config.reading_constraints(None)
+    return [r[0] for r in heads.decode(probs, config.head, config.charset, constraints=rules)]
 
 
 def checkpoint_rank(record: dict) -> list[float]:

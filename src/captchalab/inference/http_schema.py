@@ -97,6 +97,8 @@ class ModelInfo(BaseModel):
     image: ImageSize
     size: str = Field(examples=["160x60"])
     max_length: int
+    # the shortest and longest training label: readings keep to them unless a request names a length
+    label_lengths: list[int] | None = Field(default=None, examples=[[4, 6]])
     backend: str
     temperature: float
     bytes: int | None

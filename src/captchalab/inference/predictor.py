@@ -157,8 +157,8 @@ class Predictor:
     ) -> list[list[Prediction]]:
         logits = self.logits(pixels)
         calibrated = decoding.softmax(logits / self.temperature) if self.temperature != 1.0 else None
-        readings = heads.decode(decoding.softmax(logits), self.config.head, self.config.charset, top_k, constraints,
-                                scored=calibrated)
+        readings = heads.decode(decoding.softmax(logits), self.config.head, self.config.charset, top_k,
+                                self.config.reading_constraints(constraints), scored=calibrated)
         flags = ood.flags(logits, self.ood_reference)
         readings = [[replace(r, ood=flag) for r in image] for image, flag in zip(readings, flags)]
         return decoding.abstain(readings, min_confidence)
@@ -189,7 +189,9 @@ class Predictor:
         return {"name": self.config.model, "head": self.config.head.name, "charset": self.config.charset.symbols,
                 "case_insensitive": self.config.charset.case_insensitive,
                 "image": {"height": self.config.image.height, "width": self.config.image.width},
-                "max_length": self.config.max_length, "backend": self.backend, "temperature": self.temperature,
+                "max_length": self.config.max_length,
+                "label_lengths": list(self.config.label_lengths) if self.config.label_lengths else None,
+                "backend": self.backend, "temperature": self.temperature,
                 "source": str(self.source), "bytes": size}
 
 
