@@ -256,7 +256,8 @@ def solve(
     batch_size: Annotated[int, typer.Option(min=1, max=1024, help="Images per model call.")] = 64,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Exit 0 even if some images cannot be read.")] = False,
     length: Annotated[str | None, typer.Option(
-        help="Answer length: 5, a range such as 4-6, 4- (4 or more) or -6 (at most 6).")] = None,
+        help="Answer length: 5, a range such as 4-6, 4- (4 or more) or -6 (at most 6). Default: the lengths of "
+             "the run's training labels; 1- for any.")] = None,
     allowed: Annotated[str | None, typer.Option(help="Characters the answer may use, ranges allowed: a-z0-9.")] = None,
     case: Annotated[str, typer.Option(help="any (as read), lower or upper (the site ignores case).")] = "any",
     min_confidence: Annotated[float | None, typer.Option(
