@@ -68,6 +68,12 @@ class Constraints:
     def active(self) -> bool:
         return bool(self.min_length or self.max_length is not None or self.allowed is not None or self.case != "any")
 
+    @property
+    def reshapes_classes(self) -> bool:
+        """The allowed characters or the case policy change the class probabilities (``constrain``);
+        a length range alone only restricts the search."""
+        return self.allowed is not None or self.case != "any"
+
     def fold(self, text: str) -> str:
         return text.lower() if self.case == "lower" else text.upper() if self.case == "upper" else text
 

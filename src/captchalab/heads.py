@@ -279,7 +279,7 @@ def decode(
     (the model's own ranking, which a temperature must not change) and their confidences are their
     probabilities under ``scored``: calibration.fit fits the temperature on exactly that."""
     rules = constraints or Constraints()
-    if rules.active:
+    if rules.reshapes_classes:  # not for a length alone: every trained run's default (config.reading_constraints)
         scored = None if scored is None else constrain(scored, charset, rules)[0]
         probs, charset = constrain(probs, charset, rules)
     low, high = rules.min_length, rules.max_length

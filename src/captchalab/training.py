@@ -140,7 +140,7 @@ def train(
         charset=train_set.charset,
         image=entry.input_size(train_set.size, train_set.max_length) if entry.input_size else train_set.size,
         max_length=train_set.max_length,
-        label_lengths=(min(len(label) for label in train_set.labels), train_set.max_length),
+        label_lengths=(train_set.min_length, train_set.max_length),
         options=entry.options_type(),
         train=train_config or TrainConfig(),
     )

@@ -49,6 +49,10 @@ class Dataset:
     def max_length(self) -> int:
         return max(len(label) for label in self.labels)
 
+    @property
+    def min_length(self) -> int:
+        return min(len(label) for label in self.labels)
+
 
 @dataclass
 class _Problems:
