@@ -122,7 +122,7 @@ BAD = {
     "huge filters": (lambda c: c["options"].update(filters=[100000]), "'options.filters.0': Input should be less"),
     "huge rnn_units": (lambda c: c["options"].update(rnn_units=10**8), "'options.rnn_units': Input should be less"),
     "float rnn_units": (lambda c: c["options"].update(rnn_units=1e8), "'options.rnn_units': Input should be a valid"),
-    "label lengths reversed": (lambda c: c.update(label_lengths=[6, 4]), "label_lengths [6, 4] is not shortest"),
+    "label lengths reversed": (lambda c: c.update(label_lengths=[6, 4]), "'label_lengths': [6, 4] is not shortest"),
     "label lengths not a pair": (lambda c: c.update(label_lengths=[4]), "'label_lengths': List should have at least"),
     "negative learning rate": (lambda c: c["train"].update(learning_rate=-1), "'train.learning_rate': Input should "
                                                                               "be greater than 0"),

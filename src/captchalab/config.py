@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from pydantic import dataclasses as pydantic_dataclasses
+from pydantic_core import PydanticCustomError
 
 from captchalab import files
 from captchalab.charset import MAX_LABEL_LENGTH, Charset
@@ -96,6 +97,13 @@ class ConfigSchema(_Schema):
                              Field(min_length=2, max_length=2)] | None = None
     options: dict[str, Any] = Field(default_factory=dict)  # checked against the model's own settings
     train: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("label_lengths")
+    @classmethod
+    def _shortest_first(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and value[0] > value[1]:
+            raise PydanticCustomError("length_range", "{value} is not shortest, longest", {"value": value})
+        return value
 
 
 @dataclass(frozen=True)
@@ -198,9 +206,6 @@ def from_dict(data: Any, source: Path, options_type: type | None) -> RunConfig:
         charset = Charset(schema.charset.symbols, schema.charset.case_insensitive)
     except CharsetError as error:
         raise ModelError(f"{source}: invalid config ({error}); {FIX}") from None
-    if schema.label_lengths is not None and schema.label_lengths[0] > schema.label_lengths[1]:
-        raise ModelError(f"{source}: invalid config (label_lengths {list(schema.label_lengths)} is not shortest, "
-                         f"longest); {FIX}")
     return RunConfig(
         model=schema.model,
         head=head_for(schema.head),
