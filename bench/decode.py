@@ -1,24 +1,32 @@
-"""What reading costs after the network: greedy decoding, CTC prefix beam search, and its option floor.
+"""What reading costs after the network, and what the beam search's option floor changes.
 
-The bundled model's outputs (computed once, not timed) on two sets: 500 captchas of its own style
-(it is sure of most) and captcha_images_v2's 104 ``test.csv`` images (unlike its own: unsure of
-all). Timed per image, median of 3 passes, one process:
+The outputs of the bundled model and of the general reader (computed once, not timed) on
+captcha_images_v2's 104 ``test.csv`` images, 500 captchas of the bundled model's own style, and the
+500 test images of every style of the zoo (bench/zoo.py renders them the first time). For each
+set and model:
 
-* ``greedy``: the best path and its exact probability (what an image costs when the best path
-  holds more than half the probability);
-* ``decode top-1``: what ``solve`` does (greedy, and the search only where greedy is not sure);
-* ``decode top-3``: the search on every image;
-* ``search, floor 1e-5`` vs ``search, no floor``: the beam search alone, with symbols below
-  ``heads.OPTION_FLOOR`` in a frame starting no prefix, and without; the readings must agree.
+* ``greedy_sure``: the share of images whose best path holds more than half the probability (no
+  search runs for them at top-1);
+* per option floor (a symbol less probable than the floor in a frame starts no prefix there;
+  ``heads.OPTION_FLOOR``), against the search without a floor: how many images keep the same top-1
+  reading and confidence, unconstrained and held to the set's length range (what a trained run
+  does: config.json's label_lengths), and the same three best readings;
+* how many of those top-1 readings are right (case folded), with and without the length range;
+* ms per image at batch 1 for ``heads.decode`` top-1 (what ``solve`` does after the network) at
+  each floor, median of 3 passes, CPU time of this process (the machine may be busy).
 
-    .venv/bin/python bench/decode.py          # a minute
+    .venv/bin/python bench/decode.py              # 10 minutes on one core
+    .venv/bin/python bench/decode.py --limit 100  # the first 100 images of each set
 
 Writes bench/results/decode.json.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
+import operator
 import statistics
 import sys
 import time
@@ -32,6 +40,7 @@ from machine import machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULT = ROOT / "bench" / "results" / "decode.json"
+FLOORS = (1e-5, 1e-3)  # each against no floor at all (0.0)
 
 
 def probabilities(predictor: Any, files: list[Path]) -> np.ndarray:
@@ -42,61 +51,96 @@ def probabilities(predictor: Any, files: list[Path]) -> np.ndarray:
     return decoding.softmax(predictor.logits(pixels))
 
 
+@contextlib.contextmanager
+def option_floor(floor: float) -> Any:
+    """heads.OPTION_FLOOR set to ``floor`` for the block (the search reads it at every call)."""
+    from captchalab import heads
+
+    kept, heads.OPTION_FLOOR = heads.OPTION_FLOOR, floor
+    try:
+        yield
+    finally:
+        heads.OPTION_FLOOR = kept
+
+
+def readings(probs: np.ndarray, head: Any, charset: Any, floor: float, top_k: int, lengths: Any) -> list:
+    from captchalab import heads
+    from captchalab.decoding import Constraints
+
+    rules = Constraints(min_length=lengths[0], max_length=lengths[1]) if lengths else None
+    with option_floor(floor):
+        found = heads.decode(probs, head, charset, top_k, rules)
+    return [[(r.text, round(r.confidence, 9)) for r in image] for image in found]
+
+
 def per_image_ms(step: Any, probs: np.ndarray, passes: int = 3) -> float:
     times = []
     for _ in range(passes):
-        start = time.perf_counter()
-        step(probs)
-        times.append((time.perf_counter() - start) * 1000 / len(probs))
+        start = time.process_time()
+        for i in range(len(probs)):
+            step(probs[i : i + 1])
+        times.append((time.process_time() - start) * 1000 / len(probs))
     return round(statistics.median(times), 4)
 
 
-def measure(predictor: Any, probs: np.ndarray) -> dict[str, Any]:
+def measure(predictor: Any, probs: np.ndarray, labels: list[str], lengths: tuple[int, int]) -> dict[str, Any]:
     from captchalab import heads
 
     head, charset = predictor.config.head, predictor.config.charset
-    floor = [head.candidates(p, heads.BEAM_WIDTH, 0, None) for p in probs]
-    plain = [head.candidates(p, heads.BEAM_WIDTH, 0, None, 0.0) for p in probs]
-    return {
-        "images": len(probs),
+    modes = {"top1": (1, None), "top1_length_range": (1, lengths), "top3": (3, None)}
+    record: dict[str, Any] = {
+        "images": len(probs), "length_range": list(lengths),
         "greedy_sure": round(float(np.mean([g.confidence > heads.HALF for g in head.greedy(probs, charset)])), 4),
-        "ms_per_image": {
-            "greedy": per_image_ms(lambda p: head.greedy(p, charset), probs),
-            "decode_top1": per_image_ms(lambda p: heads.decode(p, head, charset, 1), probs),
-            "decode_top3": per_image_ms(lambda p: heads.decode(p, head, charset, 3), probs),
-            "search_floor": per_image_ms(lambda p: [head.candidates(x, heads.BEAM_WIDTH, 0, None) for x in p], probs),
-            "search_no_floor": per_image_ms(
-                lambda p: [head.candidates(x, heads.BEAM_WIDTH, 0, None, 0.0) for x in p], probs),
-        },
-        "floor_same_best_reading": sum(_best(head, p, a) == _best(head, p, b) for p, a, b in zip(probs, floor, plain)),
+        "floors": {},
     }
+    exact: dict[str, list] = {}
+    for floor in (0.0, *FLOORS):
+        found = {mode: readings(probs, head, charset, floor, k, span) for mode, (k, span) in modes.items()}
+        exact = exact or found
+        entry: dict[str, Any] = {f"same_{mode}": sum(map(operator.eq, found[mode], exact[mode])) for mode in modes}
+        for mode in ("top1", "top1_length_range"):  # the label, case folded (the bundled model reads upper case)
+            entry[f"right_{mode}"] = sum(r[0][0].casefold() == y.casefold() for r, y in zip(found[mode], labels))
+        with option_floor(floor):
+            entry["decode_top1_ms"] = per_image_ms(lambda p: heads.decode(p, head, charset, 1), probs)
+        record["floors"][f"{floor:g}"] = entry
+    return record
 
 
-def _best(head: Any, probs: np.ndarray, found: list) -> tuple:
-    if not found:
-        return ()
-    scores = head.probability(np.repeat(probs[None], len(found), axis=0), found)
-    return found[int(np.argmax(scores))]
+def sets(limit: int) -> dict[str, tuple[list[Path], list[str]]]:
+    """Each set's image files and their labels."""
+    from captchalab.data.synthetic import generate
+    from zoo import STYLES, read_csv, test_data
+
+    v2 = captcha_images_v2()
+    own_dir = ROOT / "runs" / "bench" / "decode-own"
+    own = own_dir if (own_dir / "labels.csv").exists() else generate(own_dir, 500, length="4-6", seed=11)
+    found = {"captcha_images_v2_test": [(v2 / f, label) for f, label in read_csv(v2 / "test.csv")],
+             "own_style_500": [(own / f, label) for f, label in read_csv(own / "labels.csv")]}
+    for name in STYLES:
+        if name != "captcha_images_v2":
+            csv_path = test_data(name, ROOT / "runs" / "zoo")
+            found[name] = [(csv_path.parent / f, label) for f, label in read_csv(csv_path)]
+    return {name: ([path for path, _ in rows[:limit]], [label for _, label in rows[:limit]])
+            for name, rows in found.items()}
 
 
 def main() -> None:
     import captchalab
-    from captchalab.data.synthetic import generate
-
-    predictor = captchalab.load(threads=1)
-    v2 = captcha_images_v2()
-    own_dir = ROOT / "runs" / "bench" / "decode-own"
-    own = own_dir if (own_dir / "labels.csv").exists() else generate(own_dir, 500, length="4-6", seed=11)
-    sets = {"own_style_500": sorted(own.glob("*.png")),
-            "captcha_images_v2_test": [v2 / line.split(",")[0] for line in
-                                       (v2 / "test.csv").read_text().splitlines()[1:]]}
-    record = {"benchmark": "decode", "model": "bundled", "beam_width": None, "sets": {}}
-    for name, files in sets.items():
-        record["sets"][name] = measure(predictor, probabilities(predictor, files))
-        print(name, record["sets"][name], flush=True)
     from captchalab import heads
 
-    record["beam_width"], record["option_floor"] = heads.BEAM_WIDTH, heads.OPTION_FLOOR
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--limit", type=int, default=500, help="images per set")
+    args = parser.parse_args()
+    record: dict[str, Any] = {"benchmark": "decode", "beam_width": heads.BEAM_WIDTH,
+                              "option_floor": heads.OPTION_FLOOR, "models": {}}
+    data = sets(args.limit)
+    for model in ("bundled", "general"):  # the bundled model is what load() gives without a name
+        predictor = captchalab.load(None if model == "bundled" else model, threads=1)
+        record["models"][model] = {}
+        for name, (files, labels) in data.items():
+            lengths = min(map(len, labels)), max(map(len, labels))
+            record["models"][model][name] = measure(predictor, probabilities(predictor, files), labels, lengths)
+            print(model, name, record["models"][model][name], flush=True)
     record["machine"] = machine_info()
     RESULT.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 

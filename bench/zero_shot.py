@@ -9,8 +9,8 @@ of its labels, as a user would state them): ``--allowed``/``--length`` for captc
 case-folded. For captchalab also the calibration: mean confidence next to accuracy, and the
 expected calibration error (15 bins), which should stay honest on styles it never saw.
 
-Timing (ms/image at batch 1, one pinned core, file bytes in, text out) is measured on
-captcha_images_v2 for both; ``bench/peers.py`` has the detailed profile.
+Timing (ms/image at batch 1, one pinned core, file bytes in, text out; wall and CPU time) is measured
+on captcha_images_v2 for both; ``bench/peers.py`` has the detailed profile.
 
     .venv/bin/pip install -e ".[bench,zoo]"          # ddddocr and the zoo's generators
     .venv/bin/python bench/zero_shot.py --model bench/results/general/NNN   # a run folder; default: bundled
@@ -85,16 +85,19 @@ def score(predictions: Sequence[str], labels: Sequence[str]) -> dict[str, float]
 
 
 def run_solver(solver: Any, items: Sequence[Item], timed: bool) -> dict[str, Any]:
-    latencies, predictions = [], []
+    latencies, cpu, predictions = [], [], []
     for _, data, _ in items:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         predictions.append(solver.read(data))
         latencies.append((time.perf_counter() - start) * 1000)
+        cpu.append((time.process_time() - start_cpu) * 1000)
     labels = [label for _, _, label in items]
     result: dict[str, Any] = {"n": len(items), **score(predictions, labels)}
     if timed:
         result["batch1_ms_p50"] = round(statistics.median(latencies), 3)
         result["batch1_images_per_s"] = round(1000 * len(items) / sum(latencies), 1)
+        # CPU time is what a busy machine (other jobs on the same core) leaves comparable
+        result["batch1_cpu_ms_mean"] = round(statistics.fmean(cpu), 3)
     if isinstance(solver, Reader):
         result.update(calibration(solver.confidences, predictions, labels, solver.constraints))
     result["examples"] = [{"file": f, "label": label, "read": p} for (f, _, label), p in zip(items[:5], predictions)]
