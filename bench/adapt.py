@@ -101,8 +101,30 @@ def score_rounds(out: Path, truth: dict[str, str], test_csv: Path) -> list[dict]
         rows.append({"round": r["round"], "test_sequence_accuracy": test["sequence_accuracy"],
                      "test_char_accuracy": test["char_accuracy"],
                      "accuracy_on_the_adapted_images": on_images["sequence_accuracy"],
-                     "estimated_accuracy": r["mean_confidence"], "kept": r["kept"], **kept})
+                     "kept": r["kept"], "images": r["images"],
+                     **_estimated(r["kept"], r["images"], r["mean_confidence"], r["round"] > 0), **kept})
     return rows
+
+
+def _estimated(kept: int, images: int, mean_confidence: float, self_trained: bool) -> dict:
+    """adapt's own estimate of its accuracy (adapting.estimate), beside the mean confidence it starts from."""
+    from captchalab.adapting import estimate
+
+    found = estimate(kept, images, mean_confidence, self_trained)
+    return {"mean_confidence": mean_confidence, "estimated_accuracy": found["estimate"],
+            "estimate_range": found["estimate_range"]}
+
+
+def reestimate(zoo_work: Path) -> None:
+    """Rounds recorded before adapt's estimate was the middle of its range: their estimated_accuracy was
+    the mean confidence; recompute the estimate from it and the kept count, as adapt now would."""
+    data = json.loads(RESULT.read_text(encoding="utf-8"))
+    for run in data["runs"]:
+        images = target(run.get("style") or V2, zoo_work).count
+        for r in run["rounds"]:
+            if "mean_confidence" not in r:
+                r.update(images=images, **_estimated(r["kept"], images, r["estimated_accuracy"], r["round"] > 0))
+    RESULT.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 def first_reader(out: Path) -> list[dict]:
@@ -187,9 +209,14 @@ def main() -> None:
     parser.add_argument("--zoo-work", type=Path, default=ROOT / "runs" / "zoo", help="where zoo styles are rendered")
     parser.add_argument("--label", action="store_true",
                         help="correct --tag's check.csv with the truth, run captchalab label, score it; no adapting")
+    parser.add_argument("--reestimate", action="store_true",
+                        help="recompute the estimates of rounds recorded before adapt's estimate was a range")
     parser.add_argument("--rescore", action="store_true",
                         help="score the rounds of --tag's finished OUT (in --work) again; no adapting")
     args = parser.parse_args()
+    if args.reestimate:
+        reestimate(args.zoo_work)
+        return
     source = target(args.style, args.zoo_work)
     work = args.work / (args.tag if args.style == V2 else f"{args.style}-{args.tag}")
     truth = hidden_labels(source, work / "images")

@@ -135,3 +135,10 @@ def test_label_data_repeats_corrections_as_distinct_files_a_dataset_accepts(unla
     repeated = [(file, text) for file, text in rows if text in ("AB123", "CD456")]
     assert len(repeated) == 8 and len({file for file, _ in rows}) == len(rows) == 8 + 10 + 10  # 4 repeats each
     assert load_dataset(csv_path).labels.count("AB123") == 4  # no row refused as a duplicate
+
+
+def test_the_estimate_is_the_mean_confidence_then_the_middle_of_it_and_the_kept_share():
+    assert adapting.estimate(60, 100, 0.9, False) == {"estimate": 0.9, "estimate_range": [0.6, 0.9]}  # round 0
+    assert adapting.estimate(60, 100, 0.9, True) == {"estimate": 0.75, "estimate_range": [0.6, 0.9]}
+    assert adapting.estimate(90, 100, 0.7, True) == {"estimate": 0.8, "estimate_range": [0.7, 0.9]}  # either higher
+    assert adapting.estimate(0, 0, 0.0, True) == {"estimate": 0.0, "estimate_range": [0.0, 0.0]}

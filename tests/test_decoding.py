@@ -85,9 +85,9 @@ def exact_positional(probs: np.ndarray) -> dict[str, float]:
 
 @given(rows(3))
 def test_ctc_search_finds_every_reading_when_nothing_is_pruned(probs):
-    """Up to 3 steps over 2 symbols there are at most 15 prefixes: the beam of 16 keeps them all."""
+    """Up to 3 steps over 2 symbols there are at most 15 prefixes: a beam of 16 keeps them all."""
     exact = exact_ctc(probs)
-    found = CTC.search(probs, TWO, top_k=20)
+    found = CTC.search(probs, TWO, top_k=20, width=16)
     assert {p.text for p in found} == set(exact)  # and not impossible readings (AA in 2 steps) at 0.0
     for reading in found:
         assert reading.confidence == pytest.approx(exact[reading.text], abs=1e-9)

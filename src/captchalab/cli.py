@@ -395,13 +395,17 @@ def adapt_command(
                            quiet=True)
     record = summary(folder_out)
     if as_json:
-        print(json.dumps({k: record[k] for k in ("model", "estimated_accuracy", "rounds", "cpu_seconds", "stopped")}))
+        print(json.dumps({k: record.get(k) for k in ("model", "estimated_accuracy", "estimate_range", "rounds",
+                                                     "cpu_seconds", "stopped")}))
         return
-    table = Table("round", "images kept", "mean confidence", title=str(folder))
+    table = Table("round", "images kept", "mean confidence", "estimated accuracy", title=str(folder))
     for r in record["rounds"]:
-        table.add_row(str(r["round"]), f"{r['kept']} of {r['images']}", f"{r['mean_confidence']:.3f}")
+        table.add_row(str(r["round"]), f"{r['kept']} of {r['images']}", f"{r['mean_confidence']:.3f}",
+                      f"{r['estimate']:.1%}" if "estimate" in r else "")
     out.print(table)
-    out.print(f"model: {escape(record['model'])}  (estimated accuracy {record['estimated_accuracy']:.1%}; "
+    span = record.get("estimate_range")
+    between = f" (between {span[0]:.1%} and {span[1]:.1%})" if span else ""
+    out.print(f"model: {escape(record['model'])}  (estimated accuracy {record['estimated_accuracy']:.1%}{between}; "
               f"{record['cpu_seconds'] / 60:.1f} CPU minutes)", highlight=False)
     err.print(f"stopped: {escape(record['stopped'])}", highlight=False)
 

@@ -361,6 +361,12 @@ def _worst_section(examples: Sequence[Example]) -> str:
             + _table(rows, ("image", "label", "prediction", "confidence", "", "file"), "examples"))
 
 
+def _estimate_range(record: dict[str, Any]) -> str:
+    span = record.get("estimate_range")
+    return (f" (between {span[0]:.1%}, the share read confidently and stably, and {span[1]:.1%}, its mean "
+            "calibrated confidence)") if span else ""
+
+
 def write_adapt_sheet(out: Path, record: dict[str, Any]) -> Path:
     """``out/adapt.html``: the rounds, and the least certain readings as images a person can check in a minute."""
     rounds = [(r["round"], r["kept"], r["images"], float(r["mean_confidence"])) for r in record["rounds"]]
@@ -373,7 +379,7 @@ def write_adapt_sheet(out: Path, record: dict[str, Any]) -> Path:
     sections = [
         "<h1>captchalab adapt</h1>",
         f"<p>{record['images']} unlabelled images; model <code>{html.escape(record['model'])}</code>; its own "
-        f"estimate of its accuracy (mean calibrated confidence): <b>{record['estimated_accuracy']:.1%}</b>; "
+        f"estimate of its accuracy: <b>{record['estimated_accuracy']:.1%}</b>{_estimate_range(record)}; "
         f"{record['cpu_seconds'] / 60:.1f} CPU minutes; stopped: {html.escape(record['stopped'])}.</p>",
         "<h2>Rounds</h2>" + _table(rounds, ("round", "readings kept", "images", "mean confidence")),
         "<h2>Least certain readings</h2><p class='note'>Correct them in "
