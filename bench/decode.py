@@ -1,19 +1,19 @@
-"""What reading costs after the network, and what the beam search's option floor changes.
+"""What reading costs after the network, and what the beam search's width and option floor change.
 
 The outputs of the bundled model and of the general reader (computed once, not timed) on
 captcha_images_v2's 104 ``test.csv`` images, 500 captchas of the bundled model's own style, and the
 500 test images of every style of the zoo (bench/zoo.py renders them the first time). For each
-set and model:
+set and model, and each search of ``SEARCHES`` (beam width ``heads.BEAM_WIDTH``; option floor
+``heads.OPTION_FLOOR``: a symbol less probable than that in a frame starts no prefix there):
 
 * ``greedy_sure``: the share of images whose best path holds more than half the probability (no
   search runs for them at top-1);
-* per option floor (a symbol less probable than the floor in a frame starts no prefix there;
-  ``heads.OPTION_FLOOR``), against the search without a floor: how many images keep the same top-1
-  reading and confidence, unconstrained and held to the set's length range (what a trained run
-  does: config.json's label_lengths), and the same three best readings;
+* against the widest search with no floor: how many images keep the same top-1 reading and
+  confidence, unconstrained and held to the set's length range (what a trained run does:
+  config.json's label_lengths), and the same three best readings;
 * how many of those top-1 readings are right (case folded), with and without the length range;
-* ms per image at batch 1 for ``heads.decode`` top-1 (what ``solve`` does after the network) at
-  each floor, median of 3 passes, CPU time of this process (the machine may be busy).
+* ms per image at batch 1 for ``heads.decode`` top-1 (what ``solve`` does after the network),
+  median of 3 passes, CPU time of this process (the machine may be busy).
 
     .venv/bin/python bench/decode.py              # 10 minutes on one core
     .venv/bin/python bench/decode.py --limit 100  # the first 100 images of each set
@@ -40,7 +40,8 @@ from machine import machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULT = ROOT / "bench" / "results" / "decode.json"
-FLOORS = (1e-5, 1e-3)  # each against no floor at all (0.0)
+# (beam width, option floor): the first, the widest search with no floor, is what the others are held to
+SEARCHES = ((16, 0.0), (16, 1e-5), (16, 1e-3), (8, 1e-3))
 
 
 def probabilities(predictor: Any, files: list[Path]) -> np.ndarray:
@@ -52,23 +53,24 @@ def probabilities(predictor: Any, files: list[Path]) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def option_floor(floor: float) -> Any:
-    """heads.OPTION_FLOOR set to ``floor`` for the block (the search reads it at every call)."""
+def searching(width: int, floor: float) -> Any:
+    """heads.BEAM_WIDTH and heads.OPTION_FLOOR set for the block (the search reads them at every call)."""
     from captchalab import heads
 
-    kept, heads.OPTION_FLOOR = heads.OPTION_FLOOR, floor
+    kept = heads.BEAM_WIDTH, heads.OPTION_FLOOR
+    heads.BEAM_WIDTH, heads.OPTION_FLOOR = width, floor
     try:
         yield
     finally:
-        heads.OPTION_FLOOR = kept
+        heads.BEAM_WIDTH, heads.OPTION_FLOOR = kept
 
 
-def readings(probs: np.ndarray, head: Any, charset: Any, floor: float, top_k: int, lengths: Any) -> list:
+def readings(probs: np.ndarray, head: Any, charset: Any, search: tuple[int, float], top_k: int, lengths: Any) -> list:
     from captchalab import heads
     from captchalab.decoding import Constraints
 
     rules = Constraints(min_length=lengths[0], max_length=lengths[1]) if lengths else None
-    with option_floor(floor):
+    with searching(*search):
         found = heads.decode(probs, head, charset, top_k, rules)
     return [[(r.text, round(r.confidence, 9)) for r in image] for image in found]
 
@@ -91,18 +93,18 @@ def measure(predictor: Any, probs: np.ndarray, labels: list[str], lengths: tuple
     record: dict[str, Any] = {
         "images": len(probs), "length_range": list(lengths),
         "greedy_sure": round(float(np.mean([g.confidence > heads.HALF for g in head.greedy(probs, charset)])), 4),
-        "floors": {},
+        "searches": {},
     }
     exact: dict[str, list] = {}
-    for floor in (0.0, *FLOORS):
-        found = {mode: readings(probs, head, charset, floor, k, span) for mode, (k, span) in modes.items()}
+    for search in SEARCHES:
+        found = {mode: readings(probs, head, charset, search, k, span) for mode, (k, span) in modes.items()}
         exact = exact or found
         entry: dict[str, Any] = {f"same_{mode}": sum(map(operator.eq, found[mode], exact[mode])) for mode in modes}
         for mode in ("top1", "top1_length_range"):  # the label, case folded (the bundled model reads upper case)
             entry[f"right_{mode}"] = sum(r[0][0].casefold() == y.casefold() for r, y in zip(found[mode], labels))
-        with option_floor(floor):
+        with searching(*search):
             entry["decode_top1_ms"] = per_image_ms(lambda p: heads.decode(p, head, charset, 1), probs)
-        record["floors"][f"{floor:g}"] = entry
+        record["searches"][f"width {search[0]}, floor {search[1]:g}"] = entry
     return record
 
 
@@ -132,7 +134,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=500, help="images per set")
     args = parser.parse_args()
     record: dict[str, Any] = {"benchmark": "decode", "beam_width": heads.BEAM_WIDTH,
-                              "option_floor": heads.OPTION_FLOOR, "models": {}}
+                              "option_floor": heads.OPTION_FLOOR, "models": {}}  # what solve uses
     data = sets(args.limit)
     for model in ("bundled", "general"):  # the bundled model is what load() gives without a name
         predictor = captchalab.load(None if model == "bundled" else model, threads=1)

@@ -537,7 +537,9 @@ def _zero_shot_speed(timing: dict) -> str:
 def decode() -> str | None:
     """What the beam search's width and option floor change, per model over every set (docs/few-labels.md)."""
     data = _load("decode.json")
-    if not data or "searches" not in next(iter(next(iter(data.get("models", {"": {"": {}}}).values())).values())):
+    if not data or "models" not in data:
+        return None
+    if "searches" not in next(iter(next(iter(data["models"].values())).values())):
         return None  # a record from before the search's width was measured
     rows = ["| model | beam width, option floor | top-1 the same | top-1 within the labels' lengths the same | "
             "top-3 the same | top-1 right: plain; within the lengths | decode top-1, CPU ms/image (mean over sets; "
@@ -552,10 +554,18 @@ def decode() -> str | None:
             right = "; ".join(map(str, _rights(sets, search)))
             rows.append(f"| {model} | {search} | {' | '.join(same)} | {right} | "
                         f"{sum(ms) / len(ms):.2f}; {max(ms):.2f} |")
-    equal = all(len({_rights(sets, search) for search in next(iter(sets.values()))["searches"]}) == 1
-                for sets in data["models"].values())
-    right_note = (" The readings that differ are as often right: each model reads the same number of labels right "
-                  "with every search, plain and within the lengths." if equal else "")
+    used = f"width {data['beam_width']}, floor {data['option_floor']:g}"
+    fewer: dict[str, int] = {}  # search -> readings right fewer than the reference, over both models
+    for sets in data["models"].values():
+        searches = list(next(iter(sets.values()))["searches"])
+        reference = _rights(sets, searches[0])
+        for search in searches[1:]:
+            fewer[search] = fewer.get(search, 0) + sum(reference) - sum(_rights(sets, search))
+    right_note = (f" With the search `solve` uses ({used}) both models read as many labels right as with the "
+                  "reference, plain and within the lengths" if fewer.get(used) == 0 else "")
+    worse = [f"{search}: {n} fewer" for search, n in fewer.items() if n > 0]
+    if right_note:
+        right_note += "; " + ", ".join(worse) + " right, both models and both ways together." if worse else "."
     return (f"`solve` searches with beam width {data['beam_width']} and option floor {data['option_floor']:g}: a "
             "symbol less probable than the floor in a frame starts no new prefix there. Against the widest search "
             f"with no floor, over {len(next(iter(data['models'].values())))} sets (captcha_images_v2 `test.csv`, "

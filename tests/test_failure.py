@@ -1,4 +1,5 @@
-from captchalab.failure import diagnose_run
+from captchalab.charset import Charset
+from captchalab.failure import diagnose_run, missing_symbols
 from captchalab.heads import CTC
 
 
@@ -80,3 +81,12 @@ def test_chance_level_characters_and_a_flat_loss_is_no_signal_not_a_slow_start()
     learning = [{**h, "val_char_accuracy": 0.3} for h in history]  # three times chance: it learns something
     assert not any(f["cause"].startswith("learned nothing")
                    for f in diagnose_run(learning, ["1234"] * 10, SEGMENT, 160, None, 4, 1080, 4320, 10))
+
+
+def test_labels_missing_a_few_symbols_of_a_familiar_set_get_a_note():
+    note = missing_symbols(Charset("012345678ABCDEFGHIJKLMNOPQRSTUVWXY"))
+    assert note["note"] == "the labels use 34 of the 36 symbols of 0-9A-Z; the model cannot read 9, Z"
+    assert note["advice"] == "if the captchas can show them, train again with --charset 0-9A-Z"
+    assert missing_symbols(Charset("0123456789")) is None  # every digit
+    assert missing_symbols(Charset("2345678bcdefgmnpwxy")) is None  # 19 of 0-9a-z: a chosen subset
+    assert "of 0-9; the model cannot read 7" in missing_symbols(Charset("012345689"))["note"]

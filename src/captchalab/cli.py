@@ -195,6 +195,8 @@ def train(
     for finding in summary.get("diagnosis", []):
         err.print(f"[yellow]likely cause:[/] {escape(finding['cause'])} ({escape(finding['evidence'])}); "
                   f"{escape(finding['advice'])}")
+    for note in summary.get("notes", []):
+        err.print(f"[yellow]note:[/] {escape(note['note'])}; {escape(note['advice'])}")
 
 
 def _started_from(init: str | None) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from captchalab.charset import Charset
 from captchalab.heads import Head
 
 NEAR_ZERO = 0.05  # validation sequence accuracy below this gets a diagnosis
@@ -30,6 +31,10 @@ FIT_GOAL = 0.9  # validation sequence accuracy below this gets the fit findings
 # the general reader; docs/recipe.md).
 UNDERFIT = 0.8
 OVERFIT_GAP = 0.15  # own training images read this much better than validation ones: it memorises
+# Symbol sets captchas are commonly drawn from, smallest first. Labels that use most of one but not
+# all (25 labels of a 0-9A-Z style often miss a symbol or two) leave the model unable to read the rest.
+FAMILIAR = ("0-9", "A-Z", "a-z", "0-9A-Z", "0-9a-z", "A-Za-z", "0-9A-Za-z")
+MOSTLY = 0.75
 
 
 @dataclass(frozen=True)
@@ -178,3 +183,19 @@ def _overfit(history: Sequence[dict[str, Any]]) -> list[Finding]:
     return [Finding("memorised the training images",
                     f"validation loss was lowest at epoch {best_val + 1} of {len(history)} while training loss "
                     "kept falling", "more labelled images, or look-alike pretraining (docs/few-labels.md)")]
+
+
+def missing_symbols(charset: Charset) -> dict[str, str] | None:
+    """A note where the labels use most, but not all, of the smallest familiar symbol set that holds
+    them: the model can never read the others. None otherwise (captcha_images_v2's 19 of 0-9a-z)."""
+    used = set(charset.symbols)
+    for spec in FAMILIAR:
+        full = Charset.parse(spec, charset.case_insensitive).symbols
+        if used <= set(full):
+            missing = [c for c in full if c not in used]
+            if not missing or len(used) < MOSTLY * len(full):
+                return None
+            return {"note": f"the labels use {len(used)} of the {len(full)} symbols of {spec}; the model cannot "
+                            f"read {', '.join(missing)}",
+                    "advice": f"if the captchas can show them, train again with --charset {spec}"}
+    return None

@@ -34,13 +34,16 @@ from captchalab.errors import UsageError
 from captchalab.segmentation import segment_batch
 
 # Readings the search keeps per step, whatever top_k is: so the best reading does not depend on how
-# many are asked for (and at most this many, plus the greedy one, come back).
+# many are asked for (and at most this many, plus the greedy one, come back). 16 rather than 8: a
+# search held to a length range needs the room; at 8, on captcha_images_v2 and the zoo's test
+# images, 17 fewer of 10,208 readings within the labels' lengths were right (bench/results/decode.json).
 BEAM_WIDTH = 16
 # A symbol less probable than this in a frame starts no new prefix there: most frames then offer a
-# few symbols instead of 16. Against no floor at all, on captcha_images_v2 and the zoo's test images
-# with the bundled model and the general reader, every unconstrained top-1 reading and confidence
-# stayed the same at 1e-3, as at 1e-5, for 2-3x less search time (bench/results/decode.json). A
-# search that finds no reading in its length range this way is run again without the floor.
+# few symbols instead of BEAM_WIDTH. Against no floor at all, on those images with the bundled model
+# and the general reader, every unconstrained top-1 reading and confidence stayed the same at 1e-3,
+# as at 1e-5, and as many readings were right with a length range too, for about half the search
+# time of 1e-5 (bench/results/decode.json). A search that finds no reading in its length range this
+# way is run again without the floor.
 OPTION_FLOOR = 1e-3
 HALF = 0.5  # a reading with more than this probability is the most probable: all others share the rest
 
@@ -94,11 +97,12 @@ class Head:
 
     def search(
         self, probs: np.ndarray, charset: Charset, top_k: int, min_length: int = 0, max_length: int | None = None,
-        width: int = BEAM_WIDTH,
+        width: int | None = None,
     ) -> list[Prediction]:
         """Best ``top_k`` readings of one image (steps, classes) within the length range, most probable
-        first; [] when none is possible. The beam's readings and the greedy one are scored exactly."""
-        found = self.candidates(probs, width, min_length, max_length)
+        first; [] when none is possible. The beam's readings and the greedy one are scored exactly.
+        ``width``: BEAM_WIDTH unless given."""
+        found = self.candidates(probs, BEAM_WIDTH if width is None else width, min_length, max_length)
         greedy = self.paths(probs[None])[0]
         if _within(len(greedy), min_length, max_length):
             found.append(greedy)
@@ -132,16 +136,17 @@ class CtcHead(Head):
         extended = np.zeros((n, 2 * int(lengths.max(initial=0)) + 1), dtype=int)  # blank, s1, blank, s2, ...
         for row, path in enumerate(labels):
             extended[row, 1 : 2 * len(path) : 2] = path
-        skip = np.zeros(extended.shape, dtype=bool)
+        skip = np.zeros(extended.shape)
         skip[:, 2:] = (extended[:, 2:] != BLANK) & (extended[:, 2:] != extended[:, :-2])
         emit = np.take_along_axis(probs.astype(np.float64), np.repeat(extended[:, None, :], steps, axis=1), axis=2)
-        alpha = np.zeros(extended.shape)
-        alpha[:, :2] = emit[:, 0, :2]
+        emit = np.ascontiguousarray(emit.transpose(1, 0, 2))  # (steps, n, states): one contiguous row per step
+        # Two zero states in front, so that "one state back" and "two back" are plain slices; the loop
+        # runs once per frame, and its few NumPy calls are most of what scoring a reading costs.
+        padded = np.zeros((n, extended.shape[1] + 2))
+        alpha = padded[:, 2:]
+        alpha[:, :2] = emit[0, :, :2]
         for t in range(1, steps):
-            moved = alpha.copy()
-            moved[:, 1:] += alpha[:, :-1]
-            moved[:, 2:] += alpha[:, :-2] * skip[:, 2:]
-            alpha = moved * emit[:, t]
+            alpha[:] = (alpha + padded[:, 1:-1] + padded[:, :-2] * skip) * emit[t]
         rows, end = np.arange(n), 2 * lengths
         return alpha[rows, end] + np.where(lengths > 0, alpha[rows, np.maximum(end - 1, 0)], 0.0)
 

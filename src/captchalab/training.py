@@ -391,6 +391,8 @@ def _finish(
     elif fit := failure.diagnose_fit(summary["training_images"]["sequence_accuracy"], summary["sequence_accuracy"],
                                      summary["training_images"]["n"]):
         summary["diagnosis"] = fit
+    if note := failure.missing_symbols(config.charset):
+        summary["notes"] = [note]
     if state.skipped:
         summary["skipped"] = state.skipped
     if state.stopped_by:
