@@ -250,8 +250,8 @@ def estimate(kept: int, images: int, mean_confidence: float, self_trained: bool)
     rounds, bench/results/adapt.json): after self-training the mean confidence alone ran 12-15 points
     above the truth on two of them, the kept share was below it in every round, and the middle was
     within 4 points on all five. Styles adapted after it was chosen check it (docs/adapt.md): within 1
-    point on long-thin, 22 above on mixed-case, where confident readings were often wrong (case), so
-    that the kept share was no floor."""
+    point on long-thin, 4 on overlap, 22 above on mixed-case, where 62% of the kept readings were wrong,
+    so that the kept share was no floor."""
     low = kept / max(1, images)
     low, high = min(low, mean_confidence), max(low, mean_confidence)
     point = (low + high) / 2 if self_trained else mean_confidence
