@@ -50,7 +50,7 @@ def zoo() -> str | None:
             f"**Worst cell: {_pct(worst['sequence_accuracy'])}** ({worst['style']}, {worst['n']} labelled images); "
             f"mean {_pct(mean)} over the {len(cells)} cell(s) measured so far. `captchalab train` with every default "
             "on the first N images of each style's labelled pool, scored on 500 held-out images of the style "
-            "(captcha_images_v2: its 104 `test.csv` images)"
+            "(captcha_images_v2: its 104 `test.csv` images)" + _told(cells)
             + (f"; \"before\" is the previous recipe (commit {', '.join(commits)}) on the same images, trained side "
                "by side" if commits else "") + ".\n\n" + "\n".join(rows)
             + (f"\n\nCPU seconds come from {len(machines)} machines ({'; '.join(machines)}) and from cells trained "
@@ -58,6 +58,13 @@ def zoo() -> str | None:
                if len(machines) > 1 else "")
             + f"\n\nStyles: {legend}. Samples: `docs/zoo.png`; recipe and method: `docs/recipe.md`; cells, input "
             "sizes, CPU times and commits in `bench/results/zoo.json`.")
+
+
+def _told(cells: list[dict]) -> str:
+    """The cells whose first N labels missed symbols of their style: train was told the style's symbols."""
+    told = [f"{c['style']} at {c['n']}" for c in cells if c.get("charset_told")]
+    return (f"; where the first N labels miss some of the style's symbols ({', '.join(told)}), `train` is told "
+            "them (`--charset`), as a user who knows the site's symbols would be") if told else ""
 
 
 def zoo_variants() -> str | None:
