@@ -15,7 +15,7 @@ set and model, and each search of ``SEARCHES`` (beam width ``heads.BEAM_WIDTH``;
 * ms per image at batch 1 for ``heads.decode`` top-1 (what ``solve`` does after the network),
   median of 3 passes, CPU time of this process (the machine may be busy).
 
-    .venv/bin/python bench/decode.py              # 10 minutes on one core
+    .venv/bin/python bench/decode.py              # about 15 CPU minutes
     .venv/bin/python bench/decode.py --limit 100  # the first 100 images of each set
 
 Writes bench/results/decode.json.
