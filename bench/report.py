@@ -579,8 +579,8 @@ def decode() -> str | None:
             "500 images of the bundled model's own style, the 500 test images of every zoo style; "
             "`bench/decode.py`):\n\n" + "\n".join(rows)
             + "\n\nA reading \"the same\" has the same text and confidence. The third column holds each set to "
-            "its labels' length range, as a trained run's `config.json` does; the top-3 lists differ mostly in "
-            "alternatives far below 0.1%, the floor's own scale." + right_note
+            "its labels' length range, as a trained run's `config.json` does; the top-3 lists differ in their "
+            "lesser alternatives, those that need a symbol the floor passes over." + right_note
             + " Machine in `bench/results/decode.json`.")
 
 
