@@ -264,13 +264,14 @@ def run_cell(name: str, n: int, work: Path, model: str, tag: str, overrides: lis
         start = None if init in (None, "auto", "none") else init
         init, pretraining = auditing.pretrain(data, work / "cells" / tag / f"{name}-{n}-pretrain",
                                               auditing.AuditConfig(threads=1), pretrain_cpu, init=start)
+    told = told_charset(pool, data)
     resumed = (folder / "checkpoints" / "state.json").exists() and not (folder / "model.onnx").exists()
     if resumed:  # a cell killed part-way (a session ended) goes on from its last epoch
         run = captchalab.train(folder, resume=folder, quiet=True)
     else:
         # "auto" (train's default) picks the network itself; an explicit start brings its own model
         run = captchalab.train(data, model=model if init in (None, "auto", "none") else None, out=folder,
-                               force=True, quiet=True, overrides=overrides, init=init, charset=told_charset(pool, data))
+                               force=True, quiet=True, overrides=overrides, init=init, charset=told)
     train_cpu = time.process_time() - began[0]
     scores = captchalab.evaluate(run, test, save=False)
     fit = captchalab.evaluate(run, data, save=False)  # its labelled images (train + validation): underfitting?
@@ -289,7 +290,7 @@ def run_cell(name: str, n: int, work: Path, model: str, tag: str, overrides: lis
             "input_size": json.loads((run / "config.json").read_text(encoding="utf-8"))["image"],
             "diagnosis": metrics.get("diagnosis"), "overrides": overrides, "code": code, "resumed": resumed,
             "init": runs.start_name(metrics.get("init", init)), "general_stage": general_stage(metrics.get("init")),
-            "pretraining": pretraining, "charset_told": told_charset(pool, data),
+            "pretraining": pretraining, "charset_told": told,
             "cpu_model": machine_info()["cpu_model"]}  # CPU seconds compare only on one kind of machine
 
 
