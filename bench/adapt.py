@@ -124,7 +124,7 @@ def reestimate(zoo_work: Path) -> None:
         for r in run["rounds"]:
             if "mean_confidence" not in r:
                 r.update(images=images, **_estimated(r["kept"], images, r["estimated_accuracy"], r["round"] > 0))
-    RESULT.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    _write(data)
 
 
 def first_reader(out: Path) -> list[dict]:
@@ -192,6 +192,10 @@ def _key(entry: dict) -> tuple[str, str]:
 def _save(entry: dict) -> None:
     results = json.loads(RESULT.read_text(encoding="utf-8")) if RESULT.exists() else {"benchmark": "adapt", "runs": []}
     results["runs"] = [r for r in results["runs"] if _key(r) != _key(entry)] + [entry]
+    _write(results)
+
+
+def _write(results: dict) -> None:
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 

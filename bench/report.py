@@ -464,9 +464,9 @@ def _estimate_cell(best: dict) -> str:
 
 def _estimate_errors(runs: list[dict]) -> str:
     """How far adapt's own estimate of the model it keeps was from the truth on the adapted images."""
-    errors = {r.get("style", "captcha_images_v2"): abs(_kept_round(r)["estimated_accuracy"]
-                                                      - _kept_round(r)["accuracy_on_the_adapted_images"])
-              for r in runs if r["tag"] == "default"}
+    kept = {r.get("style", "captcha_images_v2"): _kept_round(r) for r in runs if r["tag"] == "default"}
+    errors = {style: abs(best["estimated_accuracy"] - best["accuracy_on_the_adapted_images"])
+              for style, best in kept.items()}
     worst = max(errors, key=errors.get)
     within = sum(e <= 0.05 for e in errors.values())
     return (f"\n\nIts own estimate (the middle of its range: the share of images it read confidently and stably, "
@@ -552,36 +552,51 @@ def decode() -> str | None:
             "top-3 the same | top-1 right: plain; within the lengths | decode top-1, CPU ms/image (mean over sets; "
             "slowest set) |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for model, sets in data["models"].items():
-        images = sum(s["images"] for s in sets.values())
-        for i, search in enumerate(next(iter(sets.values()))["searches"]):
-            cells = [s["searches"][search] for s in sets.values()]
-            ms = [c["decode_top1_ms"] for c in cells]
-            same = [f"{sum(c[k] for c in cells)} of {images}" if i else "(reference)"
-                    for k in ("same_top1", "same_top1_length_range", "same_top3")]
-            right = "; ".join(map(str, _rights(sets, search)))
-            rows.append(f"| {model} | {search} | {' | '.join(same)} | {right} | "
-                        f"{sum(ms) / len(ms):.2f}; {max(ms):.2f} |")
-    used = f"width {data['beam_width']}, floor {data['option_floor']:g}"
-    fewer: dict[str, int] = {}  # search -> readings right fewer than the reference, over both models
-    for sets in data["models"].values():
-        searches = list(next(iter(sets.values()))["searches"])
-        reference = _rights(sets, searches[0])
-        for search in searches[1:]:
-            fewer[search] = fewer.get(search, 0) + sum(reference) - sum(_rights(sets, search))
-    right_note = (f" With the search `solve` uses ({used}) both models read as many labels right as with the "
-                  "reference, plain and within the lengths" if fewer.get(used) == 0 else "")
-    worse = [f"{search}: {n} fewer" for search, n in fewer.items() if n > 0]
-    if right_note:
-        right_note += "; " + ", ".join(worse) + " right, both models and both ways together." if worse else "."
+        rows += _decode_rows(model, sets)
+    sets_measured = len(next(iter(data["models"].values())))
     return (f"`solve` searches with beam width {data['beam_width']} and option floor {data['option_floor']:g}: a "
             "symbol less probable than the floor in a frame starts no new prefix there. Against the widest search "
-            f"with no floor, over {len(next(iter(data['models'].values())))} sets (captcha_images_v2 `test.csv`, "
+            f"with no floor, over {sets_measured} sets (captcha_images_v2 `test.csv`, "
             "500 images of the bundled model's own style, the 500 test images of every zoo style; "
             "`bench/decode.py`):\n\n" + "\n".join(rows)
             + "\n\nA reading \"the same\" has the same text and confidence. The third column holds each set to "
             "its labels' length range, as a trained run's `config.json` does; the top-3 lists differ in their "
-            "lesser alternatives, those that need a symbol the floor passes over." + right_note
+            "lesser alternatives, those that need a symbol the floor passes over." + _decode_rights(data)
             + " Machine in `bench/results/decode.json`.")
+
+
+def _searches(sets: dict) -> list[str]:
+    """The searches a model was measured with, the reference (widest, no floor) first."""
+    return list(next(iter(sets.values()))["searches"])
+
+
+def _decode_rows(model: str, sets: dict) -> list[str]:
+    images = sum(s["images"] for s in sets.values())
+    rows = []
+    for i, search in enumerate(_searches(sets)):
+        cells = [s["searches"][search] for s in sets.values()]
+        ms = [c["decode_top1_ms"] for c in cells]
+        same = [f"{sum(c[k] for c in cells)} of {images}" if i else "(reference)"
+                for k in ("same_top1", "same_top1_length_range", "same_top3")]
+        right = "; ".join(map(str, _rights(sets, search)))
+        rows.append(f"| {model} | {search} | {' | '.join(same)} | {right} | {sum(ms) / len(ms):.2f}; {max(ms):.2f} |")
+    return rows
+
+
+def _decode_rights(data: dict) -> str:
+    """Whether the search solve uses reads as many labels right as the reference, and which searches read fewer."""
+    used = f"width {data['beam_width']}, floor {data['option_floor']:g}"
+    fewer: dict[str, int] = {}  # search -> readings right fewer than the reference, over both models
+    for sets in data["models"].values():
+        reference, *others = _searches(sets)
+        for search in others:
+            fewer[search] = fewer.get(search, 0) + sum(_rights(sets, reference)) - sum(_rights(sets, search))
+    if fewer.get(used) != 0:
+        return ""
+    worse = [f"{search}: {n} fewer" for search, n in fewer.items() if n > 0]
+    return (f" With the search `solve` uses ({used}) both models read as many labels right as with the reference, "
+            "plain and within the lengths" + ("; " + ", ".join(worse) + " right, both models and both ways together."
+                                              if worse else "."))
 
 
 def _rights(sets: dict, search: str) -> tuple[int, int]:
