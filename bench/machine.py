@@ -6,6 +6,7 @@ import os
 import platform
 import subprocess
 from importlib import metadata
+from pathlib import Path
 
 
 def _cpu_model() -> str:
@@ -33,6 +34,14 @@ def _load_average() -> list[float] | None:
         return None
 
 
+def _uncommitted() -> list[str]:
+    """Tracked files of the package or the benches that differ from the commit: a result measured
+    with them is not the commit's (uncommitted results files are left out)."""
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "src", "bench"],
+                            capture_output=True, text=True, check=False, cwd=Path(__file__).resolve().parent.parent)
+    return [line[3:] for line in status.stdout.splitlines() if not line[3:].startswith("bench/results/")]
+
+
 def machine_info() -> dict:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
     return {
@@ -43,5 +52,6 @@ def machine_info() -> dict:
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "load_average_at_record": _load_average(),
         "git_commit": commit.stdout.strip() or None,
+        "uncommitted_changes": _uncommitted(),
         "versions": {p: _version(p) for p in ("captchalab", "tensorflow-cpu", "keras", "onnxruntime", "numpy")},
     }

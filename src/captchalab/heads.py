@@ -23,7 +23,7 @@ as the site reads it, and its probability sums over both cases.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -48,6 +48,7 @@ OPTION_FLOOR = 1e-3
 HALF = 0.5  # a reading with more than this probability is the most probable: all others share the rest
 
 Labels = tuple[int, ...]  # a reading as charset indices, blanks dropped
+Beams = dict[Labels, tuple[float, float]]  # CTC prefix -> (probability ending in a blank, in its last symbol)
 
 
 @dataclass(frozen=True)
@@ -95,13 +96,24 @@ class Head:
         labels = self.paths(probs)
         return [Prediction(charset.decode(path), _clip(p)) for path, p in zip(labels, self.probability(probs, labels))]
 
+    def scores(self, probs: np.ndarray, labels: Sequence[Labels],
+               scored: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """P(labels[i] | image i) under ``probs`` and under ``scored`` (the same outputs at another
+        temperature; None: ``probs`` again), in one pass: the forward algorithm costs per frame, not per row."""
+        if scored is None:
+            both = self.probability(probs, labels)
+            return both, both
+        both = self.probability(np.concatenate([probs, scored]), [*labels, *labels])
+        return both[: len(labels)], both[len(labels) :]
+
     def search(
         self, probs: np.ndarray, charset: Charset, top_k: int, min_length: int = 0, max_length: int | None = None,
-        width: int | None = None,
+        width: int | None = None, scored: np.ndarray | None = None,
     ) -> list[Prediction]:
         """Best ``top_k`` readings of one image (steps, classes) within the length range, most probable
         first; [] when none is possible. The beam's readings and the greedy one are scored exactly.
-        ``width``: BEAM_WIDTH unless given."""
+        ``width``: BEAM_WIDTH unless given; ``scored``: the image's outputs that give the confidences
+        (calibrated), where the ranking stays that of ``probs``."""
         found = self.candidates(probs, BEAM_WIDTH if width is None else width, min_length, max_length)
         greedy = self.paths(probs[None])[0]
         if _within(len(greedy), min_length, max_length):
@@ -109,9 +121,11 @@ class Head:
         unique = list(dict.fromkeys(found))
         if not unique:
             return []
-        scores = self.probability(np.repeat(probs[None], len(unique), axis=0), unique)
-        ranked = sorted(zip(unique, scores), key=lambda pair: -pair[1])[:top_k]
-        return [Prediction(charset.decode(path), _clip(p)) for path, p in ranked if p > 0]
+        copies = np.repeat(probs[None], len(unique), axis=0)
+        calibrated = None if scored is None else np.repeat(scored[None], len(unique), axis=0)
+        ranking, confidences = self.scores(copies, unique, calibrated)
+        ranked = sorted(zip(unique, ranking, confidences), key=lambda row: -row[1])[:top_k]
+        return [Prediction(charset.decode(path), _clip(c)) for path, p, c in ranked if p > 0]
 
 
 @dataclass(frozen=True)
@@ -156,30 +170,19 @@ class CtcHead(Head):
         prefixes that grow too long or can no longer reach ``min_length`` are dropped. ``floor``:
         OPTION_FLOOR unless given."""
         floor = OPTION_FLOOR if floor is None else floor
-        # prefix -> (probability ending in blank, probability ending in its last symbol)
-        beams: dict[Labels, tuple[float, float]] = {(): (1.0, 0.0)}
+        beams: Beams = {(): (1.0, 0.0)}
         longest = len(probs) if max_length is None else max_length
         # Each frame's most probable symbols, found for all frames at once, and Python floats throughout:
         # per-frame argsorts and NumPy scalars cost as much as the search itself (bench/decode.py).
         ranked_classes = np.argsort(probs, axis=1)[:, ::-1][:, :width].tolist()
         for t, step in enumerate(probs.tolist()):
             options = [c for c in ranked_classes[t] if c != BLANK and step[c] > floor]
-            following: dict[Labels, list[float]] = {}
-            remaining = len(probs) - 1 - t
-            for prefix, (p_blank, p_symbol) in beams.items():
-                if len(prefix) + remaining + 1 < min_length:
-                    continue
-                total = p_blank + p_symbol
-                entry = following.setdefault(prefix, [0.0, 0.0])
-                entry[0] += total * step[BLANK]
-                if prefix:
-                    entry[1] += p_symbol * step[prefix[-1]]
-                for c in options if len(prefix) < longest else ():
-                    extended = following.setdefault((*prefix, c), [0.0, 0.0])
-                    repeat = bool(prefix) and prefix[-1] == c
-                    extended[1] += (p_blank if repeat else total) * step[c]
-            ranked = sorted(following.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))[:width]
-            beams = {prefix: (pb, ps) for prefix, (pb, ps) in ranked}
+            reach = min_length - (len(probs) - t)  # shorter prefixes can no longer reach min_length
+            if options:
+                beams = _ctc_step(beams, step, options, width, reach, longest)
+            else:  # most frames: every prefix goes on, none starts, so none drops out of the beam
+                beams = {prefix: ((p_blank + p_symbol) * step[BLANK], p_symbol * step[prefix[-1]] if prefix else 0.0)
+                         for prefix, (p_blank, p_symbol) in beams.items() if len(prefix) >= reach}
         found = [prefix for prefix in beams if len(prefix) >= min_length]
         return found or (self.candidates(probs, width, min_length, max_length, 0.0) if floor else [])
 
@@ -201,6 +204,36 @@ class CtcHead(Head):
             alpha = new
         lengths = alpha.sum(axis=1)
         return float(lengths[min_length : top + 1].sum())
+
+
+def _ctc_step(beams: Beams, step: list[float], options: list[int], width: int, reach: int, longest: int) -> Beams:
+    """One frame of the prefix beam search: every prefix of at least ``reach`` symbols goes on (a blank,
+    or its last symbol again), and those shorter than ``longest`` grow by each of ``options`` (most
+    probable first); the ``width`` most probable prefixes are kept."""
+    live = [(prefix, p_blank, p_symbol) for prefix, (p_blank, p_symbol) in beams.items() if len(prefix) >= reach]
+    following = {prefix: [(p_blank + p_symbol) * step[BLANK], p_symbol * step[prefix[-1]] if prefix else 0.0]
+                 for prefix, p_blank, p_symbol in live}
+    offered = set(options)
+    for prefix, entry in following.items():  # a prefix that is also another one grown by an option
+        parent = beams.get(prefix[:-1]) if prefix and prefix[-1] in offered and prefix[:-1] in following else None
+        if parent is not None and len(prefix) - 1 < longest:
+            repeat = len(prefix) > 1 and prefix[-2] == prefix[-1]  # "AA" grows from "A" only through a blank
+            entry[1] += (parent[0] if repeat else parent[0] + parent[1]) * step[prefix[-1]]
+    # A new prefix's probability is its one parent's share: one below the width-th best of the prefixes
+    # going on (which can only grow) could never be kept, so it is not made; options come most probable
+    # first, so the first such share ends its parent's options. The beam is the same, for less work.
+    going_on = sorted((p_blank + p_symbol for p_blank, p_symbol in following.values()), reverse=True)
+    threshold = going_on[width - 1] if len(going_on) >= width else 0.0
+    for prefix, p_blank, p_symbol in live:
+        total = p_blank + p_symbol
+        for c in options if len(prefix) < longest else ():
+            if total * step[c] < threshold:
+                break
+            share = (p_blank if prefix and prefix[-1] == c else total) * step[c]
+            if (*prefix, c) not in following and share >= threshold:
+                following[(*prefix, c)] = [0.0, share]
+    ranked = sorted(following.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))[:width]
+    return {prefix: (p_blank, p_symbol) for prefix, (p_blank, p_symbol) in ranked}
 
 
 @dataclass(frozen=True)
@@ -291,22 +324,19 @@ def decode(
         scored = None if scored is None else constrain(scored, charset, rules)[0]
         probs, charset = constrain(probs, charset, rules)
     low, high = rules.min_length, rules.max_length
+    paths = head.paths(probs)
+    ranking, confidences = head.scores(probs, paths, scored)
     results = []
-    for sample, first in zip(probs, head.greedy(probs, charset)):
-        if top_k <= 1 and first.confidence > HALF and _within(len(first.text), low, high):
-            results.append([first])  # the most probable reading of all: no search can find a better one
+    for i, (sample, path, p) in enumerate(zip(probs, paths, ranking)):
+        if top_k <= 1 and p > HALF and _within(len(path), low, high):
+            # the most probable reading of all: no search can find a better one
+            results.append([Prediction(charset.decode(path), _clip(confidences[i]))])
         elif (low or high is not None) and head.length_mass(sample, low, high) <= 0:  # no range: the mass is 1
             results.append([Prediction("", 0.0)])
         else:
-            results.append(head.search(sample, charset, max(1, top_k), low, high) or [Prediction("", 0.0)])
-    return results if scored is None else [_rescored(r, sample, head, charset) for r, sample in zip(results, scored)]
-
-
-def _rescored(readings: list[Prediction], sample: np.ndarray, head: Head, charset: Charset) -> list[Prediction]:
-    """The same readings with their probabilities under ``sample`` (one image's outputs), order kept."""
-    labels = [tuple(charset.encode(r.text)) for r in readings]
-    scores = head.probability(np.repeat(sample[None], len(labels), axis=0), labels)
-    return [replace(r, confidence=_clip(p) if r.confidence > 0 else 0.0) for r, p in zip(readings, scores)]
+            found = head.search(sample, charset, max(1, top_k), low, high, scored=None if scored is None else scored[i])
+            results.append(found or [Prediction("", 0.0)])
+    return results
 
 
 def _within(length: int, low: int, high: int | None) -> bool:
