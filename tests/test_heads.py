@@ -58,6 +58,9 @@ def test_every_head_keeps_the_contract(head: Head) -> None:
         assert head.length_mass(probs, 0, None) == pytest.approx(1.0, abs=1e-12)
         every = head.probability(np.repeat(probs[None], len(readings), axis=0), readings)
         assert float(every.sum()) == pytest.approx(1.0, abs=1e-12)
+        # the cheap bound that spares most unsure images an exact score never falls below it
+        bounds = head.bound(np.repeat(probs[None], len(readings), axis=0), readings)
+        assert (bounds >= every - 1e-12).all() and (bounds < 1 - 1e-6).any()
 
     # input preparation keeps the batch; the name round-trips
     pixels = np.full((2, 20, 40), 255, dtype=np.uint8)
@@ -85,3 +88,39 @@ def test_the_head_names_are_listed_once_and_an_unknown_one_is_a_usage_error() ->
     assert get_args(HeadName) == tuple(HEADS)
     with pytest.raises(UsageError, match="ctc, positional, segment"):
         head_for("attention")
+
+
+def _plain_beam(probs: np.ndarray, width: int, floor: float, low: int, high: int | None) -> dict:
+    """The prefix beam search written plainly: every prefix goes on and grows by every option, then the
+    ``width`` most probable are kept. The head's search must end with the same prefixes, however it
+    saves work."""
+    beams = {(): (1.0, 0.0)}
+    longest = len(probs) if high is None else high
+    for t, step in enumerate(probs):
+        options = [c for c in np.argsort(step)[::-1][:width] if c != 0 and step[c] > floor]
+        following: dict = {}
+        for prefix, (p_blank, p_symbol) in beams.items():
+            if len(prefix) + len(probs) - t < low:
+                continue
+            entry = following.setdefault(prefix, [0.0, 0.0])
+            entry[0] += (p_blank + p_symbol) * step[0]
+            entry[1] += p_symbol * step[prefix[-1]] if prefix else 0.0
+            for c in options if len(prefix) < longest else ():
+                grown = following.setdefault((*prefix, int(c)), [0.0, 0.0])
+                grown[1] += (p_blank if prefix and prefix[-1] == c else p_blank + p_symbol) * step[c]
+        beams = dict(sorted(following.items(), key=lambda kv: -sum(kv[1]))[:width])
+    return {prefix: sum(p) for prefix, p in beams.items() if len(prefix) >= low}
+
+
+@pytest.mark.parametrize(("width", "floor", "low", "high"), [(4, 0.0, 0, None), (3, 0.05, 0, None),
+                                                             (4, 0.0, 3, 4), (2, 0.01, 2, 2)])
+def test_the_ctc_search_keeps_the_beam_of_the_plain_search(width: int, floor: float, low: int,
+                                                           high: int | None) -> None:
+    ctc, three = head_for("ctc"), Charset("ABC")
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        probs = rng.dirichlet(np.ones(three.num_classes) * 0.4, size=9)  # many frames offer several symbols
+        probs[rng.random(9) < 0.4] = [0.97, 0.01, 0.01, 0.01]  # and some offer none above the floor
+        plain = _plain_beam(probs, width, floor, low, high)
+        assert plain, seed  # something to compare
+        assert set(ctc.candidates(probs, width, low, high, floor)) == set(plain), seed
