@@ -36,11 +36,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -66,14 +68,16 @@ def main() -> None:
     parser.add_argument("--harness-images", type=int, default=10000, help="images for loss/network/positions")
     parser.add_argument("--harness-epochs", type=int, default=10)
     parser.add_argument("--doc", type=Path, default=None, help="report: write the tables into this markdown file")
-    parser.add_argument("--seeds", type=int, default=2, help="asker stage: seeds per cell")
+    parser.add_argument("--seeds", type=int, default=2, help="asker and positions stages: seeds per cell")
     parser.add_argument("--redo", metavar="TIME", help="measure again what was recorded before TIME "
-                        "(2026-12-07T11:00:00, the records' format); a killed rerun given the same TIME resumes")
+                        "(ISO, e.g. 2026-12-07T11:00); a killed rerun given the same TIME resumes; "
+                        "not the diagnose stage, which keeps its one record")
     parser.add_argument("--shard", default="0/1", help="asker stage: K/N runs every N-th cell from the K-th, so "
                         "N processes can share the search")
     args = parser.parse_args()
     global REDO_SINCE
-    REDO_SINCE = args.redo or ""
+    # as record() writes its times, so that they compare as strings
+    REDO_SINCE = datetime.fromisoformat(args.redo).strftime("%Y-%m-%dT%H:%M:%S") if args.redo else ""
     for stage in args.stages:
         STAGES[stage](args)
 
@@ -302,13 +306,13 @@ def _loaded(source: Path) -> Any:
 
 
 def harness_run(args: argparse.Namespace, stage: str, key: dict[str, Any], folder: Path, setup: Any,
-                hidden: tuple[int, ...] = (256, 256)) -> None:
+                hidden: tuple[int, ...] = (256, 256), seed: int = 0) -> None:
     """One ``captchalab diagnose`` setup on the first ``args.harness_images`` images of ``folder``."""
     from captchalab.diagnosis import DiagnoseConfig, run_setup
 
     if done(stage, key):
         return
-    config = DiagnoseConfig(limit=args.harness_images, epochs=args.harness_epochs, hidden=hidden)
+    config = DiagnoseConfig(limit=args.harness_images, epochs=args.harness_epochs, hidden=hidden, seed=seed)
     data = _loaded(prefix(folder, args.harness_images))
 
     targets = data.charset.encode_batch(data.labels, data.max_length)
@@ -361,9 +365,12 @@ def stage_positions(args: argparse.Namespace) -> None:
 
     folders = {"jittered": dataset(args, "train50k", 50000, TRAIN_SEED),
                "fixed": dataset(args, "fixed10k", 10000, TRAIN_SEED, positions="fixed")}
-    for placement, folder in folders.items():
-        for setup in (FIX, replace(FIX, name="fix+batchnorm", batch_norm=True), ASKER):
-            harness_run(args, "positions", {"placement": placement, "setup": setup.name}, folder, setup)
+    for placement, folder in folders.items():  # --seeds of each: the asker's setup learns on some seeds only
+        for setup, seed in itertools.product((FIX, replace(FIX, name="fix+batchnorm", batch_norm=True), ASKER),
+                                             range(args.seeds)):
+            # seed 0's key has no seed: the records made before --seeds applied here keep matching
+            key = {"placement": placement, "setup": setup.name, **({"seed": seed} if seed else {})}
+            harness_run(args, "positions", key, folder, setup, seed=seed)
     test = dataset(args, "fixed-test2000", 2000, TEST_SEED, positions="fixed")
     for model in args.models.split(","):
         for placement, folder in folders.items():
@@ -598,10 +605,14 @@ def report_network(by_stage: dict[str, list[dict]]) -> None:
 
 def report_positions(by_stage: dict[str, list[dict]]) -> None:
     print(f"| placement | model | {HEAD} mean (char acc) | sequence acc |\n|" + "---|" * 9)
-    for r in by_stage.get("positions", []):
+    rows = sorted(by_stage.get("positions", []), key=lambda r: (
+        "setup" not in r["key"], r["key"].get("model", ""), r["key"]["placement"] != "jittered",
+        r["key"].get("setup", ""), r["key"].get("seed", 0), r["key"].get("epochs_cap", 0)))
+    for r in rows:
         k = r["key"]
         if "setup" in k:
-            print(f"| {k['placement']} | harness: {k['setup']} | {_pos(r['per_position'])} | {r['mean']:.3f} | - |")
+            print(f"| {k['placement']} | harness: {k['setup']}, seed {k.get('seed', 0)} | {_pos(r['per_position'])} | "
+                  f"{r['mean']:.3f} | - |")
         else:
             print(f"| {k['placement']} | {k['model']} (train, {r['epochs_run']} epochs, batch {_batch(r)}) | "
                   f"{_pos(r['per_position_accuracy'])} | {r['char_accuracy']:.3f} | {r['sequence_accuracy']:.3f} |")

@@ -8,6 +8,8 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def _cpu_model() -> str:
     try:
@@ -34,16 +36,19 @@ def _load_average() -> list[float] | None:
         return None
 
 
-def _uncommitted() -> list[str]:
+def _uncommitted() -> list[str] | None:
     """Tracked files of the package or the benches that differ from the commit: a result measured
-    with them is not the commit's (uncommitted results files are left out)."""
+    with them is not the commit's (uncommitted results files are left out). None: not a git checkout."""
     status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "src", "bench"],
-                            capture_output=True, text=True, check=False, cwd=Path(__file__).resolve().parent.parent)
+                            capture_output=True, text=True, check=False, cwd=ROOT)
+    if status.returncode:
+        return None
     return [line[3:] for line in status.stdout.splitlines() if not line[3:].startswith("bench/results/")]
 
 
 def machine_info() -> dict:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
+                            cwd=ROOT)
     return {
         "platform": platform.platform(),
         "python": platform.python_version(),

@@ -103,10 +103,13 @@ def timing(solvers: dict[str, Any], items: Sequence[Item], passes: int = TIMING_
     service. CPU time is what a busy machine (other jobs on the same core) leaves comparable."""
     wall: dict[str, list[float]] = {name: [] for name in solvers}
     cpu: dict[str, list[float]] = {name: [] for name in solvers}
+    if not items:
+        return {}
     for solver in solvers.values():
         solver.read(items[0][1])  # warm-up: first-call allocations are not a reading's cost
-    for _ in range(passes):
-        for name, solver in solvers.items():
+    for turn in range(passes):
+        order = list(solvers.items())
+        for name, solver in order if turn % 2 == 0 else order[::-1]:  # neither always goes first
             for _, data, _ in items:
                 start, start_cpu = time.perf_counter(), time.process_time()
                 solver.read(data)

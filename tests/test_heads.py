@@ -116,7 +116,7 @@ def _plain_beam(probs: np.ndarray, width: int, floor: float, low: int, high: int
                                                              (4, 0.0, 3, 4), (2, 0.01, 2, 2)])
 def test_the_ctc_search_keeps_the_beam_of_the_plain_search(width: int, floor: float, low: int,
                                                            high: int | None) -> None:
-    ctc, three = head_for("ctc"), Charset("ABC")
+    ctc, three, below_one = head_for("ctc"), Charset("ABC"), False
     for seed in range(40):
         rng = np.random.default_rng(seed)
         probs = rng.dirichlet(np.ones(three.num_classes) * 0.4, size=9)  # many frames offer several symbols
@@ -124,3 +124,26 @@ def test_the_ctc_search_keeps_the_beam_of_the_plain_search(width: int, floor: fl
         plain = _plain_beam(probs, width, floor, low, high)
         assert plain, seed  # something to compare
         assert set(ctc.candidates(probs, width, low, high, floor)) == set(plain), seed
+        readings = list(plain)
+        exact = ctc.probability(np.repeat(probs[None], len(readings), axis=0), readings)
+        bounds = ctc.bound(np.repeat(probs[None], len(readings), axis=0), readings)
+        assert (bounds >= exact - 1e-12).all(), seed
+        below_one |= bool((bounds < 1 - 1e-6).any())
+    assert below_one  # the bound says something: not 1 for every reading
+
+
+@pytest.mark.parametrize("head", list(HEADS.values()), ids=list(HEADS))
+def test_calibrated_confidences_are_the_readings_probabilities_under_the_calibrated_outputs(head: Head) -> None:
+    # sure images (one best path holds most of the probability) and unsure ones, in one batch
+    probs = np.stack([_peaked(seed) for seed in range(6)] + [_any(seed) for seed in range(6)])
+    calibrated = np.exp(np.log(probs) / 2.5)
+    calibrated /= calibrated.sum(axis=-1, keepdims=True)
+    for top_k, rules in ((1, None), (3, None), (1, Constraints(2, 3))):
+        plain = decode(probs, head, CHARSET, top_k, rules)
+        scored = decode(probs, head, CHARSET, top_k, rules, scored=calibrated)
+        assert [[r.text for r in image] for image in scored] == [[r.text for r in image] for image in plain]
+        for image, outputs in zip(scored, calibrated):
+            texts = [tuple(CHARSET.encode(r.text)) for r in image if r.confidence > 0]
+            exact = head.probability(np.repeat(outputs[None], len(texts), axis=0), texts)
+            assert [r.confidence for r in image if r.confidence > 0] == pytest.approx(list(exact), abs=1e-9)
+        assert any(r.confidence != s.confidence for a, b in zip(plain, scored) for r, s in zip(a, b))

@@ -226,14 +226,14 @@ def _ctc_step(beams: Beams, step: list[float], options: list[int], width: int, r
     offered = set(options)
     for prefix, entry in following.items():  # a prefix that is also another one grown by an option
         parent = beams.get(prefix[:-1]) if prefix and prefix[-1] in offered and prefix[:-1] in following else None
-        if parent is not None and len(prefix) - 1 < longest:
+        if parent is not None:  # (a prefix in the beam is never longer than ``longest``: its parent is shorter)
             repeat = len(prefix) > 1 and prefix[-2] == prefix[-1]  # "AA" grows from "A" only through a blank
             entry[1] += (parent[0] if repeat else parent[0] + parent[1]) * step[prefix[-1]]
     # A new prefix's probability is its one parent's share: one below the width-th best of the prefixes
-    # going on (which can only grow) could never be kept, so it is not made; options come most probable
-    # first, so the first such share ends its parent's options. The beam is the same, for less work.
+    # going on (final by now) could never be kept, so it is not made; options come most probable first,
+    # so the first such share ends its parent's options. The beam is the same, for less work.
     going_on = sorted((p_blank + p_symbol for p_blank, p_symbol in following.values()), reverse=True)
-    threshold = going_on[width - 1] if len(going_on) >= width else 0.0
+    threshold = going_on[width - 1] if 0 < width <= len(going_on) else 0.0
     for prefix, p_blank, p_symbol in live:
         total = p_blank + p_symbol
         for c in options if len(prefix) < longest else ():
