@@ -372,7 +372,9 @@ def fully_connected() -> str | None:
     return ("### The original question: a fully-connected net (`bench/fully_connected.py`)\n\n"
             f"`mlp` trained {how}, on 50,000 synthetic 160x60 captchas (5 characters, 0-9A-Z), scored on a fresh "
             f"test set of {r['n']}: per-position accuracy {positions} (mean {r['char_accuracy']:.3f}), sequence "
-            f"accuracy {_pct(r['sequence_accuracy'])}. The plateau's cause and every other table: "
+            f"accuracy {_pct(r['sequence_accuracy'])}. The epoch budget `train` sets from the data size is too "
+            "short for this network: give it `--epochs 100` (docs/fully-connected.md, section (d), has the "
+            "100-epoch run). The plateau's cause and every other table: "
             "`docs/fully-connected.md`.")
 
 

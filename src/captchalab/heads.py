@@ -85,8 +85,9 @@ class Head:
 
     def bound(self, probs: np.ndarray, labels: Sequence[Labels]) -> np.ndarray:
         """An upper bound of ``probability``, without its cost: whatever the alignment (CTC) or arrangement
-        of slots, every step of a reading of labels[i] shows the blank or one of its symbols. Most images
-        of an unfamiliar style are told apart from the sure ones by it alone."""
+        of slots, every step of a reading of labels[i] shows the blank or one of its symbols: an image whose
+        other symbols hold much of a step's probability cannot have a sure best path, and needs no exact score
+        to be told so."""
         shown = np.zeros((len(labels), probs.shape[-1]))
         shown[:, BLANK] = 1.0
         for row, path in enumerate(labels):
