@@ -58,7 +58,7 @@ def test_every_head_keeps_the_contract(head: Head) -> None:
         assert head.length_mass(probs, 0, None) == pytest.approx(1.0, abs=1e-12)
         every = head.probability(np.repeat(probs[None], len(readings), axis=0), readings)
         assert float(every.sum()) == pytest.approx(1.0, abs=1e-12)
-        # the cheap bound that spares most unsure images an exact score never falls below it
+        # the cheap bound that spares unsure images an exact score never falls below it
         bounds = head.bound(np.repeat(probs[None], len(readings), axis=0), readings)
         assert (bounds >= every - 1e-12).all() and (bounds < 1 - 1e-6).any()
 

@@ -48,7 +48,7 @@ OPTION_FLOOR = 1e-3
 HALF = 0.5  # a reading with more than this probability is the most probable: all others share the rest
 
 Labels = tuple[int, ...]  # a reading as charset indices, blanks dropped
-Beams = dict[Labels, tuple[float, float]]  # CTC prefix -> (probability ending in a blank, in its last symbol)
+Beams = dict[Labels, list[float]]  # CTC prefix -> [probability ending in a blank, in its last symbol]
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,7 @@ class CtcHead(Head):
         prefixes that grow too long or can no longer reach ``min_length`` are dropped. ``floor``:
         OPTION_FLOOR unless given."""
         floor = OPTION_FLOOR if floor is None else floor
-        beams: Beams = {(): (1.0, 0.0)}
+        beams: Beams = {(): [1.0, 0.0]}
         longest = len(probs) if max_length is None else max_length
         # Each frame's most probable symbols, found for all frames at once, and Python floats throughout:
         # per-frame argsorts and NumPy scalars cost as much as the search itself (bench/decode.py).
@@ -189,11 +189,8 @@ class CtcHead(Head):
         for t, step in enumerate(probs.tolist()):
             options = [c for c in ranked_classes[t] if c != BLANK and step[c] > floor]
             reach = min_length - (len(probs) - t)  # shorter prefixes can no longer reach min_length
-            if options:
-                beams = _ctc_step(beams, step, options, width, reach, longest)
-            else:  # most frames: every prefix goes on, none starts, so none drops out of the beam
-                beams = {prefix: ((p_blank + p_symbol) * step[BLANK], p_symbol * step[prefix[-1]] if prefix else 0.0)
-                         for prefix, (p_blank, p_symbol) in beams.items() if len(prefix) >= reach}
+            # most frames offer no symbol: every prefix goes on, none starts, so none drops out of the beam
+            beams = _ctc_step(beams, step, options, width, reach, longest) if options else _going_on(beams, step, reach)
         found = [prefix for prefix in beams if len(prefix) >= min_length]
         return found or (self.candidates(probs, width, min_length, max_length, 0.0) if floor else [])
 
@@ -221,9 +218,8 @@ def _ctc_step(beams: Beams, step: list[float], options: list[int], width: int, r
     """One frame of the prefix beam search: every prefix of at least ``reach`` symbols goes on (a blank,
     or its last symbol again), and those shorter than ``longest`` grow by each of ``options`` (most
     probable first); the ``width`` most probable prefixes are kept."""
-    live = [(prefix, p_blank, p_symbol) for prefix, (p_blank, p_symbol) in beams.items() if len(prefix) >= reach]
-    following = {prefix: [(p_blank + p_symbol) * step[BLANK], p_symbol * step[prefix[-1]] if prefix else 0.0]
-                 for prefix, p_blank, p_symbol in live}
+    following = _going_on(beams, step, reach)
+    live = list(following)  # the prefixes that may grow: those going on, before any new one is made
     offered = set(options)
     for prefix, entry in following.items():  # a prefix that is also another one grown by an option
         parent = beams.get(prefix[:-1]) if prefix and prefix[-1] in offered and prefix[:-1] in following else None
@@ -235,7 +231,8 @@ def _ctc_step(beams: Beams, step: list[float], options: list[int], width: int, r
     # so the first such share ends its parent's options. The beam is the same, for less work.
     going_on = sorted((p_blank + p_symbol for p_blank, p_symbol in following.values()), reverse=True)
     threshold = going_on[width - 1] if 0 < width <= len(going_on) else 0.0
-    for prefix, p_blank, p_symbol in live:
+    for prefix in live:
+        p_blank, p_symbol = beams[prefix]
         total = p_blank + p_symbol
         for c in options if len(prefix) < longest else ():
             if total * step[c] < threshold:
@@ -243,8 +240,13 @@ def _ctc_step(beams: Beams, step: list[float], options: list[int], width: int, r
             share = (p_blank if prefix and prefix[-1] == c else total) * step[c]
             if (*prefix, c) not in following and share >= threshold:
                 following[(*prefix, c)] = [0.0, share]
-    ranked = sorted(following.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))[:width]
-    return {prefix: (p_blank, p_symbol) for prefix, (p_blank, p_symbol) in ranked}
+    return dict(sorted(following.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))[:width])
+
+
+def _going_on(beams: Beams, step: list[float], reach: int) -> Beams:
+    """Every prefix of at least ``reach`` symbols one frame on: through a blank, or its last symbol again."""
+    return {prefix: [(p_blank + p_symbol) * step[BLANK], p_symbol * step[prefix[-1]] if prefix else 0.0]
+            for prefix, (p_blank, p_symbol) in beams.items() if len(prefix) >= reach}
 
 
 @dataclass(frozen=True)
