@@ -124,6 +124,15 @@ def test_the_epoch_budget_grows_with_fewer_images_and_has_a_floor():
     assert auto_epochs(5, 16, 2500) == MAX_EPOCHS
 
 
+def test_a_slow_model_gets_its_own_floor_of_epochs():
+    from captchalab.models import registry
+    from captchalab.training import MIN_EPOCHS, auto_epochs
+
+    least = registry.get("mlp").least_epochs
+    assert least > MIN_EPOCHS and registry.get("crnn").least_epochs <= MIN_EPOCHS
+    assert auto_epochs(50_000, 16, 2500, least) == least > auto_epochs(50_000, 16, 2500)
+
+
 def test_an_automatic_budget_is_written_to_the_run_config(tiny_set, tmp_path):
     from captchalab.training import auto_epochs
 
@@ -131,6 +140,14 @@ def test_an_automatic_budget_is_written_to_the_run_config(tiny_set, tmp_path):
                 overrides=["train.min_steps=1000", "train.batch_size=1", "train.max_cpu_minutes=0.0001"])
     epochs = json.loads((run / "config.json").read_text())["train"]["epochs"]
     assert epochs == auto_epochs(36, 1, 1000) == 28  # 40 images less the 4 held out (one epoch run)
+
+
+def test_the_mlp_run_is_given_its_floor_of_epochs(tiny_set, tmp_path):
+    from captchalab.models import registry
+
+    run = train(tiny_set, model="mlp", init=None, out=tmp_path / "m", quiet=True, export_onnx=False,
+                overrides=["train.min_steps=10", "train.max_cpu_minutes=0.0001"])
+    assert json.loads((run / "config.json").read_text())["train"]["epochs"] == registry.get("mlp").least_epochs
 
 
 def test_the_cosine_schedule_falls_from_the_rate_to_its_floor():

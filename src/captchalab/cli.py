@@ -153,7 +153,8 @@ def train(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/MODEL-TIME).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epoch budget; the learning rate follows a cosine over it and "
                                                     "early stopping may end sooner (default: scaled to the data, "
-                                                    "at least train.min_steps steps and 20 epochs).")] = None,
+                                                    "at least train.min_steps steps and 20 epochs, 100 for the "
+                                                    "slow-learning mlp).")] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Override a setting, e.g. train.learning_rate=0.001 or model.rnn_units=96; repeatable.",
     )] = None,

@@ -230,16 +230,17 @@ def _at_size(dataset: Dataset, size: ImageSize) -> Dataset:
     return replace(dataset, pixels=resize_pixels(dataset.pixels, size))
 
 
-def auto_epochs(images: int, batch_size: int, min_steps: int) -> int:
+def auto_epochs(images: int, batch_size: int, min_steps: int, least: int = MIN_EPOCHS) -> int:
     """The epoch budget for ``images`` training images: enough passes for ``min_steps``
-    optimizer steps, and at least MIN_EPOCHS passes, at most MAX_EPOCHS (a handful of images
-    would otherwise spend more time validating and saving than training).
+    optimizer steps, and at least ``least`` passes (MIN_EPOCHS, or a slow model's own floor),
+    at most MAX_EPOCHS (a handful of images would otherwise spend more time validating and
+    saving than training).
 
     A fixed number of epochs gives a small set few steps (450 training images are 29 steps of
     16 an epoch) and a large one many; a fixed number of steps gives a large set few passes.
     """
     steps_per_epoch = max(1, math.ceil(images / batch_size))
-    return min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(min_steps / steps_per_epoch)))
+    return min(MAX_EPOCHS, max(least, math.ceil(min_steps / steps_per_epoch)))
 
 
 def perfect_epochs(val_images: int) -> int:
@@ -262,7 +263,8 @@ def stopping_floor(train_config: TrainConfig) -> int:
 def _with_epoch_budget(config: RunConfig, images: int) -> RunConfig:
     if config.train.epochs:
         return config
-    epochs = auto_epochs(images, config.train.batch_size * config.train.devices, config.train.min_steps)
+    least = max(MIN_EPOCHS, registry.get(config.model).least_epochs)
+    epochs = auto_epochs(images, config.train.batch_size * config.train.devices, config.train.min_steps, least)
     return replace(config, train=replace(config.train, epochs=epochs))
 
 

@@ -33,6 +33,9 @@ class ModelEntry:
     training_model: Callable[[Any, ModelSpec, Any], Any] | None = None
     # Optional (data image size, longest label) -> the model's input size.
     input_size: Callable[[ImageSize, int], ImageSize] | None = None
+    # The automatic epoch budget gives this model at least this many passes (training.auto_epochs):
+    # a network that learns slowly per step needs more than the budget sized for the crnn.
+    least_epochs: int = 0
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -45,10 +48,11 @@ def register(
     summary: str,
     training_model: Callable[[Any, ModelSpec, Any], Any] | None = None,
     input_size: Callable[[ImageSize, int], ImageSize] | None = None,
+    least_epochs: int = 0,
 ) -> Callable:
     def decorator(build: Callable[[ModelSpec, Any], Any]) -> Callable[[ModelSpec, Any], Any]:
         _REGISTRY[name] = ModelEntry(name, build, options_type, head_for(head), summary, training_model,
-                                     input_size)
+                                     input_size, least_epochs)
         return build
 
     return decorator
