@@ -70,8 +70,7 @@ def main() -> None:
     parser.add_argument("--doc", type=Path, default=None, help="report: write the tables into this markdown file")
     parser.add_argument("--seeds", type=int, default=2, help="asker and positions stages: seeds per cell")
     parser.add_argument("--redo", metavar="TIME", help="measure again what was recorded before TIME "
-                        "(ISO, e.g. 2026-12-07T11:00); a killed rerun given the same TIME resumes; "
-                        "not the diagnose stage, which keeps its one record")
+                        "(ISO, e.g. 2026-12-07T11:00); a killed rerun given the same TIME resumes")
     parser.add_argument("--shard", default="0/1", help="asker stage: K/N runs every N-th cell from the K-th, so "
                         "N processes can share the search")
     args = parser.parse_args()
@@ -389,8 +388,9 @@ def stage_diagnose(args: argparse.Namespace) -> None:
     from captchalab.diagnosis import default_setups, diagnose
 
     recorded = [r for r in _records_by_stage().get("diagnose", []) if r["key"]["seed"] == DIAGNOSE_SEED]
-    if recorded and {s.name for s in default_setups()} <= {run["setup"]["name"] for run in recorded[0]["runs"]}:
-        return  # a run with every current setup is recorded
+    if recorded and recorded[0]["recorded"] >= REDO_SINCE and \
+            {s.name for s in default_setups()} <= {run["setup"]["name"] for run in recorded[0]["runs"]}:
+        return  # a run with every current setup is recorded (since --redo's time)
     folder = dataset(args, "diagnose10k", 10000, DIAGNOSE_SEED)
     started = time.process_time()
     result = diagnose(folder, plot=ROOT / "docs" / "fully-connected-diagnose.png")
