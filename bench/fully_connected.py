@@ -287,7 +287,8 @@ def stage_size(args: argparse.Namespace) -> None:
             key = {"model": model, "train_images": size, "epochs_cap": args.epochs}
             if done("size", key):
                 continue
-            out = args.data / "runs" / f"size-{model}-{size}"
+            # a capped run has a folder of its own: it must never resume (or clobber) the default command's
+            out = args.data / "runs" / (f"size-{model}-{size}" + (f"-cap{args.epochs}" if args.epochs else ""))
             record("size", key, train_and_test(data, test, model, out, args.epochs, []))
 
 
