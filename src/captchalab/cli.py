@@ -43,8 +43,9 @@ class _Group(_FlagsAsFlags, typer.core.TyperGroup):
 
 app = typer.Typer(
     help="Train, evaluate, diagnose and serve solvers for text image CAPTCHAs.\n\n"
-         "The base install solves; `train`, `evaluate --report`, `export`, `audit` and `diagnose` need "
-         "`pip install 'captchalab[train]'`, `serve` needs `captchalab[serve]` (both: `[all]`).",
+         "The base install solves and generates; `train`, `evaluate --report`, `export`, `audit`, `diagnose`, "
+         "`adapt` and `label` need `pip install 'captchalab[train]'`, `serve` needs `captchalab[serve]` "
+         "(both: `[all]`).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -254,7 +255,8 @@ def solve(
                                                    "(default: bundled model).")] = None,
     as_json: JsonFlag = False,
     top_k: Annotated[int, typer.Option("--top-k", min=1, max=20, help="Best K readings per image.")] = 1,
-    results_csv: Annotated[Path | None, typer.Option("--out", help="Also write file,text,confidence CSV.")] = None,
+    results_csv: Annotated[Path | None, typer.Option(
+        "--out", help="Also write a file,text,confidence,error CSV.")] = None,
     threads: Annotated[int, typer.Option(help="Inference threads (0: all cores).")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, max=1024, help="Images per model call.")] = 64,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Exit 0 even if some images cannot be read.")] = False,
@@ -274,7 +276,8 @@ def solve(
     gpus: Annotated[float, typer.Option(min=0.0, help="--engine ray: GPUs per actor (ONNX Runtime's CUDA "
                                                       "provider; CPU with a warning where it is missing).")] = 0.0,
 ) -> None:
-    """Read captchas. --json prints one {"file", "text", "confidence"} object per line.
+    """Read captchas. --json prints one {"file", "text", "confidence"} object per line, with "ood": true or
+    false where the model records what its training images look like (false: like them).
 
     An unreadable image gets an error line (JSON: {"file", "error"}) and the others are still
     read; the exit code is then 3 unless --skip-bad is given. --length, --allowed and --case

@@ -60,8 +60,10 @@ def missing_extra(error: ImportError) -> MissingExtra | None:
     extra = EXTRAS.get(module)
     if extra is None:
         return None
+    # [all] is train + serve + world; Ray is left out of it (a large install few users need)
+    also = "" if extra == "ray" else " (or 'captchalab[all]' for train, serve and world)"
     return MissingExtra(f"this needs the [{extra}] extra ({module} is not installed); install it with "
-                        f"pip install 'captchalab[{extra}]' (or 'captchalab[all]' for everything)")
+                        f"pip install 'captchalab[{extra}]'{also}")
 
 
 @contextmanager
