@@ -121,6 +121,9 @@ def check(outcomes: list[dict[str, Any]], expected: list[str]) -> dict[str, Any]
         "sent": sum("status" in o for o in outcomes),
         "skipped_after_time_limit": sum("skipped" in o for o in outcomes),
         "transport_errors": sum("transport_error" in o for o in outcomes),
+        # which requests the connection failed on, and how: a client's mistake must get its 4xx, not a reset
+        "transport_errors_by_kind": dict(Counter(f"{o['kind']}: {o['transport_error']}" for o in outcomes
+                                                 if "transport_error" in o)),
         "status_counts": {str(k): v for k, v in sorted(statuses.items())},
         "five_xx": sum(v for k, v in statuses.items() if k >= 500),
         "valid": {"n": len(valid), "ok_200": sum(o["status"] == 200 for o in valid),
