@@ -153,8 +153,8 @@ def _kept(out: Path, number: int, truth: dict[str, str]) -> dict:
     from captchalab.data.folder import read_labels_csv
 
     csv_path = out / "rounds" / f"kept-{number}.csv"
-    if not csv_path.exists():
-        return {}
+    if not csv_path.exists() or len(csv_path.read_text(encoding="utf-8").splitlines()) < 2:
+        return {"kept_right": 0, "kept_precision": None}  # nothing kept (older OUTs wrote a header alone)
     real = [(f, t) for f, t in read_labels_csv(csv_path) if f in truth]
     right = sum(truth[f] == t for f, t in real)
     return {"kept_right": right, "kept_precision": round(right / max(1, len(real)), 4)}
@@ -200,6 +200,19 @@ def _write(results: dict) -> None:
     RESULT.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
 
+def _finished_entry(args: argparse.Namespace, source: Target, out: Path) -> dict:
+    """The record of an adapt that finished but was never recorded (this script stopped while scoring it):
+    everything from its OUT/adapt.json; the CPU time is adapt's own count, the wall time is unknown."""
+    record = json.loads((out / "adapt.json").read_text(encoding="utf-8"))
+    return {"style": args.style, "tag": args.tag, "budget_minutes": record["config"]["budget_minutes"],
+            "rounds_asked": record["config"]["rounds"], "synthetic": record["config"]["synthetic"],
+            "init": args.init, "data": source.data, "told": {"length": source.length, "charset": source.charset},
+            "adapt_config": record["config"], "stopped": record["stopped"],
+            "adapt_cpu_seconds": record["cpu_seconds"], "adapt_wall_seconds": None,
+            "adapt_cpu_seconds_recorded": record["cpu_seconds"], "machine": machine_info(),
+            "note": "recorded afterwards from OUT/adapt.json (--rescore): the run that adapted stopped while scoring"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--style", default=V2, help="captcha_images_v2 or a style of bench/zoo.py")
@@ -228,8 +241,8 @@ def main() -> None:
         add_labelled(source, args.tag, work)
         return
     if args.rescore:
-        entry = next(r for r in json.loads(RESULT.read_text(encoding="utf-8"))["runs"] if _key(r) == (args.style,
-                                                                                                     args.tag))
+        entry = next((r for r in json.loads(RESULT.read_text(encoding="utf-8"))["runs"]
+                      if _key(r) == (args.style, args.tag)), None) or _finished_entry(args, source, work / "out")
         _save({**entry, "rounds": score_rounds(work / "out", truth, source.test_csv),
                "first_reader": first_reader(work / "out")})
         return

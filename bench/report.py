@@ -417,7 +417,7 @@ def adapt() -> str | None:
     rows = "\n".join(
         f"| {r['round']} | {_pct(r['test_sequence_accuracy'])} | {_pct(r['test_char_accuracy'])} | "
         f"{_pct(r['accuracy_on_the_adapted_images'])} | {_pct(r['estimated_accuracy'])} | {r['kept']} | "
-        + (f"{_pct(r['kept_precision'])} |" if "kept_precision" in r else "- |")
+        + (f"{_pct(r['kept_precision'])} |" if r.get("kept_precision") is not None else "- |")
         for r in run["rounds"])
     best = _kept_round(run)
     others = [f"`{r['tag']}` ({r['adapt_config']['synthetic']:,} look-alikes, round 0 from {_start(r)}, given "

@@ -142,3 +142,12 @@ def test_the_estimate_is_the_mean_confidence_then_the_middle_of_it_and_the_kept_
     assert adapting.estimate(60, 100, 0.9, True) == {"estimate": 0.75, "estimate_range": [0.6, 0.9]}
     assert adapting.estimate(90, 100, 0.7, True) == {"estimate": 0.8, "estimate_range": [0.7, 0.9]}  # either higher
     assert adapting.estimate(0, 0, 0.0, True) == {"estimate": 0.0, "estimate_range": [0.0, 0.0]}
+
+
+def test_a_round_that_kept_nothing_leaves_no_kept_file(tmp_path: Path) -> None:
+    # label() reads rounds/kept-N.csv; a header without rows would be refused there as the user's mistake
+    kept = tmp_path / "rounds" / "kept-0.csv"
+    adapting._write_kept(tmp_path, {"round": 0, "kept_rows": [("/x/a.png", "AB12")]})
+    assert kept.read_text(encoding="utf-8").splitlines()[1:] == ["/x/a.png,AB12"]
+    adapting._write_kept(tmp_path, {"round": 0, "kept_rows": []})
+    assert not kept.exists()

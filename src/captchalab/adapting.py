@@ -259,8 +259,13 @@ def estimate(kept: int, images: int, mean_confidence: float, self_trained: bool)
 
 
 def _write_kept(out: Path, reading: dict[str, Any]) -> None:
-    """rounds/kept-N.csv: the readings round N kept, for ``label`` to learn from beside the corrections."""
-    write_labels_csv(out / "rounds" / f"kept-{reading['round']}.csv", reading["kept_rows"])
+    """rounds/kept-N.csv: the readings round N kept, for ``label`` to learn from beside the corrections.
+    A round that kept nothing leaves no file (a labels CSV without rows is refused as a mistake when read)."""
+    target = out / "rounds" / f"kept-{reading['round']}.csv"
+    if reading["kept_rows"]:
+        write_labels_csv(target, reading["kept_rows"])
+    else:
+        target.unlink(missing_ok=True)
 
 
 def _prepared(predictor: Predictor, paths: Sequence[Path]) -> tuple[list[Path], np.ndarray]:
