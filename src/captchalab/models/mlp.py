@@ -37,9 +37,9 @@ class MlpOptions:
     pool: Pool = 4
 
 
-# 100 epochs at least: on 50,000 images the budget sized for the crnn (20 epochs) read 6.1% of a fresh
-# test set whole (mean character 0.563), 100 epochs 26.1% (0.744), its validation characters still
-# rising past epoch 70 (bench/fully_connected.py, docs/fully-connected.md section (d)).
+# 100 epochs at least: on 50,000 images the budget sized for the crnn (20 epochs) read 5.8% of a fresh
+# test set whole (mean character 0.562), 100 epochs 22.4% (0.720); on 10,000, 0.3% (0.296) and 1.0%
+# (0.410), for 4.6-4.9x the CPU (bench/fully_connected.py, docs/fully-connected.md section (d)).
 @register("mlp", MlpOptions, "positional", "fully connected, one softmax head per position", least_epochs=100)
 def build(spec: ModelSpec, options: MlpOptions) -> keras.Model:
     inputs = image_input(spec.image.height, spec.image.width, spec.image.channels)
