@@ -309,7 +309,7 @@ def audit_new_style() -> str | None:
     points = "; ".join(f"{m}: " + ", ".join(f"{_pct(v)} at {n}" for n, v in c.items()) for m, c in measured.items())
     return ("### `audit` on a style it was not tuned on (`bench/audit_new_style.py`)\n\n"
             f"{data['data']}; budget {data['budget_cpu_minutes']:g} CPU minutes, spent "
-            f"{data['cpu_seconds'] / 60:.1f} (within budget: {data['within_budget']}), {len(data['skipped'])} cells "
+            f"{data['cpu_seconds'] / 60:.2f} (within budget: {data['within_budget']}), {len(data['skipped'])} cells "
             f"skipped for budget. Measured: {points}. Verdict: {data['verdict']['text']} Plot: "
             "`bench/results/audit_new_style.png`.")
 

@@ -42,6 +42,7 @@ from captchalab.inference.predictor import Predictor, iter_image_files
 from captchalab.report import write_adapt_sheet
 
 SETTINGS = "adapt-settings.json"  # in OUT: what a rerun must match to go on
+SPENT = "adapt-spent.json"  # in OUT: CPU seconds earlier processes spent on it (a resumed adapt keeps its budget)
 FIRST_READER_ACCURACY = 0.5  # round 0 trains on until it reads this share of its look-alikes' validation images
 MIN_GAIN = 0.02  # a round must keep this share of the images more than the last one, or adapting stops
 SHIFT = 2  # pixels: a reading that a copy shifted this far changes is not kept
@@ -90,6 +91,7 @@ def _adapt(folder: Path, out: Path, config: AdaptConfig, quiet: bool) -> Path:
     paths = _images(folder, out, config.max_images)
     settings = {**asdict(config), "folder": str(folder.resolve()), "images": len(paths)}
     _check_out(out, settings)
+    began -= _spent_before(out)  # after a kill, the budget goes on from what the finished steps spent
     style = estimate_unlabelled(paths, config.length, config.charset, seed=config.seed)
     runs.write_json(out / SETTINGS, settings)
     synthetic = out / "synthetic"
@@ -100,6 +102,7 @@ def _adapt(folder: Path, out: Path, config: AdaptConfig, quiet: bool) -> Path:
     prepared: dict[Any, tuple[list[Path], np.ndarray]] = {}  # the images at a model's input size, read once
     rounds = [_read_round(0, run, paths, config, prepared)]
     _write_kept(out, rounds[-1])
+    _save_spent(out, began)
     per_round = (budget - _spent(began)) / max(1, config.rounds)
     stopped = "rounds done"
     for number in range(1, config.rounds + 1):
@@ -113,6 +116,7 @@ def _adapt(folder: Path, out: Path, config: AdaptConfig, quiet: bool) -> Path:
         run = _train(data, out / "rounds" / str(number), run, config, min(per_round, budget - _spent(began)), quiet)
         rounds.append(_read_round(number, run, paths, config, prepared))
         _write_kept(out, rounds[-1])
+        _save_spent(out, began)
         if rounds[-1]["kept"] < rounds[-2]["kept"] + MIN_GAIN * len(paths):
             stopped = f"round {number} kept fewer than {MIN_GAIN:.0%} more of the images than the one before"
             break
@@ -170,6 +174,24 @@ def _cpu() -> float:
 
 def _spent(began: float) -> float:
     return _cpu() - began
+
+
+def _spent_before(out: Path) -> float:
+    """CPU seconds that earlier processes spent on ``out`` up to their last finished round (work of a
+    round they were killed in is not counted: the round is trained again)."""
+    path = out / SPENT
+    if not path.is_file():
+        return 0.0
+    fix = f"delete {path} to start the CPU budget again"
+    record = files.read_json(path, RunFolderError, fix)
+    value = record.get("cpu_seconds") if isinstance(record, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise RunFolderError(f"{path}: not the CPU record adapt writes; {fix}")
+    return max(0.0, float(value))
+
+
+def _save_spent(out: Path, began: float) -> None:
+    runs.write_json(out / SPENT, {"cpu_seconds": round(_spent(began), 1)})
 
 
 def _train(data: Path, out: Path, init: Path | None, config: AdaptConfig, cpu_seconds: float, quiet: bool) -> Path:
