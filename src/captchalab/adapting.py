@@ -42,7 +42,7 @@ from captchalab.inference.predictor import Predictor, iter_image_files
 from captchalab.report import write_adapt_sheet
 
 SETTINGS = "adapt-settings.json"  # in OUT: what a rerun must match to go on
-SPENT = "adapt-spent.json"  # in OUT: CPU seconds earlier processes spent on it (a resumed adapt keeps its budget)
+SPENT = "adapt-spent.json"  # in OUT: CPU seconds spent by the end of each finished round (resuming keeps the budget)
 FIRST_READER_ACCURACY = 0.5  # round 0 trains on until it reads this share of its look-alikes' validation images
 MIN_GAIN = 0.02  # a round must keep this share of the images more than the last one, or adapting stops
 SHIFT = 2  # pixels: a reading that a copy shifted this far changes is not kept
@@ -91,7 +91,8 @@ def _adapt(folder: Path, out: Path, config: AdaptConfig, quiet: bool) -> Path:
     paths = _images(folder, out, config.max_images)
     settings = {**asdict(config), "folder": str(folder.resolve()), "images": len(paths)}
     _check_out(out, settings)
-    began -= _spent_before(out)  # after a kill, the budget goes on from what the finished steps spent
+    spent_at = _spent_at(out)
+    began -= spent_at.get("0", 0.0)  # round 0 finished before: the budget goes on from what it spent
     style = estimate_unlabelled(paths, config.length, config.charset, seed=config.seed)
     runs.write_json(out / SETTINGS, settings)
     synthetic = out / "synthetic"
@@ -102,7 +103,7 @@ def _adapt(folder: Path, out: Path, config: AdaptConfig, quiet: bool) -> Path:
     prepared: dict[Any, tuple[list[Path], np.ndarray]] = {}  # the images at a model's input size, read once
     rounds = [_read_round(0, run, paths, config, prepared)]
     _write_kept(out, rounds[-1])
-    _save_spent(out, began)
+    began = _count_round(out, 0, began, spent_at)
     per_round = (budget - _spent(began)) / max(1, config.rounds)
     stopped = "rounds done"
     for number in range(1, config.rounds + 1):
@@ -116,7 +117,7 @@ def _adapt(folder: Path, out: Path, config: AdaptConfig, quiet: bool) -> Path:
         run = _train(data, out / "rounds" / str(number), run, config, min(per_round, budget - _spent(began)), quiet)
         rounds.append(_read_round(number, run, paths, config, prepared))
         _write_kept(out, rounds[-1])
-        _save_spent(out, began)
+        began = _count_round(out, number, began, spent_at)
         if rounds[-1]["kept"] < rounds[-2]["kept"] + MIN_GAIN * len(paths):
             stopped = f"round {number} kept fewer than {MIN_GAIN:.0%} more of the images than the one before"
             break
@@ -176,22 +177,30 @@ def _spent(began: float) -> float:
     return _cpu() - began
 
 
-def _spent_before(out: Path) -> float:
-    """CPU seconds that earlier processes spent on ``out`` up to their last finished round (work of a
-    round they were killed in is not counted: the round is trained again)."""
+def _spent_at(out: Path) -> dict[str, float]:
+    """CPU seconds spent on ``out`` by the end of each round an earlier process finished, by round."""
     path = out / SPENT
     if not path.is_file():
-        return 0.0
+        return {}
     fix = f"delete {path} to start the CPU budget again"
     record = files.read_json(path, RunFolderError, fix)
-    value = record.get("cpu_seconds") if isinstance(record, dict) else None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    rounds = record.get("rounds") if isinstance(record, dict) else None
+    if not isinstance(rounds, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in rounds.values()):
         raise RunFolderError(f"{path}: not the CPU record adapt writes; {fix}")
-    return max(0.0, float(value))
+    return {str(k): max(0.0, float(v)) for k, v in rounds.items()}
 
 
-def _save_spent(out: Path, began: float) -> None:
-    runs.write_json(out / SPENT, {"cpu_seconds": round(_spent(began), 1)})
+def _count_round(out: Path, number: int, began: float, spent_at: dict[str, float]) -> float:
+    """The clock's start after round ``number`` was read. A round an earlier process finished counts what
+    it spent then (reading it again here is free, so that going on after a kill decides as the first run
+    did); a new one is recorded. What a killed round had spent is not counted: it trains again."""
+    key = str(number)
+    if key in spent_at:
+        return _cpu() - spent_at[key]
+    spent_at[key] = round(_spent(began), 1)
+    runs.write_json(out / SPENT, {"rounds": spent_at})
+    return began
 
 
 def _train(data: Path, out: Path, init: Path | None, config: AdaptConfig, cpu_seconds: float, quiet: bool) -> Path:
