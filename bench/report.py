@@ -380,9 +380,6 @@ def _mlp_budget(records: list[dict], default: dict) -> str:
     """What the mlp's own floor of epochs buys, from the 20-epoch runs (the budget sized for the crnn)."""
     short = [r for r in records if r["stage"] == "size" and r["key"] == {"model": "mlp", "train_images": 50000,
                                                                          "epochs_cap": 20}]
-    if default["epochs_run"] <= 20:
-        return ("The epoch budget `train` sets from the data size is too short for this network: give it "
-                "`--epochs 100` (docs/fully-connected.md, section (d)). ")
     if not short:
         return ""
     s = short[0]

@@ -360,8 +360,8 @@ def _sure(head: Head, probs: np.ndarray, paths: list[Labels], scored: np.ndarray
     maybe = [i for i, bound in zip(maybe, head.bound(probs[maybe], [paths[i] for i in maybe])) if bound > HALF]
     if not maybe:
         return {}
-    ranking, confidences = head.scores(probs[maybe], [paths[i] for i in maybe],
-                                       None if scored is None else scored[maybe])
+    chosen = [paths[i] for i in maybe]
+    ranking, confidences = head.scores(probs[maybe], chosen, None if scored is None else scored[maybe])
     return {i: _clip(c) for i, p, c in zip(maybe, ranking, confidences) if p > HALF}
 
 

@@ -150,7 +150,7 @@ def train(
     config = apply_overrides(config, overrides)
     fit_images = len(train_set) - (0 if val is not None else pipeline.held_out(len(train_set),
                                                                               config.train.val_fraction))
-    config = _with_epoch_budget(config, fit_images)
+    config = _with_epoch_budget(config, fit_images, entry.least_epochs)
     _check_train_config(config.train)
     _check_input(config)
     if config.image.height > train_set.size.height or config.image.width > train_set.size.width or \
@@ -230,9 +230,9 @@ def _at_size(dataset: Dataset, size: ImageSize) -> Dataset:
     return replace(dataset, pixels=resize_pixels(dataset.pixels, size))
 
 
-def auto_epochs(images: int, batch_size: int, min_steps: int, least: int = MIN_EPOCHS) -> int:
+def auto_epochs(images: int, batch_size: int, min_steps: int, least: int = 0) -> int:
     """The epoch budget for ``images`` training images: enough passes for ``min_steps``
-    optimizer steps, and at least ``least`` passes (MIN_EPOCHS, or a slow model's own floor),
+    optimizer steps, and at least MIN_EPOCHS passes (or ``least``, a slow model's own floor, if higher),
     at most MAX_EPOCHS (a handful of images would otherwise spend more time validating and
     saving than training).
 
@@ -240,7 +240,7 @@ def auto_epochs(images: int, batch_size: int, min_steps: int, least: int = MIN_E
     16 an epoch) and a large one many; a fixed number of steps gives a large set few passes.
     """
     steps_per_epoch = max(1, math.ceil(images / batch_size))
-    return min(MAX_EPOCHS, max(least, math.ceil(min_steps / steps_per_epoch)))
+    return min(MAX_EPOCHS, max(MIN_EPOCHS, least, math.ceil(min_steps / steps_per_epoch)))
 
 
 def perfect_epochs(val_images: int) -> int:
@@ -260,10 +260,9 @@ def stopping_floor(train_config: TrainConfig) -> int:
     return math.ceil(train_config.epochs * PATIENT_AFTER) if train_config.schedule == "cosine" else 0
 
 
-def _with_epoch_budget(config: RunConfig, images: int) -> RunConfig:
+def _with_epoch_budget(config: RunConfig, images: int, least: int) -> RunConfig:
     if config.train.epochs:
         return config
-    least = max(MIN_EPOCHS, registry.get(config.model).least_epochs)
     epochs = auto_epochs(images, config.train.batch_size * config.train.devices, config.train.min_steps, least)
     return replace(config, train=replace(config.train, epochs=epochs))
 
