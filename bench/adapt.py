@@ -10,8 +10,9 @@ bench alone holds:
 * each round's model on ``test.csv`` (104 images, never seen by adapt): sequence and character accuracy;
 * each round's kept readings: how many, and how many of them are right (a confident pseudo-label
   that is wrong teaches the next round a mistake);
-* the model's own estimate of its accuracy (its mean calibrated confidence over the images) next
-  to its true accuracy on them.
+* the model's own estimate of its accuracy (from its calibrated confidences over the images, a reading
+  that a two-pixel shift changes counted as wrong: ``adapting.estimate``) next to its true accuracy on
+  them, and the estimate the plain mean confidence gave (the rule before).
 
     nice -n 10 .venv/bin/python bench/adapt.py                 # the default 30 CPU-minute budget
     nice -n 10 .venv/bin/python bench/adapt.py --budget 20 --tag budget20
@@ -98,21 +99,35 @@ def score_rounds(out: Path, truth: dict[str, str], test_csv: Path) -> list[dict]
         test = captchalab.evaluate(Path(r["run"]), test_csv, save=False)
         on_images = captchalab.evaluate(Path(r["run"]), _truth_csv(out, truth), save=False)
         kept = _kept(out, r["round"], truth)
+        stable = r["stable_confidence"] if "stable_confidence" in r else _stable_confidence(out, record, r)
         rows.append({"round": r["round"], "test_sequence_accuracy": test["sequence_accuracy"],
                      "test_char_accuracy": test["char_accuracy"],
                      "accuracy_on_the_adapted_images": on_images["sequence_accuracy"],
                      "kept": r["kept"], "images": r["images"],
-                     **_estimated(r["kept"], r["images"], r["mean_confidence"], r["round"] > 0), **kept})
+                     **_estimated(r["kept"], r["images"], r["mean_confidence"], stable, r["round"] > 0), **kept})
     return rows
 
 
-def _estimated(kept: int, images: int, mean_confidence: float, self_trained: bool) -> dict:
-    """adapt's own estimate of its accuracy (adapting.estimate), beside the mean confidence it starts from."""
+def _stable_confidence(out: Path, record: dict, reading: dict) -> float:
+    """A round adapt read before it recorded its stable confidence: read again, as adapt reads a round."""
+    from captchalab import adapting
+
+    config = adapting.AdaptConfig(**record["config"])
+    paths = adapting._images(out.parent / "images", out, config.max_images)
+    return adapting._read_round(reading["round"], Path(reading["run"]), paths, config, {})["stable_confidence"]
+
+
+def _estimated(kept: int, images: int, mean_confidence: float, stable_confidence: float | None,
+               self_trained: bool) -> dict:
+    """adapt's own estimate of its accuracy (adapting.estimate), beside the confidences it starts from and
+    the estimate of the rule before (the plain mean confidence in place of the stable one)."""
     from captchalab.adapting import estimate
 
-    found = estimate(kept, images, mean_confidence, self_trained)
-    return {"mean_confidence": mean_confidence, "estimated_accuracy": found["estimate"],
-            "estimate_range": found["estimate_range"]}
+    found = estimate(kept, images, mean_confidence if stable_confidence is None else stable_confidence, self_trained)
+    before = estimate(kept, images, mean_confidence, self_trained)
+    return {"mean_confidence": mean_confidence, "stable_confidence": stable_confidence,
+            "estimated_accuracy": found["estimate"], "estimate_range": found["estimate_range"],
+            "estimate_from_mean_confidence": before["estimate"]}
 
 
 def reestimate(zoo_work: Path) -> None:
@@ -123,7 +138,7 @@ def reestimate(zoo_work: Path) -> None:
         images = target(run.get("style") or V2, zoo_work).count
         for r in run["rounds"]:
             if "mean_confidence" not in r:
-                r.update(images=images, **_estimated(r["kept"], images, r["estimated_accuracy"], r["round"] > 0))
+                r.update(images=images, **_estimated(r["kept"], images, r["estimated_accuracy"], None, r["round"] > 0))
     _write(data)
 
 
