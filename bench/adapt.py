@@ -259,7 +259,7 @@ def main() -> None:
         entry = next((r for r in json.loads(RESULT.read_text(encoding="utf-8"))["runs"]
                       if _key(r) == (args.style, args.tag)), None) or _finished_entry(args, source, work / "out")
         _save({**entry, "rounds": score_rounds(work / "out", truth, source.test_csv),
-               "first_reader": first_reader(work / "out")})
+               "first_reader": first_reader(work / "out"), "rescored_on": machine_info()})
         return
     import captchalab
 

@@ -126,6 +126,14 @@ def test_audit_end_to_end_within_its_budget(tiny_set: Path, tmp_path: Path) -> N
     assert json.loads(outcome.stdout)["verdict"] == record["verdict"]
 
 
+def test_a_cell_is_capped_below_what_is_left_by_what_cells_spent_beyond_their_epochs() -> None:
+    # training checks its cap after an epoch, then the cell is scored: both come on top of the cap
+    assert audit._reserve([], 600.0) == 30.0  # nothing measured yet: a twentieth
+    cells = [{"cpu_seconds": 100.0, "epochs_cpu_seconds": 80.0, "epoch_cpu_seconds": 8.0},
+             {"cpu_seconds": 50.0, "epochs_cpu_seconds": 25.0, "epoch_cpu_seconds": 5.0}]
+    assert audit._reserve(cells, 600.0) == 8.0 + 25.0  # the longest epoch and the largest rest
+
+
 @pytest.mark.large  # 24 s; the same check of the wall-clock limit (one line apart) runs in tests/test_first_use.py
 def test_training_stops_on_its_cpu_budget(tiny_set: Path, tmp_path: Path) -> None:
     from captchalab.training import train
