@@ -10,9 +10,9 @@ bench alone holds:
 * each round's model on ``test.csv`` (104 images, never seen by adapt): sequence and character accuracy;
 * each round's kept readings: how many, and how many of them are right (a confident pseudo-label
   that is wrong teaches the next round a mistake);
-* the model's own estimate of its accuracy (from its calibrated confidences over the images, a reading
-  that a two-pixel shift changes counted as wrong: ``adapting.estimate``) next to its true accuracy on
-  them, and the estimate the plain mean confidence gave (the rule before).
+* the model's own estimate of its accuracy (from its calibrated confidences over the images, scaled by
+  how often its readings survive a two-pixel shift there against on look-alikes: ``adapting.estimate``)
+  next to its true accuracy on them, and the estimate the plain mean confidence gave (the rule before).
 
     nice -n 10 .venv/bin/python bench/adapt.py                 # the default 30 CPU-minute budget
     nice -n 10 .venv/bin/python bench/adapt.py --budget 20 --tag budget20
@@ -99,47 +99,43 @@ def score_rounds(out: Path, truth: dict[str, str], test_csv: Path) -> list[dict]
         test = captchalab.evaluate(Path(r["run"]), test_csv, save=False)
         on_images = captchalab.evaluate(Path(r["run"]), _truth_csv(out, truth), save=False)
         kept = _kept(out, r["round"], truth)
-        stable = r["stable_confidence"] if "stable_confidence" in r else _stable_confidence(out, record, r)
+        read = r if "consistency" in r else _read_again(out, record, r)
         rows.append({"round": r["round"], "test_sequence_accuracy": test["sequence_accuracy"],
                      "test_char_accuracy": test["char_accuracy"],
                      "accuracy_on_the_adapted_images": on_images["sequence_accuracy"],
-                     "kept": r["kept"], "images": r["images"],
-                     **_estimated(r["kept"], r["images"], r["mean_confidence"], stable, r["round"] > 0), **kept})
+                     "kept": r["kept"], "images": r["images"], **_estimated(read), **kept})
     return rows
 
 
-def _stable_confidence(out: Path, record: dict, reading: dict) -> float:
-    """A round adapt read before it recorded its stable confidence: read again, as adapt reads a round."""
+def _read_again(out: Path, record: dict, reading: dict) -> dict:
+    """A round adapt read before it measured its consistency: read again, as adapt now reads a round (the
+    reference look-alikes rendered into OUT if it has none)."""
     from captchalab import adapting
+    from captchalab.data.style import Style
 
     config = adapting.AdaptConfig(**record["config"])
     paths = adapting._images(out.parent / "images", out, config.max_images)
-    return adapting._read_round(reading["round"], Path(reading["run"]), paths, config, {})["stable_confidence"]
+    reference = adapting._reference(out / "reference", Style.from_dict(record["style"]), config.seed + 1)
+    return adapting._read_round(reading["round"], Path(reading["run"]), (paths, reference), config, {})
 
 
-def _estimated(kept: int, images: int, mean_confidence: float, stable_confidence: float | None,
-               self_trained: bool) -> dict:
-    """adapt's own estimate of its accuracy (adapting.estimate), beside the confidences it starts from and
-    the estimate of the rule before (the plain mean confidence in place of the stable one)."""
+ESTIMATE_FIELDS = ("mean_confidence", "stable_share", "reference_stable_share", "consistency")
+
+
+def _estimated(read: dict) -> dict:
+    """adapt's own estimate of its accuracy (adapting.estimate) and what it comes from, beside the estimate
+    of the rule before (the plain mean confidence, consistency left out)."""
     from captchalab.adapting import estimate
 
-    found = estimate(kept, images, mean_confidence if stable_confidence is None else stable_confidence, self_trained)
-    before = estimate(kept, images, mean_confidence, self_trained)
-    return {"mean_confidence": mean_confidence, "stable_confidence": stable_confidence,
-            "estimated_accuracy": found["estimate"], "estimate_range": found["estimate_range"],
+    found = {k: read[k] for k in ESTIMATE_FIELDS if k in read}
+    self_trained = read["round"] > 0
+    before = estimate(read["kept"], read["images"], read["mean_confidence"], self_trained)
+    if "consistency" in read:
+        now = estimate(read["kept"], read["images"], read["mean_confidence"] * read["consistency"], self_trained)
+    else:
+        now = before
+    return {**found, "estimated_accuracy": now["estimate"], "estimate_range": now["estimate_range"],
             "estimate_from_mean_confidence": before["estimate"]}
-
-
-def reestimate(zoo_work: Path) -> None:
-    """Rounds recorded before adapt's estimate was the middle of its range: their estimated_accuracy was
-    the mean confidence; recompute the estimate from it and the kept count, as adapt now would."""
-    data = json.loads(RESULT.read_text(encoding="utf-8"))
-    for run in data["runs"]:
-        images = target(run.get("style") or V2, zoo_work).count
-        for r in run["rounds"]:
-            if "mean_confidence" not in r:
-                r.update(images=images, **_estimated(r["kept"], images, r["estimated_accuracy"], None, r["round"] > 0))
-    _write(data)
 
 
 def first_reader(out: Path) -> list[dict]:
@@ -241,14 +237,9 @@ def main() -> None:
     parser.add_argument("--zoo-work", type=Path, default=ROOT / "runs" / "zoo", help="where zoo styles are rendered")
     parser.add_argument("--label", action="store_true",
                         help="correct --tag's check.csv with the truth, run captchalab label, score it; no adapting")
-    parser.add_argument("--reestimate", action="store_true",
-                        help="recompute the estimates of rounds recorded before adapt's estimate was a range")
     parser.add_argument("--rescore", action="store_true",
                         help="score the rounds of --tag's finished OUT (in --work) again; no adapting")
     args = parser.parse_args()
-    if args.reestimate:
-        reestimate(args.zoo_work)
-        return
     source = target(args.style, args.zoo_work)
     work = args.work / (args.tag if args.style == V2 else f"{args.style}-{args.tag}")
     truth = hidden_labels(source, work / "images")

@@ -140,27 +140,29 @@ def test_label_data_repeats_corrections_as_distinct_files_a_dataset_accepts(unla
     assert load_dataset(csv_path).labels.count("AB123") == 4  # no row refused as a duplicate
 
 
-def test_a_reading_the_shift_changes_is_neither_kept_nor_counted_in_the_estimate(monkeypatch: pytest.MonkeyPatch,
-                                                                                  tmp_path: Path) -> None:
+def test_a_reading_the_shift_changes_is_not_kept_and_lowers_the_estimate_as_it_is_rarer_on_look_alikes(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from captchalab.decoding import Prediction
     from captchalab.inference.predictor import Predictor
 
     reader = Predictor.load(runs.init_run("general"))
     plain = [Prediction("1234", 0.95), Prediction("5678", 0.95), Prediction("9012", 0.5), Prediction("3456", 0.8)]
     moved = [Prediction("1234", 0.95), Prediction("5679", 0.9), Prediction("9012", 0.5), Prediction("3457", 0.8)]
-    answers = iter([[[r] for r in plain], [[r] for r in moved]])  # the images, then their shifted copies
+    look_alikes = [Prediction("1111", 0.9)] * 4  # every reference reading survives the shift
+    # the images, their shifted copies, then the reference look-alikes and theirs
+    answers = iter([[[r] for r in rows] for rows in (plain, moved, look_alikes, look_alikes)])
     monkeypatch.setattr(reader, "predict_pixels", lambda *args, **kwargs: next(answers))
     monkeypatch.setattr(Predictor, "load", classmethod(lambda cls, *args, **kwargs: reader))
-    paths = [tmp_path / f"{i}.png" for i in range(4)]
-    prepared = {reader.config.image: (paths, np.zeros((4, 32, 160), np.uint8))}
-    config = adapting.AdaptConfig("4", "0-9")
-    found = adapting._read_round(0, tmp_path, paths, config, prepared)
+    paths, reference = ([tmp_path / f"{kind}{i}.png" for i in range(4)] for kind in ("image", "reference"))
+    blank = np.zeros((4, 32, 160), np.uint8)
+    prepared = {(reader.config.image, 0): (paths, blank), (reader.config.image, 1): (reference, blank)}
+    found = adapting._read_round(0, tmp_path, (paths, reference), adapting.AdaptConfig("4", "0-9"), prepared)
     assert found["kept_rows"] == [(str(paths[0]), "1234")]  # 5678 was confident, but the shift changed it
-    assert found["mean_confidence"] == 0.8 and found["stable_confidence"] == round((0.95 + 0.5) / 4, 4)
-    assert found["estimate"] == found["stable_confidence"]  # round 0
+    assert found["stable_share"] == 0.5 and found["reference_stable_share"] == 1.0 and found["consistency"] == 0.5
+    assert found["mean_confidence"] == 0.8 and found["estimate"] == 0.4  # round 0: 0.8 x 0.5
 
 
-def test_the_estimate_is_the_stable_confidence_then_the_middle_of_it_and_the_kept_share():
+def test_the_estimate_is_the_consistent_confidence_then_the_middle_of_it_and_the_kept_share():
     assert adapting.estimate(60, 100, 0.9, False) == {"estimate": 0.9, "estimate_range": [0.6, 0.9]}  # round 0
     assert adapting.estimate(60, 100, 0.9, True) == {"estimate": 0.75, "estimate_range": [0.6, 0.9]}
     assert adapting.estimate(90, 100, 0.7, True) == {"estimate": 0.8, "estimate_range": [0.7, 0.9]}  # either higher

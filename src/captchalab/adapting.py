@@ -35,7 +35,7 @@ from captchalab import files, runs
 from captchalab.config import TrainConfig
 from captchalab.data.folder import list_entries, write_labels_csv
 from captchalab.data.images import open_image
-from captchalab.data.style import estimate_unlabelled, write_look_alikes
+from captchalab.data.style import Style, estimate_unlabelled, write_look_alikes
 from captchalab.decoding import Constraints, Prediction
 from captchalab.errors import DataError, ImageError, RunFolderError, UsageError
 from captchalab.inference.predictor import Predictor, iter_image_files
@@ -47,6 +47,8 @@ FIRST_READER_ACCURACY = 0.5  # round 0 trains on until it reads this share of it
 MIN_GAIN = 0.02  # a round must keep this share of the images more than the last one, or adapting stops
 SHIFT = 2  # pixels: a reading that a copy shifted this far changes is not kept
 LEAST_CERTAIN = 20  # readings listed in adapt.json for a person to check
+REFERENCE = 400  # look-alikes no round trains on: how often a reading survives the shift where it should
+Prepared = dict[Any, tuple[list[Path], np.ndarray]]  # images at a model's input size, read once
 # One image, one epoch, crnn at its usual input (32 x 100-160): measured 0.02-0.03 here (bench/zoo.py histories)
 CPU_SECONDS_PER_IMAGE = 0.03
 
@@ -98,10 +100,11 @@ def _adapt(folder: Path, out: Path, config: AdaptConfig, quiet: bool) -> Path:
     synthetic = out / "synthetic"
     if not (synthetic / "labels.csv").exists():
         write_look_alikes(synthetic, style, config.synthetic, config.seed)
+    reference = _reference(out / "reference", style, config.seed + 1)
     budget = config.budget_minutes * 60
     run = _first_reader(synthetic, out / "rounds", config, budget, began, quiet)
-    prepared: dict[Any, tuple[list[Path], np.ndarray]] = {}  # the images at a model's input size, read once
-    rounds = [_read_round(0, run, paths, config, prepared)]
+    prepared: Prepared = {}
+    rounds = [_read_round(0, run, (paths, reference), config, prepared)]
     _write_kept(out, rounds[-1])
     began = _count_round(out, 0, began, spent_at)
     per_round = (budget - _spent(began)) / max(1, config.rounds)
@@ -115,13 +118,21 @@ def _adapt(folder: Path, out: Path, config: AdaptConfig, quiet: bool) -> Path:
             break
         data = _pseudo_labelled(out / "rounds" / f"{number}.csv", rounds[-1]["kept_rows"], synthetic, config.seed)
         run = _train(data, out / "rounds" / str(number), run, config, min(per_round, budget - _spent(began)), quiet)
-        rounds.append(_read_round(number, run, paths, config, prepared))
+        rounds.append(_read_round(number, run, (paths, reference), config, prepared))
         _write_kept(out, rounds[-1])
         began = _count_round(out, number, began, spent_at)
         if rounds[-1]["kept"] < rounds[-2]["kept"] + MIN_GAIN * len(paths):
             stopped = f"round {number} kept fewer than {MIN_GAIN:.0%} more of the images than the one before"
             break
     return _finish(out, rounds, config, style.to_dict(), len(paths), _spent(began), stopped)
+
+
+def _reference(folder: Path, style: Style, seed: int) -> list[Path]:
+    """REFERENCE look-alikes of another seed than the training ones, which no round trains on."""
+    if not (folder / "labels.csv").exists():
+        write_look_alikes(folder, style, REFERENCE, seed)
+    root, entries = list_entries(folder)
+    return [root / name for name, _ in entries]
 
 
 def _check_settings(config: AdaptConfig) -> None:
@@ -252,46 +263,50 @@ def _count_rows(data: Path) -> int:
     return max(1, len(list_entries(data)[1]))
 
 
-def _read_round(number: int, run: Path, paths: Sequence[Path], config: AdaptConfig,
-                prepared: dict[Any, tuple[list[Path], np.ndarray]]) -> dict[str, Any]:
-    """Read every image and a shifted copy; keep the confident readings that the shift leaves alone."""
+def _read_round(number: int, run: Path, images: tuple[Sequence[Path], Sequence[Path]], config: AdaptConfig,
+                prepared: Prepared) -> dict[str, Any]:
+    """Read every image and a shifted copy; keep the confident readings that the shift leaves alone.
+    ``images``: the folder's images, and the reference look-alikes (how often the shift leaves a reading
+    alone on images of the style the round was trained for)."""
     predictor = Predictor.load(run, threads=config.threads)
     constraints = Constraints.parse(config.length, config.charset, None, predictor.config.charset)
-    if predictor.config.image not in prepared:
-        prepared[predictor.config.image] = _prepared(predictor, paths)
-    readable, pixels = prepared[predictor.config.image]
-    readings = [r[0] for r in predictor.predict_pixels(pixels, 1, constraints)]
-    shifted = [r[0] for r in predictor.predict_pixels(_shifted(pixels), 1, constraints)]
-    stable = [r.text == s.text and bool(r.text) for r, s in zip(readings, shifted)]
-    kept = [(str(p), r.text) for p, r, steady in zip(readable, readings, stable)
-            if steady and r.confidence >= config.min_confidence]
+    (readable, readings, stable), (_, _, steady) = (
+        _read_shifted(predictor, paths, constraints, (predictor.config.image, i), prepared)
+        for i, paths in enumerate(images))
+    kept = [(str(p), r.text) for p, r, same in zip(readable, readings, stable)
+            if same and r.confidence >= config.min_confidence]
     confidence = float(np.mean([r.confidence for r in readings]))
-    stable_confidence = float(np.mean([r.confidence * steady for r, steady in zip(readings, stable)]))
+    consistency = min(1.0, float(np.mean(stable)) / max(1e-6, float(np.mean(steady))))
     return {"round": number, "run": str(run), "images": len(readable), "kept": len(kept),
-            "mean_confidence": round(confidence, 4), "stable_confidence": round(stable_confidence, 4),
-            **estimate(len(kept), len(readable), stable_confidence, number > 0),
+            "mean_confidence": round(confidence, 4), "stable_share": round(float(np.mean(stable)), 4),
+            "reference_stable_share": round(float(np.mean(steady)), 4), "consistency": round(consistency, 4),
+            **estimate(len(kept), len(readable), confidence * consistency, number > 0),
             "least_certain": _least_certain(readable, readings), "kept_rows": kept}
 
 
-def estimate(kept: int, images: int, stable_confidence: float, self_trained: bool) -> dict[str, Any]:
-    """The model's accuracy on the images, from what it read, with no label. ``stable_confidence`` is the
-    mean calibrated confidence with every reading that a two-pixel shift changes counted as wrong (0): a
-    reader that has not learnt the style guesses, and its guesses move with the image. Round 0's
-    calibration was fitted on look-alikes with their true labels: the stable confidence is the estimate.
-    A self-trained round's was fitted on its own earlier readings, so it is a ceiling; the share it read
-    confidently and stably (``kept``) is a floor while those readings are right, and the estimate is
-    the middle of the two.
+def _read_shifted(predictor: Predictor, paths: Sequence[Path], constraints: Constraints, key: Any,
+                  prepared: Prepared) -> tuple[list[Path], list[Prediction], list[bool]]:
+    """The readings of the images, and whether a copy shifted SHIFT pixels reads the same."""
+    if key not in prepared:
+        prepared[key] = _prepared(predictor, paths)
+    readable, pixels = prepared[key]
+    readings = [r[0] for r in predictor.predict_pixels(pixels, 1, constraints)]
+    shifted = [r[0] for r in predictor.predict_pixels(_shifted(pixels), 1, constraints)]
+    return readable, readings, [r.text == t.text and bool(r.text) for r, t in zip(readings, shifted)]
 
-    The middle was chosen on five sets whose truth was known (captcha_images_v2 and four zoo styles, 20
-    rounds, bench/results/adapt.json), from the plain mean confidence: within 4 points on all five, and
-    on long-thin and overlap adapted after it; 22 points above on mixed-case, where 62% of the kept
-    readings were wrong, so that the kept share was no floor. The plain mean confidence was 12 and 13
-    points above the truth in round 0 on multicolor and outline, whose look-alikes the first reader read
-    but whose images it did not; counting its unstable readings as wrong put both within 2 points
-    (docs/adapt.md)."""
+
+def estimate(kept: int, images: int, confidence: float, self_trained: bool) -> dict[str, Any]:
+    """The model's accuracy on the images, from what it read, with no label. ``confidence``: the mean
+    calibrated confidence times the consistency (how often a reading survives a two-pixel shift, over how
+    often it does on reference look-alikes, at most 1): a reader that has not learnt the images' style
+    guesses, and its guesses move with the image. Round 0's calibration was fitted on look-alikes with
+    their true labels: that confidence is the estimate. A self-trained round's was fitted on its own
+    earlier readings, so it is a ceiling; the share it read confidently and stably (``kept``) is a floor
+    while those readings are right, and the estimate is the middle of the two. How each rule was chosen
+    and checked: docs/adapt.md."""
     low = kept / max(1, images)
-    low, high = min(low, stable_confidence), max(low, stable_confidence)
-    point = (low + high) / 2 if self_trained else stable_confidence
+    low, high = min(low, confidence), max(low, confidence)
+    point = (low + high) / 2 if self_trained else confidence
     return {"estimate": round(point, 4), "estimate_range": [round(low, 4), round(high, 4)]}
 
 
