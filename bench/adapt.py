@@ -90,51 +90,52 @@ def hidden_labels(source: Target, folder: Path) -> dict[str, str]:
     return truth
 
 
-def score_rounds(out: Path, truth: dict[str, str], test_csv: Path) -> list[dict]:
+def score_rounds(out: Path, truth: dict[str, str], test_csv: Path, reread: bool = False) -> list[dict]:
+    """Each round's model on the test set and on the adapted images, beside adapt's own estimate; ``reread``:
+    read every round again as adapt now reads one (its estimate as adapt now makes it)."""
     import captchalab
 
     record = json.loads((out / "adapt.json").read_text(encoding="utf-8"))
+    again = _reader_again(out, record) if reread or "consistency" not in record["rounds"][0] else None
     rows = []
     for r in record["rounds"]:
         test = captchalab.evaluate(Path(r["run"]), test_csv, save=False)
         on_images = captchalab.evaluate(Path(r["run"]), _truth_csv(out, truth), save=False)
-        kept = _kept(out, r["round"], truth)
-        read = r if "consistency" in r else _read_again(out, record, r)
+        read = again(r) if again else r
         rows.append({"round": r["round"], "test_sequence_accuracy": test["sequence_accuracy"],
                      "test_char_accuracy": test["char_accuracy"],
                      "accuracy_on_the_adapted_images": on_images["sequence_accuracy"],
-                     "kept": r["kept"], "images": r["images"], **_estimated(read), **kept})
+                     "kept": read["kept"], "images": read["images"], **_estimated(read),
+                     **_kept(out, r["round"], truth)})
     return rows
 
 
-def _read_again(out: Path, record: dict, reading: dict) -> dict:
-    """A round adapt read before it measured its consistency: read again, as adapt now reads a round (the
-    reference look-alikes rendered into OUT if it has none)."""
+def _reader_again(out: Path, record: dict):
+    """A function that reads a recorded round again as adapt now does, with reference look-alikes rendered
+    into OUT afresh (older ones were drawn in other fonts than the training look-alikes)."""
+    import shutil
+    from dataclasses import fields
+
     from captchalab import adapting
     from captchalab.data.style import Style
 
-    config = adapting.AdaptConfig(**record["config"])
+    known = {f.name for f in fields(adapting.AdaptConfig)}
+    config = adapting.AdaptConfig(**{k: v for k, v in record["config"].items() if k in known})
     paths = adapting._images(out.parent / "images", out, config.max_images)
-    reference = adapting._reference(out / "reference", Style.from_dict(record["style"]), config.seed + 1)
-    return adapting._read_round(reading["round"], Path(reading["run"]), (paths, reference), config, {})
-
-
-ESTIMATE_FIELDS = ("mean_confidence", "stable_share", "reference_stable_share", "consistency")
+    shutil.rmtree(out / "reference", ignore_errors=True)
+    reference = adapting._reference(out / "reference", Style.from_dict(record["style"]), config.seed)
+    prepared: dict = {}
+    return lambda r: adapting._read_round(r["round"], Path(r["run"]), (paths, reference), config, prepared)
 
 
 def _estimated(read: dict) -> dict:
     """adapt's own estimate of its accuracy (adapting.estimate) and what it comes from, beside the estimate
-    of the rule before (the plain mean confidence, consistency left out)."""
+    of the rule before (the plain mean confidence, no consistency factor)."""
     from captchalab.adapting import estimate
 
-    found = {k: read[k] for k in ESTIMATE_FIELDS if k in read}
-    self_trained = read["round"] > 0
-    before = estimate(read["kept"], read["images"], read["mean_confidence"], self_trained)
-    if "consistency" in read:
-        now = estimate(read["kept"], read["images"], read["mean_confidence"] * read["consistency"], self_trained)
-    else:
-        now = before
-    return {**found, "estimated_accuracy": now["estimate"], "estimate_range": now["estimate_range"],
+    before = estimate(read["kept"], read["images"], read["mean_confidence"], read["round"] > 0)
+    return {**{k: read[k] for k in ("mean_confidence", "stable_share", "reference_stable_share", "consistency")},
+            "estimated_accuracy": read["estimate"], "estimate_range": read["estimate_range"],
             "estimate_from_mean_confidence": before["estimate"]}
 
 
@@ -238,7 +239,8 @@ def main() -> None:
     parser.add_argument("--label", action="store_true",
                         help="correct --tag's check.csv with the truth, run captchalab label, score it; no adapting")
     parser.add_argument("--rescore", action="store_true",
-                        help="score the rounds of --tag's finished OUT (in --work) again; no adapting")
+                        help="score the rounds of --tag's finished OUT (in --work) again, each round read "
+                             "again for adapt's estimate; no adapting")
     args = parser.parse_args()
     source = target(args.style, args.zoo_work)
     work = args.work / (args.tag if args.style == V2 else f"{args.style}-{args.tag}")
@@ -249,7 +251,7 @@ def main() -> None:
     if args.rescore:
         entry = next((r for r in json.loads(RESULT.read_text(encoding="utf-8"))["runs"]
                       if _key(r) == (args.style, args.tag)), None) or _finished_entry(args, source, work / "out")
-        _save({**entry, "rounds": score_rounds(work / "out", truth, source.test_csv),
+        _save({**entry, "rounds": score_rounds(work / "out", truth, source.test_csv, reread=True),
                "first_reader": first_reader(work / "out"), "rescored_on": machine_info()})
         return
     import captchalab

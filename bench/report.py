@@ -477,28 +477,33 @@ def _estimate_cell(best: dict) -> str:
 
 
 def _estimate_errors(runs: list[dict]) -> str:
-    """How far adapt's own estimate of the model it keeps was from the truth on the adapted images, by the
-    rule of adapting.estimate and by the rule before it (the plain mean confidence in place of the stable one)."""
-    kept = {r.get("style", "captcha_images_v2"): _kept_round(r) for r in runs if r["tag"] == "default"}
-    now = {s: b for s, b in kept.items() if b.get("consistency") is not None}
-    errors = {s: abs(b["estimated_accuracy"] - b["accuracy_on_the_adapted_images"]) for s, b in now.items()}
-    before = {s: abs(b.get("estimate_from_mean_confidence", b["estimated_accuracy"])
-                     - b["accuracy_on_the_adapted_images"]) for s, b in kept.items()}
+    """How far adapt's own estimate was from the truth on the adapted images, for the model it keeps and for
+    round 0, by the rule of adapting.estimate and by the rule before it (the plain mean confidence, no
+    consistency factor), on the same sets."""
+    defaults = {r.get("style", "captcha_images_v2"): r for r in runs if r["tag"] == "default"}
+    now = {s: r for s, r in defaults.items() if r["rounds"][0].get("consistency") is not None}
     text = ("\n\nIts own estimate (`adapting.estimate`): in round 0 its mean calibrated confidence times its "
             "consistency (the share of its readings that a two-pixel shift leaves alone, over that share on "
             "look-alikes no round trained on, at most 1); after self-training the middle of its range, from the "
             "share of images it read confidently and stably to that confidence.")
-    if errors:
-        worst = max(errors, key=errors.get)
-        text += (f" Within 5 points of the truth on {sum(e <= 0.05 for e in errors.values())} of the {len(errors)} "
-                 f"sets measured with it; furthest on {worst}, {100 * errors[worst]:.1f} points.")
-    old = sorted(set(kept) - set(now))
-    worst = max(before, key=before.get)
-    return text + (f" The rule before (the plain mean confidence) was within 5 points on "
-                   f"{sum(e <= 0.05 for e in before.values())} of {len(before)}, furthest on {worst}, "
-                   f"{100 * before[worst]:.1f} points" + (f"; {', '.join(old)}, measured before the "
-                                                          "consistency was, show that rule's estimate"
-                                                          if old else "") + ".")
+    if now:
+        kept = _errors({s: _kept_round(r) for s, r in now.items()})
+        first = _errors({s: r["rounds"][0] for s, r in now.items()})
+        text += (f" On the {len(now)} sets measured with it, for the model it keeps: {kept}; for round 0: {first}.")
+    old = sorted(set(defaults) - set(now))
+    return text + (f" {', '.join(old)} were measured before the consistency was, and show the rule before."
+                   if old else "")
+
+
+def _errors(rounds: dict[str, dict]) -> str:
+    """'within 5 points on N (the rule before: M), furthest on S, X points (the rule before: T, Y)'."""
+    def off(key: str) -> dict[str, float]:
+        return {s: abs(r[key] - r["accuracy_on_the_adapted_images"]) for s, r in rounds.items()}
+    now, before = off("estimated_accuracy"), off("estimate_from_mean_confidence")
+    worst, was = max(now, key=now.get), max(before, key=before.get)
+    return (f"within 5 points of the truth on {sum(e <= 0.05 for e in now.values())} "
+            f"(the rule before: {sum(e <= 0.05 for e in before.values())}), furthest on {worst}, "
+            f"{100 * now[worst]:.1f} points (before: {was}, {100 * before[was]:.1f})")
 
 
 def _kept_round(run: dict) -> dict:

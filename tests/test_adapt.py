@@ -148,21 +148,26 @@ def test_a_reading_the_shift_changes_is_not_kept_and_lowers_the_estimate_as_it_i
     reader = Predictor.load(runs.init_run("general"))
     plain = [Prediction("1234", 0.95), Prediction("5678", 0.95), Prediction("9012", 0.5), Prediction("3456", 0.8)]
     moved = [Prediction("1234", 0.95), Prediction("5679", 0.9), Prediction("9012", 0.5), Prediction("3457", 0.8)]
-    look_alikes = [Prediction("1111", 0.9)] * 4  # every reference reading survives the shift
+    look_alikes = [Prediction("1111", 0.9)] * 4
+    look_alikes_moved = [*look_alikes[:3], Prediction("2222", 0.9)]  # 3 of 4 reference readings survive
     # the images, their shifted copies, then the reference look-alikes and theirs
-    answers = iter([[[r] for r in rows] for rows in (plain, moved, look_alikes, look_alikes)])
+    answers = iter([[[r] for r in rows] for rows in (plain, moved, look_alikes, look_alikes_moved)])
     monkeypatch.setattr(reader, "predict_pixels", lambda *args, **kwargs: next(answers))
     monkeypatch.setattr(Predictor, "load", classmethod(lambda cls, *args, **kwargs: reader))
     paths, reference = ([tmp_path / f"{kind}{i}.png" for i in range(4)] for kind in ("image", "reference"))
     blank = np.zeros((4, 32, 160), np.uint8)
-    prepared = {(reader.config.image, 0): (paths, blank), (reader.config.image, 1): (reference, blank)}
+    prepared = {(reader.config.image, "images"): (paths, blank), (reader.config.image, "reference"): (reference, blank)}
     found = adapting._read_round(0, tmp_path, (paths, reference), adapting.AdaptConfig("4", "0-9"), prepared)
     assert found["kept_rows"] == [(str(paths[0]), "1234")]  # 5678 was confident, but the shift changed it
-    assert found["stable_share"] == 0.5 and found["reference_stable_share"] == 1.0 and found["consistency"] == 0.5
-    assert found["mean_confidence"] == 0.8 and found["estimate"] == 0.4  # round 0: 0.8 x 0.5
+    assert found["stable_share"] == 0.5 and found["reference_stable_share"] == 0.75
+    assert found["consistency"] == round(0.5 / 0.75, 4) and found["mean_confidence"] == 0.8
+    assert found["estimate"] == round(0.8 * 0.5 / 0.75, 4)  # round 0: the mean confidence times the consistency
+    answers = iter([[[r] for r in rows] for rows in (plain, plain, look_alikes, look_alikes_moved)])
+    steadier = adapting._read_round(0, tmp_path, (paths, reference), adapting.AdaptConfig("4", "0-9"), prepared)
+    assert steadier["consistency"] == 1.0 and steadier["estimate"] == 0.8  # steadier than the look-alikes: no gain
 
 
-def test_the_estimate_is_the_consistent_confidence_then_the_middle_of_it_and_the_kept_share():
+def test_the_estimate_is_the_confidence_given_then_the_middle_of_it_and_the_kept_share():
     assert adapting.estimate(60, 100, 0.9, False) == {"estimate": 0.9, "estimate_range": [0.6, 0.9]}  # round 0
     assert adapting.estimate(60, 100, 0.9, True) == {"estimate": 0.75, "estimate_range": [0.6, 0.9]}
     assert adapting.estimate(90, 100, 0.7, True) == {"estimate": 0.8, "estimate_range": [0.7, 0.9]}  # either higher

@@ -100,7 +100,7 @@ def _adapt(folder: Path, out: Path, config: AdaptConfig, quiet: bool) -> Path:
     synthetic = out / "synthetic"
     if not (synthetic / "labels.csv").exists():
         write_look_alikes(synthetic, style, config.synthetic, config.seed)
-    reference = _reference(out / "reference", style, config.seed + 1)
+    reference = _reference(out / "reference", style, config.seed)
     budget = config.budget_minutes * 60
     run = _first_reader(synthetic, out / "rounds", config, budget, began, quiet)
     prepared: Prepared = {}
@@ -128,9 +128,10 @@ def _adapt(folder: Path, out: Path, config: AdaptConfig, quiet: bool) -> Path:
 
 
 def _reference(folder: Path, style: Style, seed: int) -> list[Path]:
-    """REFERENCE look-alikes of another seed than the training ones, which no round trains on."""
+    """REFERENCE look-alikes that no round trains on: other images (seed + 1) in the training look-alikes'
+    fonts (those of ``seed``)."""
     if not (folder / "labels.csv").exists():
-        write_look_alikes(folder, style, REFERENCE, seed)
+        write_look_alikes(folder, style, REFERENCE, seed + 1, font_seed=seed)
     root, entries = list_entries(folder)
     return [root / name for name, _ in entries]
 
@@ -270,9 +271,9 @@ def _read_round(number: int, run: Path, images: tuple[Sequence[Path], Sequence[P
     alone on images of the style the round was trained for)."""
     predictor = Predictor.load(run, threads=config.threads)
     constraints = Constraints.parse(config.length, config.charset, None, predictor.config.charset)
-    (readable, readings, stable), (_, _, steady) = (
-        _read_shifted(predictor, paths, constraints, (predictor.config.image, i), prepared)
-        for i, paths in enumerate(images))
+    size = predictor.config.image
+    readable, readings, stable = _read_shifted(predictor, images[0], constraints, (size, "images"), prepared)
+    _, _, steady = _read_shifted(predictor, images[1], constraints, (size, "reference"), prepared)
     kept = [(str(p), r.text) for p, r, same in zip(readable, readings, stable)
             if same and r.confidence >= config.min_confidence]
     confidence = float(np.mean([r.confidence for r in readings]))

@@ -783,13 +783,19 @@ def generate_like(
 
 def write_look_alikes(
     out: str | Path, style: Style, count: int, seed: int = 0, progress: Callable[[int], None] | None = None,
-    force: bool = False, workers: int | Workers = 0,
+    force: bool = False, workers: int | Workers = 0, font_seed: int | None = None,
 ) -> Path:
-    """``count`` look-alikes of ``style`` (plus labels.csv and style.json) in the new folder ``out``."""
+    """``count`` look-alikes of ``style`` (plus labels.csv and style.json) in the new folder ``out``; the
+    fonts are those ``match_fonts`` picks with ``font_seed`` (default: ``seed``), so that other images of
+    another seed can share one set's fonts."""
     from captchalab.data.synthetic import write_set
 
+    fonts_from = seed if font_seed is None else font_seed
     recipe = {"generator": "like", "count": count, "seed": seed, "style": style.to_dict()}
-    return write_set(Path(out), LookAlike(style, seed), count, recipe, progress, force,
+    if fonts_from != seed:
+        recipe["font_seed"] = fonts_from
+    sampler = LookAlike(style, seed, fonts=match_fonts(style, seed=fonts_from))
+    return write_set(Path(out), sampler, count, recipe, progress, force,
                      extra={"style.json": json.dumps(style.to_dict(), indent=2) + "\n"}, workers=workers)
 
 
