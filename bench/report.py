@@ -491,12 +491,13 @@ def _estimate_errors(runs: list[dict]) -> str:
         first = _errors({s: r["rounds"][0] for s, r in now.items()})
         text += (f" On the {len(now)} sets measured with it, for the model it keeps: {kept}; for round 0: {first}.")
     old = sorted(set(defaults) - set(now))
-    return text + (f" {', '.join(old)} were measured before the consistency was, and show the rule before."
+    return text + (f" {', '.join(old)} {'was' if len(old) == 1 else 'were'} measured before the consistency "
+                   "was, and show the rule before."
                    if old else "")
 
 
 def _errors(rounds: dict[str, dict]) -> str:
-    """'within 5 points on N (the rule before: M), furthest on S, X points (the rule before: T, Y)'."""
+    """'within 5 points on N (the rule before: M), furthest on S, X points (before: T, Y)'."""
     def off(key: str) -> dict[str, float]:
         return {s: abs(r[key] - r["accuracy_on_the_adapted_images"]) for s, r in rounds.items()}
     now, before = off("estimated_accuracy"), off("estimate_from_mean_confidence")

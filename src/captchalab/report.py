@@ -364,12 +364,13 @@ def _worst_section(examples: Sequence[Example]) -> str:
 def _estimate_range(record: dict[str, Any]) -> str:
     span = record.get("estimate_range")
     return (f" (between {span[0]:.1%}, the share read confidently and stably, and {span[1]:.1%}, its mean "
-            "calibrated confidence)") if span else ""
+            "calibrated confidence times its consistency)") if span else ""
 
 
 def write_adapt_sheet(out: Path, record: dict[str, Any]) -> Path:
     """``out/adapt.html``: the rounds, and the least certain readings as images a person can check in a minute."""
     rounds = [(r["round"], r["kept"], r["images"], float(r["mean_confidence"]),
+               float(r["consistency"]) if "consistency" in r else "-",
                float(r["estimate"]) if "estimate" in r else "-") for r in record["rounds"]]
     rows = []
     for item in record["rounds"][-1]["least_certain"]:
@@ -382,7 +383,8 @@ def write_adapt_sheet(out: Path, record: dict[str, Any]) -> Path:
         f"<p>{record['images']} unlabelled images; model <code>{html.escape(record['model'])}</code>; its own "
         f"estimate of its accuracy: <b>{record['estimated_accuracy']:.1%}</b>{_estimate_range(record)}; "
         f"{record['cpu_seconds'] / 60:.1f} CPU minutes; stopped: {html.escape(record['stopped'])}.</p>",
-        "<h2>Rounds</h2>" + _table(rounds, ("round", "readings kept", "images", "mean confidence", "estimate")),
+        "<h2>Rounds</h2>" + _table(rounds, ("round", "readings kept", "images", "mean confidence", "consistency",
+                                            "estimate")),
         "<h2>Least certain readings</h2><p class='note'>Correct them in "
         f"<code>{html.escape(Path(record['check_csv']).name)}</code> beside this page; <code>captchalab evaluate "
         "MODEL</code> on it then says how often the model reads its hardest images, "
