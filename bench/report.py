@@ -481,19 +481,13 @@ def _estimate_errors(runs: list[dict]) -> str:
     round 0, by the rule of adapting.estimate and by the rule before it (the plain mean confidence, no
     consistency factor), on the same sets."""
     defaults = {r.get("style", "captcha_images_v2"): r for r in runs if r["tag"] == "default"}
-    now = {s: r for s, r in defaults.items() if r["rounds"][0].get("consistency") is not None}
-    text = ("\n\nIts own estimate (`adapting.estimate`): in round 0 its mean calibrated confidence times its "
+    kept = _errors({s: _kept_round(r) for s, r in defaults.items()})
+    first = _errors({s: r["rounds"][0] for s, r in defaults.items()})
+    return ("\n\nIts own estimate (`adapting.estimate`): in round 0 its mean calibrated confidence times its "
             "consistency (the share of its readings that a two-pixel shift leaves alone, over that share on "
             "look-alikes no round trained on, at most 1); after self-training the middle of its range, from the "
-            "share of images it read confidently and stably to that confidence.")
-    if now:
-        kept = _errors({s: _kept_round(r) for s, r in now.items()})
-        first = _errors({s: r["rounds"][0] for s, r in now.items()})
-        text += (f" On the {len(now)} sets measured with it, for the model it keeps: {kept}; for round 0: {first}.")
-    old = sorted(set(defaults) - set(now))
-    return text + (f" {', '.join(old)} {'was' if len(old) == 1 else 'were'} measured before the consistency "
-                   "was, and show the rule before."
-                   if old else "")
+            f"share of images it read confidently and stably to that confidence. On the {len(defaults)} sets measured "
+            f"with it, for the model it keeps: {kept}; for round 0: {first}.")
 
 
 def _errors(rounds: dict[str, dict]) -> str:

@@ -277,10 +277,11 @@ def _read_round(number: int, run: Path, images: tuple[Sequence[Path], Sequence[P
     kept = [(str(p), r.text) for p, r, same in zip(readable, readings, stable)
             if same and r.confidence >= config.min_confidence]
     confidence = float(np.mean([r.confidence for r in readings]))
-    consistency = min(1.0, float(np.mean(stable)) / max(1e-6, float(np.mean(steady))))
+    share, reference_share = float(np.mean(stable)), float(np.mean(steady))
+    consistency = min(1.0, share / max(1e-6, reference_share))
     return {"round": number, "run": str(run), "images": len(readable), "kept": len(kept),
-            "mean_confidence": round(confidence, 4), "stable_share": round(float(np.mean(stable)), 4),
-            "reference_stable_share": round(float(np.mean(steady)), 4), "consistency": round(consistency, 4),
+            "mean_confidence": round(confidence, 4), "stable_share": round(share, 4),
+            "reference_stable_share": round(reference_share, 4), "consistency": round(consistency, 4),
             **estimate(len(kept), len(readable), confidence * consistency, number > 0),
             "least_certain": _least_certain(readable, readings), "kept_rows": kept}
 
