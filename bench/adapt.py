@@ -10,9 +10,9 @@ bench alone holds:
 * each round's model on ``test.csv`` (104 images, never seen by adapt): sequence and character accuracy;
 * each round's kept readings: how many, and how many of them are right (a confident pseudo-label
   that is wrong teaches the next round a mistake);
-* the model's own estimate of its accuracy (from its calibrated confidences over the images, scaled by
-  how often its readings survive a two-pixel shift there against on look-alikes: ``adapting.estimate``)
-  next to its true accuracy on them, and the estimate the plain mean confidence gave (the rule before).
+* the model's own estimate of its accuracy (``adapting.estimate``; round 0: the share of the images read
+  above the confidence threshold that the reference look-alikes set) next to its true accuracy on them,
+  and the estimate of the rule before (round 0: the mean confidence times the consistency).
 
     nice -n 10 .venv/bin/python bench/adapt.py                 # the default 30 CPU-minute budget
     nice -n 10 .venv/bin/python bench/adapt.py --budget 20 --tag budget20
@@ -94,9 +94,10 @@ def score_rounds(out: Path, truth: dict[str, str], test_csv: Path, reread: bool 
     """Each round's model on the test set and on the adapted images, beside adapt's own estimate; ``reread``:
     read every round again as adapt now reads one (its estimate as adapt now makes it)."""
     import captchalab
+    from captchalab.adapting import read_again
 
     record = json.loads((out / "adapt.json").read_text(encoding="utf-8"))
-    again = _reader_again(out, record) if reread or "consistency" not in record["rounds"][0] else None
+    again = read_again(out) if reread or "thresholded_share" not in record["rounds"][0] else None
     rows = []
     for r in record["rounds"]:
         test = captchalab.evaluate(Path(r["run"]), test_csv, save=False)
@@ -110,33 +111,17 @@ def score_rounds(out: Path, truth: dict[str, str], test_csv: Path, reread: bool 
     return rows
 
 
-def _reader_again(out: Path, record: dict):
-    """A function that reads a recorded round again as adapt now does, with reference look-alikes rendered
-    into OUT afresh (older ones were drawn in other fonts than the training look-alikes)."""
-    import shutil
-    from dataclasses import fields
-
-    from captchalab import adapting
-    from captchalab.data.style import Style
-
-    known = {f.name for f in fields(adapting.AdaptConfig)}
-    config = adapting.AdaptConfig(**{k: v for k, v in record["config"].items() if k in known})
-    paths = adapting._images(out.parent / "images", out, config.max_images)
-    shutil.rmtree(out / "reference", ignore_errors=True)
-    reference = adapting._reference(out / "reference", Style.from_dict(record["style"]), config.seed)
-    prepared: dict = {}
-    return lambda r: adapting._read_round(r["round"], Path(r["run"]), (paths, reference), config, prepared)
-
-
 def _estimated(read: dict) -> dict:
     """adapt's own estimate of its accuracy (adapting.estimate) and what it comes from, beside the estimate
-    of the rule before (the plain mean confidence, no consistency factor)."""
+    of the rule before (round 0: the mean calibrated confidence times the consistency; unchanged after)."""
     from captchalab.adapting import estimate
 
-    before = estimate(read["kept"], read["images"], read["mean_confidence"], read["round"] > 0)
-    return {**{k: read[k] for k in ("mean_confidence", "stable_share", "reference_stable_share", "consistency")},
-            "estimated_accuracy": read["estimate"], "estimate_range": read["estimate_range"],
-            "estimate_from_mean_confidence": before["estimate"]}
+    ceiling = read["mean_confidence"] * read["consistency"]
+    before = estimate(read["kept"], read["images"], ceiling, ceiling, read["round"] > 0)
+    keys = ("mean_confidence", "stable_share", "reference_stable_share", "consistency", "reference_accuracy",
+            "confidence_threshold", "thresholded_share")
+    return {**{k: read[k] for k in keys}, "estimated_accuracy": read["estimate"],
+            "estimate_range": read["estimate_range"], "estimate_by_consistency": before["estimate"]}
 
 
 def first_reader(out: Path) -> list[dict]:
@@ -165,8 +150,8 @@ def _kept(out: Path, number: int, truth: dict[str, str]) -> dict:
     from captchalab.data.folder import read_labels_csv
 
     csv_path = out / "rounds" / f"kept-{number}.csv"
-    if not csv_path.exists() or len(csv_path.read_text(encoding="utf-8").splitlines()) < 2:
-        return {"kept_right": 0, "kept_precision": None}  # nothing kept (older OUTs wrote a header alone)
+    if not csv_path.exists():
+        return {"kept_right": 0, "kept_precision": None}  # nothing kept
     real = [(f, t) for f, t in read_labels_csv(csv_path) if f in truth]
     right = sum(truth[f] == t for f, t in real)
     return {"kept_right": right, "kept_precision": round(right / max(1, len(real)), 4)}

@@ -140,7 +140,7 @@ def test_label_data_repeats_corrections_as_distinct_files_a_dataset_accepts(unla
     assert load_dataset(csv_path).labels.count("AB123") == 4  # no row refused as a duplicate
 
 
-def test_a_reading_the_shift_changes_is_not_kept_and_lowers_the_estimate_as_it_is_rarer_on_look_alikes(
+def test_a_reading_the_shift_changes_is_not_kept_and_round_0_counts_the_readings_above_the_reference_threshold(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from captchalab.decoding import Prediction
     from captchalab.inference.predictor import Predictor
@@ -148,30 +148,44 @@ def test_a_reading_the_shift_changes_is_not_kept_and_lowers_the_estimate_as_it_i
     reader = Predictor.load(runs.init_run("general"))
     plain = [Prediction("1234", 0.95), Prediction("5678", 0.95), Prediction("9012", 0.5), Prediction("3456", 0.8)]
     moved = [Prediction("1234", 0.95), Prediction("5679", 0.9), Prediction("9012", 0.5), Prediction("3457", 0.8)]
-    look_alikes = [Prediction("1111", 0.9)] * 4
-    look_alikes_moved = [*look_alikes[:3], Prediction("2222", 0.9)]  # 3 of 4 reference readings survive
-    # the images, their shifted copies, then the reference look-alikes and theirs
-    answers = iter([[[r] for r in rows] for rows in (plain, moved, look_alikes, look_alikes_moved)])
+    # the reference: two read right (0.9, 0.95), two wrong (0.6, 0.3): half right, so the threshold is
+    # their median confidence, 0.75, and three of the four images are read above it
+    look_alikes = [Prediction("1111", 0.9), Prediction("1111", 0.95), Prediction("9999", 0.6), Prediction("9999", 0.3)]
+    look_alikes_moved = [*look_alikes[:3], Prediction("2222", 0.3)]  # 3 of 4 reference readings survive
+    readings = (plain, moved, look_alikes, look_alikes_moved)  # the images, shifted, the reference, shifted
+    answers = iter([[[r] for r in rows] for rows in readings])
     monkeypatch.setattr(reader, "predict_pixels", lambda *args, **kwargs: next(answers))
     monkeypatch.setattr(Predictor, "load", classmethod(lambda cls, *args, **kwargs: reader))
-    paths, reference = ([tmp_path / f"{kind}{i}.png" for i in range(4)] for kind in ("image", "reference"))
+    paths = [tmp_path / f"image{i}.png" for i in range(4)]
+    reference = {tmp_path / f"reference{i}.png": text for i, text in enumerate(("1111", "1111", "2222", "3333"))}
     blank = np.zeros((4, 32, 160), np.uint8)
-    prepared = {(reader.config.image, "images"): (paths, blank), (reader.config.image, "reference"): (reference, blank)}
+    prepared = {(reader.config.image, "images"): (paths, blank),
+                (reader.config.image, "reference"): (list(reference), blank)}
     found = adapting._read_round(0, tmp_path, (paths, reference), adapting.AdaptConfig("4", "0-9"), prepared)
     assert found["kept_rows"] == [(str(paths[0]), "1234")]  # 5678 was confident, but the shift changed it
     assert found["stable_share"] == 0.5 and found["reference_stable_share"] == 0.75
     assert found["consistency"] == round(0.5 / 0.75, 4) and found["mean_confidence"] == 0.8
-    assert found["estimate"] == round(0.8 * 0.5 / 0.75, 4)  # round 0: the mean confidence times the consistency
-    answers = iter([[[r] for r in rows] for rows in (plain, plain, look_alikes, look_alikes_moved)])
-    steadier = adapting._read_round(0, tmp_path, (paths, reference), adapting.AdaptConfig("4", "0-9"), prepared)
-    assert steadier["consistency"] == 1.0 and steadier["estimate"] == 0.8  # steadier than the look-alikes: no gain
+    assert found["reference_accuracy"] == 0.5 and found["confidence_threshold"] == 0.75
+    assert found["thresholded_share"] == 0.75 and found["estimate"] == 0.75
+    answers = iter([[[r] for r in rows] for rows in readings])
+    later = adapting._read_round(1, tmp_path, (paths, reference), adapting.AdaptConfig("4", "0-9"), prepared)
+    ceiling = 0.8 * 0.5 / 0.75  # self-trained: its confidence times its consistency is the ceiling
+    assert later["estimate_range"] == [0.25, round(ceiling, 4)] and later["estimate"] == round((0.25 + ceiling) / 2, 4)
 
 
-def test_the_estimate_is_the_confidence_given_then_the_middle_of_it_and_the_kept_share():
-    assert adapting.estimate(60, 100, 0.9, False) == {"estimate": 0.9, "estimate_range": [0.6, 0.9]}  # round 0
-    assert adapting.estimate(60, 100, 0.9, True) == {"estimate": 0.75, "estimate_range": [0.6, 0.9]}
-    assert adapting.estimate(90, 100, 0.7, True) == {"estimate": 0.8, "estimate_range": [0.7, 0.9]}  # either higher
-    assert adapting.estimate(0, 0, 0.0, True) == {"estimate": 0.0, "estimate_range": [0.0, 0.0]}
+def test_the_threshold_leaves_as_many_reference_readings_above_it_as_were_right():
+    reference = np.array([0.2, 0.4, 0.6, 0.8, 1.0])
+    assert adapting.thresholded_share(np.array([0.1, 0.5, 0.7, 0.9]), reference, 0.4) == {
+        "confidence_threshold": 0.68, "thresholded_share": 0.5}  # 2 of 5 reference above 0.68; 2 of 4 images
+    assert adapting.thresholded_share(np.array([0.5]), reference, 1.0)["thresholded_share"] == 1.0
+    assert adapting.thresholded_share(np.array([0.99]), reference, 0.0)["thresholded_share"] == 0.0
+
+
+def test_round_0_s_estimate_is_the_thresholded_share_later_the_middle_of_the_ceiling_and_the_kept_share():
+    assert adapting.estimate(60, 100, 0.95, 0.9, False) == {"estimate": 0.9, "estimate_range": [0.6, 0.9]}  # round 0
+    assert adapting.estimate(60, 100, 0.9, 0.5, True) == {"estimate": 0.75, "estimate_range": [0.6, 0.9]}
+    assert adapting.estimate(90, 100, 0.7, 0.5, True) == {"estimate": 0.8, "estimate_range": [0.7, 0.9]}  # kept higher
+    assert adapting.estimate(0, 0, 0.0, 0.0, True) == {"estimate": 0.0, "estimate_range": [0.0, 0.0]}
 
 
 def test_a_round_that_kept_nothing_leaves_no_kept_file(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ import math
 import os
 import random
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ SHIFT = 2  # pixels: a reading that a copy shifted this far changes is not kept
 LEAST_CERTAIN = 20  # readings listed in adapt.json for a person to check
 REFERENCE = 400  # look-alikes no round trains on: how often a reading survives the shift where it should
 Prepared = dict[Any, tuple[list[Path], np.ndarray]]  # images at a model's input size, read once
+Reference = dict[Path, str]  # the reference look-alikes and their labels
 # One image, one epoch, crnn at its usual input (32 x 100-160): measured 0.02-0.03 here (bench/zoo.py histories)
 CPU_SECONDS_PER_IMAGE = 0.03
 
@@ -127,13 +128,13 @@ def _adapt(folder: Path, out: Path, config: AdaptConfig, quiet: bool) -> Path:
     return _finish(out, rounds, config, style.to_dict(), len(paths), _spent(began), stopped)
 
 
-def _reference(folder: Path, style: Style, seed: int) -> list[Path]:
-    """REFERENCE look-alikes that no round trains on: other images (seed + 1) in the training look-alikes'
-    fonts (those of ``seed``)."""
+def _reference(folder: Path, style: Style, seed: int) -> Reference:
+    """REFERENCE look-alikes that no round trains on, and their labels: other images (seed + 1) in the
+    training look-alikes' fonts (those of ``seed``)."""
     if not (folder / "labels.csv").exists():
         write_look_alikes(folder, style, REFERENCE, seed + 1, font_seed=seed)
     root, entries = list_entries(folder)
-    return [root / name for name, _ in entries]
+    return {root / name: text for name, text in entries}
 
 
 def _check_settings(config: AdaptConfig) -> None:
@@ -264,26 +265,41 @@ def _count_rows(data: Path) -> int:
     return max(1, len(list_entries(data)[1]))
 
 
-def _read_round(number: int, run: Path, images: tuple[Sequence[Path], Sequence[Path]], config: AdaptConfig,
+def _read_round(number: int, run: Path, images: tuple[Sequence[Path], Reference], config: AdaptConfig,
                 prepared: Prepared) -> dict[str, Any]:
     """Read every image and a shifted copy; keep the confident readings that the shift leaves alone.
-    ``images``: the folder's images, and the reference look-alikes (how often the shift leaves a reading
-    alone on images of the style the round was trained for)."""
+    ``images``: the folder's images, and the reference look-alikes with their labels (how the round reads
+    images of the style it was trained for: how often right, how confident, how often the shift leaves
+    a reading alone)."""
     predictor = Predictor.load(run, threads=config.threads)
     constraints = Constraints.parse(config.length, config.charset, None, predictor.config.charset)
     size = predictor.config.image
     readable, readings, stable = _read_shifted(predictor, images[0], constraints, (size, "images"), prepared)
-    _, _, steady = _read_shifted(predictor, images[1], constraints, (size, "reference"), prepared)
+    seen, known, steady = _read_shifted(predictor, list(images[1]), constraints, (size, "reference"), prepared)
     kept = [(str(p), r.text) for p, r, same in zip(readable, readings, stable)
             if same and r.confidence >= config.min_confidence]
-    confidence = float(np.mean([r.confidence for r in readings]))
+    confidences = np.array([r.confidence for r in readings])
     share, reference_share = float(np.mean(stable)), float(np.mean(steady))
     consistency = min(1.0, share / max(1e-6, reference_share))
+    right = float(np.mean([r.text == images[1][p] for p, r in zip(seen, known)]))
+    threshold = thresholded_share(confidences, np.array([r.confidence for r in known]), right)
     return {"round": number, "run": str(run), "images": len(readable), "kept": len(kept),
-            "mean_confidence": round(confidence, 4), "stable_share": round(share, 4),
+            "mean_confidence": round(float(confidences.mean()), 4), "stable_share": round(share, 4),
             "reference_stable_share": round(reference_share, 4), "consistency": round(consistency, 4),
-            **estimate(len(kept), len(readable), confidence * consistency, number > 0),
+            "reference_accuracy": round(right, 4), **threshold,
+            **estimate(len(kept), len(readable), float(confidences.mean()) * consistency,
+                       threshold["thresholded_share"], number > 0),
             "least_certain": _least_certain(readable, readings), "kept_rows": kept}
+
+
+def thresholded_share(confidences: np.ndarray, reference: np.ndarray, reference_accuracy: float) -> dict[str, float]:
+    """Average thresholded confidence (Garg et al., ICLR 2022): the confidence above which the reference
+    look-alikes' share equals the share of them read right, and the share of the images above it. A
+    reader sure of images unlike its training is sure of its wrong readings of the reference too, so the
+    threshold rises with it (docs/adapt.md)."""
+    threshold = float(np.quantile(reference, 1.0 - reference_accuracy)) if len(reference) else 1.0
+    return {"confidence_threshold": round(threshold, 4),
+            "thresholded_share": round(float(np.mean(confidences > threshold)), 4)}
 
 
 def _read_shifted(predictor: Predictor, paths: Sequence[Path], constraints: Constraints, key: Any,
@@ -297,18 +313,19 @@ def _read_shifted(predictor: Predictor, paths: Sequence[Path], constraints: Cons
     return readable, readings, [r.text == t.text and bool(r.text) for r, t in zip(readings, shifted)]
 
 
-def estimate(kept: int, images: int, confidence: float, self_trained: bool) -> dict[str, Any]:
-    """The model's accuracy on the images, from what it read, with no label. ``confidence``: the mean
-    calibrated confidence times the consistency (how often a reading survives a two-pixel shift, over how
-    often it does on reference look-alikes, at most 1): a reader that has not learnt the images' style
-    guesses, and its guesses move with the image. Round 0's calibration was fitted on look-alikes with
-    their true labels: that confidence is the estimate. A self-trained round's was fitted on its own
-    earlier readings, so it is a ceiling; the share it read confidently and stably (``kept``) is a floor
-    while those readings are right, and the estimate is the middle of the two. How each rule was chosen
-    and checked: docs/adapt.md."""
+def estimate(kept: int, images: int, ceiling: float, thresholded: float, self_trained: bool) -> dict[str, Any]:
+    """The model's accuracy on the images, from what it read, with no label. Round 0 never trained on the
+    images, so its readings of them stand to its readings of the reference look-alikes as a reader's do
+    to images of a new style: the estimate is the ``thresholded`` share (``thresholded_share``). A
+    self-trained round was fitted on its own earlier readings of the images, which it now reads back
+    with confidence whether they were right or not: its estimate is the middle of a floor, the share it
+    read confidently and stably (``kept``, while those readings are right), and a ceiling, the mean
+    calibrated confidence times the consistency (how often a reading survives a two-pixel shift, over
+    how often it does on the reference, at most 1). How each rule was chosen and checked: docs/adapt.md."""
     low = kept / max(1, images)
-    low, high = min(low, confidence), max(low, confidence)
-    point = (low + high) / 2 if self_trained else confidence
+    high = ceiling if self_trained else thresholded
+    low, high = min(low, high), max(low, high)
+    point = (low + high) / 2 if self_trained else thresholded
     return {"estimate": round(point, 4), "estimate_range": [round(low, 4), round(high, 4)]}
 
 
@@ -399,12 +416,8 @@ def label(out: str | Path, sheet: str | Path | None = None, budget_minutes: floa
     fine-tuned on them (repeated to a quarter of the data), the readings its round kept and as many
     look-alikes; the new run becomes OUT/model and adapt.json records it under ``labelled``."""
     out = Path(out)
-    if not (out / SETTINGS).is_file() or not (out / "adapt.json").is_file():
-        raise RunFolderError(f"{out}: not a finished adapt folder; run 'captchalab adapt' into it first")
-    settings = files.read_json(out / SETTINGS, RunFolderError, "run 'captchalab adapt' into it first")
-    record = files.read_json(out / "adapt.json", RunFolderError, "rerun 'captchalab adapt' to finish it")
+    _, record, config = _finished(out)
     sheet = Path(sheet) if sheet else out / "check.csv"
-    config = AdaptConfig(**{k: v for k, v in settings.items() if k in AdaptConfig.__dataclass_fields__})
     corrections = _corrections(sheet, config)
     round_run = Path(record["rounds"][[r["round"] for r in record["rounds"]].index(record["model_round"])]["run"])
     corrected = {file for file, _ in corrections}  # resolved paths: kept-N.csv may name them through links
@@ -421,6 +434,28 @@ def label(out: str | Path, sheet: str | Path | None = None, budget_minutes: floa
                           "from_round": record["model_round"], "run": str(run)}
     runs.write_json(out / "adapt.json", record)
     return out
+
+
+def _finished(out: Path) -> tuple[dict[str, Any], dict[str, Any], AdaptConfig]:
+    """A finished adapt folder's settings, its adapt.json and its config."""
+    if not (out / SETTINGS).is_file() or not (out / "adapt.json").is_file():
+        raise RunFolderError(f"{out}: not a finished adapt folder; run 'captchalab adapt' into it first")
+    settings = files.read_json(out / SETTINGS, RunFolderError, "run 'captchalab adapt' into it first")
+    record = files.read_json(out / "adapt.json", RunFolderError, "rerun 'captchalab adapt' to finish it")
+    config = AdaptConfig(**{k: v for k, v in settings.items() if k in AdaptConfig.__dataclass_fields__})
+    return settings, record, config
+
+
+def read_again(out: str | Path) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A function that reads a round of a finished adapt folder again as adapt now reads one (the folder's
+    images, the reference look-alikes in OUT): for checking a new estimate rule on rounds already trained
+    (bench/adapt.py --rescore). Its readings are returned, adapt.json is left as it is."""
+    out = Path(out)
+    settings, record, config = _finished(out)
+    paths = _images(Path(settings["folder"]), out, config.max_images)
+    reference = _reference(out / "reference", Style.from_dict(record["style"]), config.seed)
+    prepared: Prepared = {}
+    return lambda r: _read_round(r["round"], Path(r["run"]), (paths, reference), config, prepared)
 
 
 def _corrections(sheet: Path, config: AdaptConfig) -> list[tuple[str, str]]:
