@@ -76,6 +76,9 @@ def test_adapt_writes_rounds_a_model_and_its_own_estimate(unlabelled: Path, tmp_
     assert record["style"]["charset"] == "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # as told, not the lying labels.csv
     assert set(record["style"]["lengths"]) == {"5"}
     assert "Least certain readings" in (out / "adapt.html").read_text()
+    again = adapting.read_again(out)(record["rounds"][0])  # as adapt read it: the same readings, the same estimate
+    assert {k: again[k] for k in ("kept", "estimate", "thresholded_share")} == {
+        k: record["rounds"][0][k] for k in ("kept", "estimate", "thresholded_share")}
     assert (out / "check.csv").read_text().startswith("file,label\n")
     reading = captchalab.load(out / "model").solve(sorted(unlabelled.glob("*.png"))[0])
     assert set(reading.text) <= set(record["style"]["charset"])

@@ -404,11 +404,13 @@ def adapt_command(
         print(json.dumps({k: record.get(k) for k in ("model", "estimated_accuracy", "estimate_range", "rounds",
                                                      "cpu_seconds", "stopped")}))
         return
-    table = Table("round", "images kept", "mean confidence", "consistency", "estimated accuracy", title=str(folder))
+    table = Table("round", "images kept", "mean confidence", "consistency", "confidence threshold",
+                  "estimated accuracy", title=str(folder))
     for r in record["rounds"]:
         table.add_row(str(r["round"]), f"{r['kept']} of {r['images']}", f"{r['mean_confidence']:.3f}",
                       f"{r['consistency']:.2f}" if "consistency" in r else "",
-                      f"{r['estimate']:.1%}" if "estimate" in r else "")
+                      f"{r['thresholded_share']:.1%} above {r['confidence_threshold']:.2f}"
+                      if "thresholded_share" in r else "", f"{r['estimate']:.1%}" if "estimate" in r else "")
     out.print(table)
     span = record.get("estimate_range")
     between = f" (between {span[0]:.1%} and {span[1]:.1%})" if span else ""

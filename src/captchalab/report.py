@@ -363,14 +363,21 @@ def _worst_section(examples: Sequence[Example]) -> str:
 
 def _estimate_range(record: dict[str, Any]) -> str:
     span = record.get("estimate_range")
-    return (f" (between {span[0]:.1%}, the share read confidently and stably, and {span[1]:.1%}, its mean "
-            "calibrated confidence times its consistency)") if span else ""
+    other = ("the share read above the reference look-alikes' confidence threshold" if record.get("model_round") == 0
+             else "its mean calibrated confidence times its consistency")
+    return (f" (between {span[0]:.1%} and {span[1]:.1%}: the share read confidently and stably, and "
+            f"{other})") if span else ""
+
+
+def _above(r: dict[str, Any]) -> str:
+    """'73.0% above 0.62': the share of the images read above the reference's confidence threshold."""
+    return f"{r['thresholded_share']:.1%} above {r['confidence_threshold']:.2f}" if "thresholded_share" in r else "-"
 
 
 def write_adapt_sheet(out: Path, record: dict[str, Any]) -> Path:
     """``out/adapt.html``: the rounds, and the least certain readings as images a person can check in a minute."""
     rounds = [(r["round"], r["kept"], r["images"], float(r["mean_confidence"]),
-               float(r["consistency"]) if "consistency" in r else "-",
+               float(r["consistency"]) if "consistency" in r else "-", _above(r),
                float(r["estimate"]) if "estimate" in r else "-") for r in record["rounds"]]
     rows = []
     for item in record["rounds"][-1]["least_certain"]:
@@ -384,7 +391,7 @@ def write_adapt_sheet(out: Path, record: dict[str, Any]) -> Path:
         f"estimate of its accuracy: <b>{record['estimated_accuracy']:.1%}</b>{_estimate_range(record)}; "
         f"{record['cpu_seconds'] / 60:.1f} CPU minutes; stopped: {html.escape(record['stopped'])}.</p>",
         "<h2>Rounds</h2>" + _table(rounds, ("round", "readings kept", "images", "mean confidence", "consistency",
-                                            "estimate")),
+                                            "confidence threshold", "estimate")),
         "<h2>Least certain readings</h2><p class='note'>Correct them in "
         f"<code>{html.escape(Path(record['check_csv']).name)}</code> beside this page; <code>captchalab evaluate "
         "MODEL</code> on it then says how often the model reads its hardest images, "
