@@ -169,11 +169,13 @@ def test_a_reading_the_shift_changes_is_not_kept_and_round_0_counts_the_readings
     assert found["stable_share"] == 0.5 and found["reference_stable_share"] == 0.75
     assert found["consistency"] == round(0.5 / 0.75, 4) and found["mean_confidence"] == 0.8
     assert found["reference_accuracy"] == 0.5 and found["confidence_threshold"] == 0.75
-    assert found["thresholded_share"] == 0.75 and found["estimate"] == 0.75
+    ceiling = 0.8 * 0.5 / 0.75  # the mean confidence times the consistency
+    assert found["thresholded_share"] == 0.75 and found["estimate_range"] == [round(ceiling, 4), 0.75]
+    assert found["estimate"] == round((0.75 + ceiling) / 2, 4)  # round 0: the middle of the two
     answers = iter([[[r] for r in rows] for rows in readings])
     later = adapting._read_round(1, tmp_path, (paths, reference), adapting.AdaptConfig("4", "0-9"), prepared)
-    ceiling = 0.8 * 0.5 / 0.75  # self-trained: its confidence times its consistency is the ceiling
-    assert later["estimate_range"] == [0.25, round(ceiling, 4)] and later["estimate"] == round((0.25 + ceiling) / 2, 4)
+    assert later["estimate_range"] == [0.25, round(ceiling, 4)]  # self-trained: the kept share is the floor
+    assert later["estimate"] == round((0.25 + ceiling) / 2, 4)
 
 
 def test_the_threshold_leaves_as_many_reference_readings_above_it_as_were_right():
@@ -184,8 +186,8 @@ def test_the_threshold_leaves_as_many_reference_readings_above_it_as_were_right(
     assert adapting.thresholded_share(np.array([0.99]), reference, 0.0)["thresholded_share"] == 0.0
 
 
-def test_round_0_s_estimate_is_the_thresholded_share_later_the_middle_of_the_ceiling_and_the_kept_share():
-    assert adapting.estimate(60, 100, 0.95, 0.9, False) == {"estimate": 0.9, "estimate_range": [0.6, 0.9]}  # round 0
+def test_the_estimate_is_the_middle_of_two_estimates_in_round_0_then_of_the_kept_share_and_the_ceiling():
+    assert adapting.estimate(60, 100, 0.5, 0.9, False) == {"estimate": 0.7, "estimate_range": [0.5, 0.9]}  # round 0
     assert adapting.estimate(60, 100, 0.9, 0.5, True) == {"estimate": 0.75, "estimate_range": [0.6, 0.9]}
     assert adapting.estimate(90, 100, 0.7, 0.5, True) == {"estimate": 0.8, "estimate_range": [0.7, 0.9]}  # kept higher
     assert adapting.estimate(0, 0, 0.0, 0.0, True) == {"estimate": 0.0, "estimate_range": [0.0, 0.0]}

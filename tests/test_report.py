@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import json
 import re
 from html.parser import HTMLParser
@@ -98,11 +99,12 @@ def test_the_adapt_sheet_names_what_round_0_s_estimate_came_from(tmp_path: Path)
     image = tmp_path / "a.png"
     Image.new("L", (60, 20), 255).save(image)
     round_0 = {"round": 0, "kept": 3, "images": 10, "mean_confidence": 0.61, "consistency": 0.9,
-               "thresholded_share": 0.55, "confidence_threshold": 0.62, "estimate": 0.55,
+               "thresholded_share": 0.55, "confidence_threshold": 0.62, "estimate": 0.425,
                "least_certain": [{"file": str(image), "text": "AB12", "confidence": 0.2}]}
-    record = {"images": 10, "model": str(tmp_path / "model"), "model_round": 0, "estimated_accuracy": 0.55,
+    record = {"images": 10, "model": str(tmp_path / "model"), "model_round": 0, "estimated_accuracy": 0.425,
               "estimate_range": [0.3, 0.55], "cpu_seconds": 60.0, "stopped": "rounds done",
               "check_csv": str(tmp_path / "check.csv"), "rounds": [round_0]}
     page = report.write_adapt_sheet(tmp_path, record).read_text()
     assert "55.0% above 0.62" in page and "confidence threshold" in page
-    assert "between 30.0% and 55.0%: the share read confidently and stably, and the share read above" in page
+    assert "the middle of 30.0% and 55.0%: the share read above the reference look-alikes' confidence threshold, and" \
+        in html.unescape(page)

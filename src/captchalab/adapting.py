@@ -314,19 +314,20 @@ def _read_shifted(predictor: Predictor, paths: Sequence[Path], constraints: Cons
 
 
 def estimate(kept: int, images: int, ceiling: float, thresholded: float, self_trained: bool) -> dict[str, Any]:
-    """The model's accuracy on the images, from what it read, with no label. Round 0 never trained on the
-    images, so its readings of them stand to its readings of the reference look-alikes as a reader's do
-    to images of a new style: the estimate is the ``thresholded`` share (``thresholded_share``). A
-    self-trained round was fitted on its own earlier readings of the images, which it now reads back
-    with confidence whether they were right or not: its estimate is the middle of a floor, the share it
-    read confidently and stably (``kept``, while those readings are right), and a ceiling, the mean
-    calibrated confidence times the consistency (how often a reading survives a two-pixel shift, over
-    how often it does on the reference, at most 1). How each rule was chosen and checked: docs/adapt.md."""
-    low = kept / max(1, images)
-    high = ceiling if self_trained else thresholded
-    low, high = min(low, high), max(low, high)
-    point = (low + high) / 2 if self_trained else thresholded
-    return {"estimate": round(point, 4), "estimate_range": [round(low, 4), round(high, 4)]}
+    """The model's accuracy on the images, from what it read, with no label: the middle of a range.
+
+    Round 0 never trained on the images. Its range spans two estimates, each wrong where the other is
+    right: the ``thresholded`` share (``thresholded_share``) trusts its confidence, and is high where it
+    guesses confidently at images unlike its look-alikes; the mean calibrated confidence times the
+    consistency (how often a reading survives a two-pixel shift, over how often it does on the
+    reference look-alikes, at most 1: ``ceiling``) trusts the shift, and is low where right readings
+    move too. A self-trained round was fitted on its own earlier readings of the images, which it reads
+    back with confidence whether they were right or not: ``ceiling`` is its ceiling, and the share it
+    read confidently and stably (``kept``) a floor while those readings are right. How each rule was
+    chosen and checked: docs/adapt.md."""
+    other = kept / max(1, images) if self_trained else thresholded
+    low, high = min(other, ceiling), max(other, ceiling)
+    return {"estimate": round((low + high) / 2, 4), "estimate_range": [round(low, 4), round(high, 4)]}
 
 
 def _write_kept(out: Path, reading: dict[str, Any]) -> None:

@@ -363,10 +363,10 @@ def _worst_section(examples: Sequence[Example]) -> str:
 
 def _estimate_range(record: dict[str, Any]) -> str:
     span = record.get("estimate_range")
-    other = ("the share read above the reference look-alikes' confidence threshold" if record.get("model_round") == 0
-             else "its mean calibrated confidence times its consistency")
-    return (f" (between {span[0]:.1%} and {span[1]:.1%}: the share read confidently and stably, and "
-            f"{other})") if span else ""
+    what = ("the share read above the reference look-alikes' confidence threshold" if record.get("model_round") == 0
+            else "the share read confidently and stably")
+    return (f" (the middle of {span[0]:.1%} and {span[1]:.1%}: {what}, and its mean calibrated confidence times "
+            "its consistency)") if span else ""
 
 
 def _above(r: dict[str, Any]) -> str:
