@@ -106,5 +106,5 @@ def test_the_adapt_sheet_names_what_round_0_s_estimate_came_from(tmp_path: Path)
               "check_csv": str(tmp_path / "check.csv"), "rounds": [round_0]}
     page = report.write_adapt_sheet(tmp_path, record).read_text()
     assert "55.0% above 0.62" in page and "confidence threshold" in page
-    assert "the middle of 30.0% and 55.0%: the share read above the reference look-alikes' confidence threshold, and" \
-        in html.unescape(page)
+    assert "the middle of its range, 30.0%-55.0%: one end the share read above the reference look-alikes' " \
+        "confidence threshold, the other" in html.unescape(page)

@@ -294,9 +294,10 @@ def _read_round(number: int, run: Path, images: tuple[Sequence[Path], Reference]
 
 def thresholded_share(confidences: np.ndarray, reference: np.ndarray, reference_accuracy: float) -> dict[str, float]:
     """Average thresholded confidence (Garg et al., ICLR 2022): the confidence above which the reference
-    look-alikes' share equals the share of them read right, and the share of the images above it. A
-    reader sure of images unlike its training is sure of its wrong readings of the reference too, so the
-    threshold rises with it (docs/adapt.md)."""
+    look-alikes' share equals the share of them read right, and the share of the images above it. An
+    over-confident reader is over-confident on the reference too, and the threshold rises with it; what
+    it cannot see is a reader that guesses at the images as confidently as it reads the reference
+    (docs/adapt.md)."""
     threshold = float(np.quantile(reference, 1.0 - reference_accuracy)) if len(reference) else 1.0
     return {"confidence_threshold": round(threshold, 4),
             "thresholded_share": round(float(np.mean(confidences > threshold)), 4)}

@@ -365,8 +365,8 @@ def _estimate_range(record: dict[str, Any]) -> str:
     span = record.get("estimate_range")
     what = ("the share read above the reference look-alikes' confidence threshold" if record.get("model_round") == 0
             else "the share read confidently and stably")
-    return (f" (the middle of {span[0]:.1%} and {span[1]:.1%}: {what}, and its mean calibrated confidence times "
-            "its consistency)") if span else ""
+    return (f" (the middle of its range, {span[0]:.1%}-{span[1]:.1%}: one end {what}, the other its mean "
+            "calibrated confidence times its consistency)") if span else ""
 
 
 def _above(r: dict[str, Any]) -> str:
