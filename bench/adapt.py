@@ -10,9 +10,9 @@ bench alone holds:
 * each round's model on ``test.csv`` (104 images, never seen by adapt): sequence and character accuracy;
 * each round's kept readings: how many, and how many of them are right (a confident pseudo-label
   that is wrong teaches the next round a mistake);
-* the model's own estimate of its accuracy (``adapting.estimate``; round 0: the share of the images read
-  above the confidence threshold that the reference look-alikes set) next to its true accuracy on them,
-  and the estimate of the rule before (round 0: the mean confidence times the consistency).
+* the model's own estimate of its accuracy (``adapting.estimate``; round 0: the middle of the thresholded
+  share and the mean confidence times the consistency) next to its true accuracy on them, and the
+  estimate of the rule before (round 0: the mean confidence times the consistency alone).
 
     nice -n 10 .venv/bin/python bench/adapt.py                 # the default 30 CPU-minute budget
     nice -n 10 .venv/bin/python bench/adapt.py --budget 20 --tag budget20

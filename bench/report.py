@@ -485,8 +485,8 @@ def _estimate_errors(runs: list[dict]) -> str:
     rules = {"the rule before": "estimate_by_consistency", "the thresholded share alone": "thresholded_share"}
     kept = _errors({s: _kept_round(r) for s, r in defaults.items()}, {"the rule before": "estimate_by_consistency"})
     return ("\n\nIts own estimate (`adapting.estimate`) is the middle of a range. In round 0, of two estimates: "
-            "the share of the images it read above a confidence threshold, the one above which as many of 400 "
-            "look-alikes no round trained on are read as it reads right (average thresholded confidence), and "
+            "the share of the images whose confidence is above a threshold, the confidence exceeded by as large a "
+            "share of 400 look-alikes no round trained on as were read right (average thresholded confidence), and "
             "its mean calibrated confidence times its consistency (the share of its readings that a two-pixel "
             "shift leaves alone, over that share on those look-alikes, at most 1); after self-training, of the "
             "share of images it read confidently and stably and that confidence times the consistency. On the "

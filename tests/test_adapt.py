@@ -184,6 +184,9 @@ def test_the_threshold_leaves_as_many_reference_readings_above_it_as_were_right(
         "confidence_threshold": 0.68, "thresholded_share": 0.5}  # 2 of 5 reference above 0.68; 2 of 4 images
     assert adapting.thresholded_share(np.array([0.5]), reference, 1.0)["thresholded_share"] == 1.0
     assert adapting.thresholded_share(np.array([0.99]), reference, 0.0)["thresholded_share"] == 0.0
+    saturated = np.array([0.3, 1.0, 1.0, 1.0, 1.0])  # 3 of 5 right: the threshold is 1.0, which 4 of 5 reach
+    found = adapting.thresholded_share(np.array([1.0, 1.0, 0.2, 0.2]), saturated, 0.6)
+    assert found == {"confidence_threshold": 1.0, "thresholded_share": 0.375}  # 3 of the 4 ties count: 2 x 3/4 of 4
 
 
 def test_the_estimate_is_the_middle_of_two_estimates_in_round_0_then_of_the_kept_share_and_the_ceiling():

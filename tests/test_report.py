@@ -105,6 +105,6 @@ def test_the_adapt_sheet_names_what_round_0_s_estimate_came_from(tmp_path: Path)
               "estimate_range": [0.3, 0.55], "cpu_seconds": 60.0, "stopped": "rounds done",
               "check_csv": str(tmp_path / "check.csv"), "rounds": [round_0]}
     page = report.write_adapt_sheet(tmp_path, record).read_text()
-    assert "55.0% above 0.62" in page and "confidence threshold" in page
+    assert "55.0% above 0.62" in page and "share above threshold" in page
     assert "the middle of its range, 30.0%-55.0%: one end the share read above the reference look-alikes' " \
         "confidence threshold, the other" in html.unescape(page)

@@ -293,14 +293,17 @@ def _read_round(number: int, run: Path, images: tuple[Sequence[Path], Reference]
 
 
 def thresholded_share(confidences: np.ndarray, reference: np.ndarray, reference_accuracy: float) -> dict[str, float]:
-    """Average thresholded confidence (Garg et al., ICLR 2022): the confidence above which the reference
-    look-alikes' share equals the share of them read right, and the share of the images above it. An
-    over-confident reader is over-confident on the reference too, and the threshold rises with it; what
-    it cannot see is a reader that guesses at the images as confidently as it reads the reference
-    (docs/adapt.md)."""
-    threshold = float(np.quantile(reference, 1.0 - reference_accuracy)) if len(reference) else 1.0
-    return {"confidence_threshold": round(threshold, 4),
-            "thresholded_share": round(float(np.mean(confidences > threshold)), 4)}
+    """Average thresholded confidence (Garg et al., ICLR 2022): the threshold is the confidence exceeded by
+    as large a share of the reference look-alikes as were read right, and the estimate is the share of
+    the images whose confidence is above it. Confidences equal to the threshold count in the share that
+    makes the reference's own count exact (saturated confidences tie). An over-confident reader is
+    over-confident on the reference too, and the threshold rises with it; what it cannot see is a reader
+    that guesses at the images as confidently as it reads the reference (docs/adapt.md)."""
+    threshold = float(np.quantile(reference, 1.0 - reference_accuracy))
+    above, at = float(np.mean(reference > threshold)), float(np.mean(reference == threshold))
+    tied = (reference_accuracy - above) / at if at else 0.0  # the share of ties the reference counts
+    share = np.mean(confidences > threshold) + tied * np.mean(confidences == threshold)
+    return {"confidence_threshold": round(threshold, 4), "thresholded_share": round(float(share), 4)}
 
 
 def _read_shifted(predictor: Predictor, paths: Sequence[Path], constraints: Constraints, key: Any,

@@ -404,7 +404,7 @@ def adapt_command(
         print(json.dumps({k: record.get(k) for k in ("model", "estimated_accuracy", "estimate_range", "rounds",
                                                      "cpu_seconds", "stopped")}))
         return
-    table = Table("round", "images kept", "mean confidence", "consistency", "confidence threshold",
+    table = Table("round", "images kept", "mean confidence", "consistency", "share above threshold",
                   "estimated accuracy", title=str(folder))
     for r in record["rounds"]:
         table.add_row(str(r["round"]), f"{r['kept']} of {r['images']}", f"{r['mean_confidence']:.3f}",

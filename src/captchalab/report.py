@@ -391,7 +391,7 @@ def write_adapt_sheet(out: Path, record: dict[str, Any]) -> Path:
         f"estimate of its accuracy: <b>{record['estimated_accuracy']:.1%}</b>{_estimate_range(record)}; "
         f"{record['cpu_seconds'] / 60:.1f} CPU minutes; stopped: {html.escape(record['stopped'])}.</p>",
         "<h2>Rounds</h2>" + _table(rounds, ("round", "readings kept", "images", "mean confidence", "consistency",
-                                            "confidence threshold", "estimate")),
+                                            "share above threshold", "estimate")),
         "<h2>Least certain readings</h2><p class='note'>Correct them in "
         f"<code>{html.escape(Path(record['check_csv']).name)}</code> beside this page; <code>captchalab evaluate "
         "MODEL</code> on it then says how often the model reads its hardest images, "
