@@ -249,3 +249,17 @@ def test_solve_answers_the_lengths_the_run_was_trained_on(tiny_run, tiny_set) ->
         assert reader.config.label_lengths == (4, 5)
         assert all(4 <= len(r.text) <= 5 for r in reader.solve(images)), model
     assert all(len(r.text) == 3 for r in reader.solve(images, Constraints(3, 3)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 4), st.integers(0, 6), st.integers(0, 3), st.booleans())
+def test_an_impossible_length_range_is_found_without_the_exact_mass_where_it_can_be(
+        seed: int, classes: int, low: int, span: int, zeros: bool) -> None:
+    from captchalab.heads import _impossible
+
+    probs = np.random.default_rng(seed).dirichlet(np.ones(classes), size=4)
+    if zeros:
+        probs[:, 1:] *= np.random.default_rng(seed + 1).random((4, classes - 1)) > 0.5
+    for head in (CTC, POSITIONAL):
+        for high in (low + span, None):
+            assert _impossible(head, probs, low, high) == (head.length_mass(probs, low, high) <= 0)

@@ -343,12 +343,25 @@ def decode(
     for i, sample in enumerate(probs):
         if i in sure:
             results.append([Prediction(charset.decode(paths[i]), sure[i])])
-        elif (low or high is not None) and head.length_mass(sample, low, high) <= 0:  # no range: the mass is 1
+        elif _impossible(head, sample, low, high):
             results.append([Prediction("", 0.0)])
         else:
             found = head.search(sample, charset, max(1, top_k), low, high, scored=None if scored is None else scored[i])
             results.append(found or [Prediction("", 0.0)])
     return results
+
+
+def _impossible(head: Head, probs: np.ndarray, low: int, high: int | None) -> bool:
+    """No reading of one image (steps, classes) has a length in the range. Where every class has some
+    probability in every frame and there are two symbols or more (CTC reads "abab", never "aaaa", in
+    four frames), every length up to the number of frames has some too: the exact mass, which costs a
+    quarter of decoding an unsure image, is computed only where a constraint (or float32) left zeros."""
+    if not low and high is None:  # no range: the mass is 1
+        return False
+    steps, classes = probs.shape
+    if classes >= 3 and low <= steps and (high is None or high >= low) and bool(np.all(probs > 0)):
+        return False
+    return head.length_mass(probs, low, high) <= 0
 
 
 def _sure(head: Head, probs: np.ndarray, paths: list[Labels], scored: np.ndarray | None, low: int,
