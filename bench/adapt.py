@@ -227,6 +227,7 @@ def main() -> None:
                         help="score the rounds of --tag's finished OUT (in --work) again, each round read "
                              "again for adapt's estimate; no adapting")
     args = parser.parse_args()
+    args.work = args.work.resolve()  # truth.csv names images by path, read from its own folder
     source = target(args.style, args.zoo_work)
     work = args.work / (args.tag if args.style == V2 else f"{args.style}-{args.tag}")
     truth = hidden_labels(source, work / "images")
