@@ -487,8 +487,9 @@ def _estimate_errors(runs: list[dict]) -> str:
     times the consistency) and, for round 0, by the thresholded share alone, on the same sets."""
     defaults = {r.get("style", "captcha_images_v2"): r for r in runs if r["tag"] == "default"}
     first = {s: r["rounds"][0] for s, r in defaults.items()}
-    rules = {"the rule before": "estimate_by_consistency", "the thresholded share alone": "thresholded_share"}
-    kept = _errors({s: _kept_round(r) for s, r in defaults.items()}, {"the rule before": "estimate_by_consistency"})
+    before = {"the rule before": "estimate_by_consistency"}
+    rules = {**before, "the thresholded share alone": "thresholded_share"}
+    kept = _errors({s: _kept_round(r) for s, r in defaults.items()}, before)
     return ("\n\nIts own estimate (`adapting.estimate`) is the middle of a range. In round 0, of two estimates: "
             "the share of the images whose confidence is above a threshold, the confidence exceeded by as large a "
             "share of 400 look-alikes no round trained on as were read right (average thresholded confidence), and "

@@ -395,6 +395,7 @@ def adapt_command(
     readings that are confident and stable (docs/adapt.md). Prints each round and the model's own
     estimate of its accuracy; check it on a few labelled images with 'captchalab evaluate'."""
     from captchalab.adapting import adapt, summary
+    from captchalab.report import share_above
 
     with err.status("adapting (look-alikes, then self-training rounds)"):
         folder_out = adapt(folder, out_dir, length, charset, budget, rounds, min_confidence, synthetic, init,
@@ -409,8 +410,7 @@ def adapt_command(
     for r in record["rounds"]:
         table.add_row(str(r["round"]), f"{r['kept']} of {r['images']}", f"{r['mean_confidence']:.3f}",
                       f"{r['consistency']:.2f}" if "consistency" in r else "",
-                      f"{r['thresholded_share']:.1%} above {r['confidence_threshold']:.2f}"
-                      if "thresholded_share" in r else "", f"{r['estimate']:.1%}" if "estimate" in r else "")
+                      share_above(r, ""), f"{r['estimate']:.1%}" if "estimate" in r else "")
     out.print(table)
     span = record.get("estimate_range")
     between = f" (between {span[0]:.1%} and {span[1]:.1%})" if span else ""

@@ -369,15 +369,18 @@ def _estimate_range(record: dict[str, Any]) -> str:
             "calibrated confidence times its consistency)") if span else ""
 
 
-def _above(r: dict[str, Any]) -> str:
-    """'73.0% above 0.62': the share of the images read above the reference's confidence threshold."""
-    return f"{r['thresholded_share']:.1%} above {r['confidence_threshold']:.2f}" if "thresholded_share" in r else "-"
+def share_above(r: dict[str, Any], missing: str = "-") -> str:
+    """'73.0% above 0.62': the share of an adapt round's images read above the reference's confidence
+    threshold (``missing`` for a round recorded without it); adapt.html and ``captchalab adapt``'s table."""
+    if "thresholded_share" not in r:
+        return missing
+    return f"{r['thresholded_share']:.1%} above {r['confidence_threshold']:.2f}"
 
 
 def write_adapt_sheet(out: Path, record: dict[str, Any]) -> Path:
     """``out/adapt.html``: the rounds, and the least certain readings as images a person can check in a minute."""
     rounds = [(r["round"], r["kept"], r["images"], float(r["mean_confidence"]),
-               float(r["consistency"]) if "consistency" in r else "-", _above(r),
+               float(r["consistency"]) if "consistency" in r else "-", share_above(r),
                float(r["estimate"]) if "estimate" in r else "-") for r in record["rounds"]]
     rows = []
     for item in record["rounds"][-1]["least_certain"]:
