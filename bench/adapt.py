@@ -197,14 +197,23 @@ def _write(results: dict) -> None:
     RESULT.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
 
+def _start(init: str) -> dict:
+    """Which reader round 0 started from: for 'general', the shipped general reader's stage and ONNX hash."""
+    if init != "general":
+        return {"init": init}
+    shipped = json.loads((ROOT / "src" / "captchalab" / "general" / "general.json").read_text(encoding="utf-8"))
+    return {"init": init, "general_stage": shipped["stage"], "general_onnx_sha256": shipped["onnx_sha256"]}
+
+
 def _finished_entry(args: argparse.Namespace, source: Target, out: Path) -> dict:
     """The record of an adapt that finished but was never recorded (this script stopped while scoring it):
     everything from its OUT/adapt.json; the CPU time is adapt's own count, the wall time is unknown."""
     record = json.loads((out / "adapt.json").read_text(encoding="utf-8"))
     return {"style": args.style, "tag": args.tag, "budget_minutes": record["config"]["budget_minutes"],
             "rounds_asked": record["config"]["rounds"], "synthetic": record["config"]["synthetic"],
-            "init": args.init, "data": source.data, "told": {"length": source.length, "charset": source.charset},
-            "adapt_config": record["config"], "stopped": record["stopped"],
+            **_start(args.init), "data": source.data,
+            "told": {"length": source.length, "charset": source.charset}, "adapt_config": record["config"],
+            "stopped": record["stopped"],
             "adapt_cpu_seconds": record["cpu_seconds"], "adapt_wall_seconds": None,
             "adapt_cpu_seconds_recorded": record["cpu_seconds"], "machine": machine_info(),
             "note": "recorded afterwards from OUT/adapt.json (--rescore): the run that adapted stopped while scoring"}
@@ -249,7 +258,7 @@ def main() -> None:
     adapt_cpu, adapt_wall = time.process_time() - began[0], time.time() - began[1]
     record = json.loads((out / "adapt.json").read_text(encoding="utf-8"))
     entry = {"style": args.style, "tag": args.tag, "budget_minutes": args.budget, "rounds_asked": args.rounds,
-             "synthetic": args.synthetic, "init": args.init, "data": source.data,
+             "synthetic": args.synthetic, **_start(args.init), "data": source.data,
              "told": {"length": source.length, "charset": source.charset}, "adapt_config": record["config"],
              "stopped": record["stopped"], "adapt_cpu_seconds": round(adapt_cpu, 1),
              "adapt_wall_seconds": round(adapt_wall, 1), "adapt_cpu_seconds_recorded": record["cpu_seconds"],
