@@ -401,8 +401,9 @@ def _first_reader(run: dict) -> str:
 
 def _start(run: dict) -> str:
     init = run["adapt_config"].get("init")
-    return f"`{Path(init).relative_to(ROOT)}`" if init and Path(init).is_relative_to(ROOT) else \
-        f"`{init}`" if init else "random weights"
+    stage = f" (stage {run['general_stage']})" if "general_stage" in run else ""
+    return (f"`{Path(init).relative_to(ROOT)}`{stage}" if init and Path(init).is_relative_to(ROOT) else
+            f"`{init}`" if init else "random weights")
 
 
 def adapt() -> str | None:
@@ -444,10 +445,21 @@ def _adapt_worst(runs: list[dict]) -> str:
             f"the {len(kept)} sets adapted with every default (captcha_images_v2 first, then the zoo styles).\n\n")
 
 
-# Every default adapt run started from general-reader stage 008: its gain is measured against that reader's
-# zero-shot run (bench/zero_shot.py at cbf3bcc, model SHA-256 3c3e210f...), kept when a newer stage shipped.
-# Adapting again from a newer stage means running bench/zero_shot.py for it too, and naming its file here.
-ADAPT_ZERO_SHOT = "zero_shot_stage008.json"
+# adapt's gain is measured against the zero-shot run (bench/zero_shot.py) of the very reader its round 0 started
+# from, matched by the ONNX file's SHA-256: the current one, or one kept when a newer stage shipped.
+ZERO_SHOT_RUNS = ("zero_shot.json", "zero_shot_stage008.json")
+# The records adapt's default made before the shipped general reader changed (bench/results/adapt.json tag):
+# the styles table shows what the model it kept read then, beside what it reads from the reader shipped now.
+ADAPT_BEFORE = "stage008"
+
+
+def _zero_shot_of(run: dict) -> tuple[str, dict]:
+    """The zero-shot run of the general reader ``run`` started from, and its file's name ('' and {}: none)."""
+    for name in ZERO_SHOT_RUNS:
+        shot = _load(name) or {}
+        if shot.get("model_sha256") and shot["model_sha256"] == run.get("general_onnx_sha256"):
+            return name, shot.get("sets", {})
+    return "", {}
 
 
 def _adapt_styles(runs: list[dict]) -> str:
@@ -456,24 +468,30 @@ def _adapt_styles(runs: list[dict]) -> str:
     styles = [r for r in runs if r.get("style", "captcha_images_v2") != "captcha_images_v2" and r["tag"] == "default"]
     if not styles:
         return ""
-    zero = (_load(ADAPT_ZERO_SHOT) or {}).get("sets", {})
-    rows = []
+    before = {r["style"]: _kept_round(r) for r in runs if r["tag"] == ADAPT_BEFORE}
+    rows, files = [], set()
     for r in sorted(styles, key=lambda r: _kept_round(r)["test_sequence_accuracy"]):
         best, first = _kept_round(r), r["rounds"][0]
+        name, zero = _zero_shot_of(r)
+        files |= {name} - {""}
         shot = zero.get(r["style"], {}).get("solvers", {}).get("captchalab_allowed")
+        then = before.get(r["style"])
         rows.append(f"| {r['style']} | {r['told']['length']} of {len(r['told']['charset'])} symbols | "
                     f"{_pct(shot['sequence_accuracy']) if shot else '-'} | {_pct(first['test_sequence_accuracy'])} | "
                     f"**{_pct(best['test_sequence_accuracy'])}** (round {best['round']}) | "
                     f"{_estimate_cell(best)} | {_pct(best['accuracy_on_the_adapted_images'])} | "
-                    f"{r.get('adapt_cpu_seconds_recorded', r['adapt_cpu_seconds']) / 60:.0f} |")
+                    f"{r.get('adapt_cpu_seconds_recorded', r['adapt_cpu_seconds']) / 60:.0f} | "
+                    f"{_pct(then['test_sequence_accuracy']) if then else '-'} |")
+    kept_in = ", ".join(f"`bench/results/{f}`" for f in sorted(files)) or "no run recorded"
     return ("\n\nThe same command on styles of the zoo (`bench/adapt.py --style NAME`: the first 1,200 images of "
             "the style's pool, labels hidden, told the lengths and symbols its labels use; scored on its 500 test "
             f"images), worst first. Zero-shot: the general reader these runs started from, told the same "
-            f"(`bench/zero_shot.py`, its run kept as `bench/results/{ADAPT_ZERO_SHOT}`), scored like the rounds "
-            "(exact case where the style has both cases, as mixed-case does).\n\n"
-            "| style | told | zero-shot | round 0 | the model it keeps | its own estimate (its range) | true, on the "
-            "adapted images | CPU minutes |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows)
-            + _estimate_errors(runs))
+            f"(`bench/zero_shot.py`, its run kept as {kept_in}), scored like the rounds "
+            "(exact case where the style has both cases, as mixed-case does). The last column is the model adapt "
+            f"kept when its round 0 started from the general reader shipped before (records tagged `{ADAPT_BEFORE}`)."
+            "\n\n| style | told | zero-shot | round 0 | the model it keeps | its own estimate (its range) | true, on "
+            f"the adapted images | CPU minutes | kept, `{ADAPT_BEFORE}` |\n"
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows) + _estimate_errors(runs))
 
 
 def _estimate_cell(best: dict) -> str:
