@@ -418,7 +418,8 @@ def adapt() -> str | None:
         + (f"{_pct(r['kept_precision'])} |" if r.get("kept_precision") is not None else "- |")
         for r in run["rounds"])
     best = _kept_round(run)
-    others = [f"`{r['tag']}` ({r['adapt_config']['synthetic']:,} look-alikes, round 0 from {_start(r)}, given "
+    others = [f"{'first reader' if r['tag'] == ADAPT_BEFORE else 'settings'}, `{r['tag']}` "
+              f"({r['adapt_config']['synthetic']:,} look-alikes, round 0 from {_start(r)}, given "
               f"{r['adapt_config']['pretrain_share']:.0%} of {r['budget_minutes']:.0f} CPU minutes): "
               f"{_pct(r['rounds'][-1]['test_sequence_accuracy'])} after round {r['rounds'][-1]['round']}, "
               f"stopped: {r['stopped']}" for r in runs if r is not run and "adapt_config" in r]
@@ -431,7 +432,7 @@ def adapt() -> str | None:
             f"({run['budget_minutes']:.0f} budgeted); its stop message: \"{run['stopped']}\"{_first_reader(run)}\n\n"
             "| round | test.csv sequence | test.csv char | on the adapted images | its own estimate | readings kept "
             "| of those right |\n| --- | --- | --- | --- | --- | --- | --- |\n" + rows + _labelled(run)
-            + "".join(f"\n\nEarlier settings, {line}." for line in others) + _adapt_styles(data["runs"]))
+            + "".join(f"\n\nEarlier {line}." for line in others) + _adapt_styles(data["runs"]))
 
 
 def _adapt_worst(runs: list[dict]) -> str:
@@ -507,7 +508,10 @@ def _estimate_errors(runs: list[dict]) -> str:
     first = {s: r["rounds"][0] for s, r in defaults.items()}
     before = {"the rule before": "estimate_by_consistency"}
     rules = {**before, "the thresholded share alone": "thresholded_share"}
-    kept = _errors({s: _kept_round(r) for s, r in defaults.items()}, before)
+    kept_rounds = {s: _kept_round(r) for s, r in defaults.items()}
+    # the rule before differs from adapting.estimate in round 0 only: where no kept model is a round 0, it says
+    # the same
+    kept = _errors(kept_rounds, before if any(r["round"] == 0 for r in kept_rounds.values()) else {})
     return ("\n\nIts own estimate (`adapting.estimate`) is the middle of a range. In round 0, of two estimates: "
             "the share of the images whose confidence is above a threshold, the confidence exceeded by as large a "
             "share of 400 look-alikes no round trained on as were read right (average thresholded confidence), and "
@@ -527,8 +531,8 @@ def _errors(rounds: dict[str, dict], others: dict[str, str]) -> str:
         return (f"within 5 points on {sum(e <= 0.05 for e in off.values())}, "
                 f"{100 * sum(off.values()) / len(off):.1f} points off on average, furthest on {worst}, "
                 f"{100 * off[worst]:.1f} points")
-    return (summary("estimated_accuracy") + " ("
-            + "; ".join(f"{name}: {summary(key)}" for name, key in others.items()) + ")")
+    rest = "; ".join(f"{name}: {summary(key)}" for name, key in others.items())
+    return summary("estimated_accuracy") + (f" ({rest})" if rest else "")
 
 
 def _kept_round(run: dict) -> dict:
