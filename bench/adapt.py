@@ -197,8 +197,9 @@ def _write(results: dict) -> None:
     RESULT.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
 
-def _start(init: str) -> dict:
-    """Which reader round 0 started from: for 'general', the shipped general reader's stage and ONNX hash."""
+def _init_record(init: str) -> dict:
+    """Which reader round 0 started from: for 'general', the shipped general reader's stage and ONNX hash (those
+    of the reader shipped now: record or rescore a run while the reader it started from is still shipped)."""
     if init != "general":
         return {"init": init}
     shipped = json.loads((ROOT / "src" / "captchalab" / "general" / "general.json").read_text(encoding="utf-8"))
@@ -211,7 +212,7 @@ def _finished_entry(args: argparse.Namespace, source: Target, out: Path) -> dict
     record = json.loads((out / "adapt.json").read_text(encoding="utf-8"))
     return {"style": args.style, "tag": args.tag, "budget_minutes": record["config"]["budget_minutes"],
             "rounds_asked": record["config"]["rounds"], "synthetic": record["config"]["synthetic"],
-            **_start(args.init), "data": source.data,
+            **_init_record(args.init), "data": source.data,
             "told": {"length": source.length, "charset": source.charset}, "adapt_config": record["config"],
             "stopped": record["stopped"],
             "adapt_cpu_seconds": record["cpu_seconds"], "adapt_wall_seconds": None,
@@ -258,7 +259,7 @@ def main() -> None:
     adapt_cpu, adapt_wall = time.process_time() - began[0], time.time() - began[1]
     record = json.loads((out / "adapt.json").read_text(encoding="utf-8"))
     entry = {"style": args.style, "tag": args.tag, "budget_minutes": args.budget, "rounds_asked": args.rounds,
-             "synthetic": args.synthetic, **_start(args.init), "data": source.data,
+             "synthetic": args.synthetic, **_init_record(args.init), "data": source.data,
              "told": {"length": source.length, "charset": source.charset}, "adapt_config": record["config"],
              "stopped": record["stopped"], "adapt_cpu_seconds": round(adapt_cpu, 1),
              "adapt_wall_seconds": round(adapt_wall, 1), "adapt_cpu_seconds_recorded": record["cpu_seconds"],
