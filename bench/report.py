@@ -454,13 +454,14 @@ ZERO_SHOT_RUNS = ("zero_shot.json", "zero_shot_stage008.json")
 ADAPT_BEFORE = "stage008"
 
 
-def _zero_shot_of(run: dict) -> tuple[str, dict]:
-    """The zero-shot run of the general reader ``run`` started from, and its file's name ('' and {}: none)."""
+def _zero_shot_by_model() -> dict[str, tuple[str, dict]]:
+    """Each recorded zero-shot run by its model's ONNX SHA-256: its file's name and its sets."""
+    found = {}
     for name in ZERO_SHOT_RUNS:
         shot = _load(name) or {}
-        if shot.get("model_sha256") and shot["model_sha256"] == run.get("general_onnx_sha256"):
-            return name, shot.get("sets", {})
-    return "", {}
+        if shot.get("model_sha256"):
+            found[shot["model_sha256"]] = name, shot.get("sets", {})
+    return found
 
 
 def _adapt_styles(runs: list[dict]) -> str:
@@ -470,10 +471,11 @@ def _adapt_styles(runs: list[dict]) -> str:
     if not styles:
         return ""
     before = {r["style"]: _kept_round(r) for r in runs if r["tag"] == ADAPT_BEFORE}
+    shots = _zero_shot_by_model()
     rows, files = [], set()
     for r in sorted(styles, key=lambda r: _kept_round(r)["test_sequence_accuracy"]):
         best, first = _kept_round(r), r["rounds"][0]
-        name, zero = _zero_shot_of(r)
+        name, zero = shots.get(r.get("general_onnx_sha256", ""), ("", {}))
         files |= {name} - {""}
         shot = zero.get(r["style"], {}).get("solvers", {}).get("captchalab_allowed")
         then = before.get(r["style"])
